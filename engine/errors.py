@@ -1,0 +1,216 @@
+"""The engine's errors: one tree, translated from replicate/httpx at the gateway.
+
+::
+
+    EngineError
+    ├── ConfigError                 bad configuration (e.g. no token); names the variables
+    ├── ApiError                    the API answered 4xx/5xx (``status``, ``title``, ``detail``)
+    │   ├── AuthenticationError     401: the token is missing or wrong
+    │   ├── InvalidRequestError     400/404/413/422: the request will never succeed as sent
+    │   ├── RateLimitedError        429: ``retry_after`` seconds, ``low_credit`` when throttled
+    │   └── ServerError             5xx
+    ├── TransportError              the connection failed; ``sent`` tells whether the
+    │                               request may have reached the server
+    ├── UnexpectedResponseError     the server answered something the client cannot parse
+    ├── PredictionError             a prediction ended without success (``prediction``)
+    │   ├── ModelError              status ``failed`` (also a ``replicate.exceptions.ModelError``)
+    │   ├── PredictionCanceledError status ``canceled`` or ``aborted``
+    │   └── PredictionTimeoutError  our deadline passed (also a builtin ``TimeoutError``)
+    └── DownloadError               an output could not be stored (``url`` without secrets)
+        ├── OutputExpiredError      404/410: Replicate deleted it (about an hour after creation)
+        ├── IntegrityError          size or checksum did not match
+        └── StorageError            the local disk refused (full, read-only, permission)
+
+``ManifestError`` lives in `jobs` (it needs no network) and is re-exported by `engine`.
+
+Messages never contain the API token: the gateway builds them from problem details and
+URLs only, never from request headers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from replicate.exceptions import ModelError as _ReplicateModelError
+
+if TYPE_CHECKING:
+    from engine.prediction import Prediction
+
+__all__ = [
+    "ApiError",
+    "AuthenticationError",
+    "ConfigError",
+    "DownloadError",
+    "EngineError",
+    "IntegrityError",
+    "InvalidRequestError",
+    "ModelError",
+    "OutputExpiredError",
+    "PredictionCanceledError",
+    "PredictionError",
+    "PredictionTimeoutError",
+    "RateLimitedError",
+    "ServerError",
+    "StorageError",
+    "TransportError",
+    "UnexpectedResponseError",
+]
+
+
+class EngineError(Exception):
+    """Base of every error this project raises on purpose."""
+
+
+class ConfigError(EngineError):
+    """Raise when the configuration cannot work (missing token, bad value)."""
+
+
+class ApiError(EngineError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        title: str | None = None,
+        detail: str | None = None,
+        method: str = "",
+        path: str = "",
+    ) -> None:
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.method = method
+        self.path = path
+        what = f"{method} {path} " if method else ""
+        text = detail or title or "no detail"
+        super().__init__(f"{what}-> HTTP {status}: {text}")
+
+    @property
+    def permanent(self) -> bool:
+        """Return True when sending the same request again cannot succeed."""
+        return True
+
+
+class AuthenticationError(ApiError):
+    """401: the token is missing, wrong or revoked."""
+
+
+class InvalidRequestError(ApiError):
+    """400/402/404/413/422: the request is wrong as sent (bad input, unknown model...)."""
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        title: str | None = None,
+        detail: str | None = None,
+        method: str = "",
+        path: str = "",
+        invalid_fields: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(status, title=title, detail=detail, method=method, path=path)
+        self.invalid_fields = invalid_fields or []
+
+
+class RateLimitedError(ApiError):
+    """429: throttled. ``retry_after`` is the server's floor for the next attempt."""
+
+    def __init__(
+        self,
+        status: int = 429,
+        *,
+        title: str | None = None,
+        detail: str | None = None,
+        method: str = "",
+        path: str = "",
+        retry_after: float = 1.0,
+        low_credit_rate: float | None = None,
+    ) -> None:
+        super().__init__(status, title=title, detail=detail, method=method, path=path)
+        self.retry_after = retry_after
+        # Requests per minute the server says we are limited to (low-credit throttle).
+        self.low_credit_rate = low_credit_rate
+
+    @property
+    def permanent(self) -> bool:
+        return False
+
+
+class ServerError(ApiError):
+    """5xx: the server failed; whether the request took effect is unknown for a POST."""
+
+    @property
+    def permanent(self) -> bool:
+        return False
+
+
+class TransportError(EngineError):
+    """The connection failed before a full answer arrived.
+
+    ``sent`` is False only when the request provably never reached the server (connect
+    error or timeout, pool timeout); a create may then be retried without paying twice.
+    """
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class UnexpectedResponseError(EngineError):
+    """The server answered with JSON the client could not parse."""
+
+
+class PredictionError(EngineError):
+    """A prediction ended without success. ``prediction`` holds id, status, logs, error."""
+
+    def __init__(self, prediction: Prediction, message: str | None = None) -> None:
+        self.prediction = prediction
+        # Exception.__init__ directly: replicate's ModelError.__init__ (later in the MRO of
+        # our ModelError) expects a prediction, not a message.
+        Exception.__init__(
+            self, message or f"prediction {prediction.id} {prediction.status}: {prediction.error}"
+        )
+
+
+class ModelError(PredictionError, _ReplicateModelError):
+    """The prediction failed (status ``failed``).
+
+    Also a ``replicate.exceptions.ModelError``, so code written for the replicate client
+    catches it unchanged. ``permanent`` is True for errors no retry can fix (invalid input,
+    safety filter).
+    """
+
+    def __init__(self, prediction: Prediction, *, permanent: bool = False) -> None:
+        PredictionError.__init__(
+            self, prediction, f"prediction {prediction.id} failed: {prediction.error}"
+        )
+        self.permanent = permanent
+
+
+class PredictionCanceledError(PredictionError):
+    """The prediction was canceled (or aborted by its deadline) before it produced output."""
+
+
+class PredictionTimeoutError(PredictionError, TimeoutError):
+    """Our deadline for the prediction passed; it may still be running on Replicate."""
+
+
+class DownloadError(EngineError):
+    """An output file could not be stored. ``url`` never carries credentials."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class OutputExpiredError(DownloadError):
+    """404/410 for an output: Replicate deletes outputs about an hour after creation."""
+
+
+class IntegrityError(DownloadError):
+    """The bytes received do not match ``Content-Length`` or the recorded sha256."""
+
+
+class StorageError(DownloadError):
+    """The local disk refused a write (full, read-only, permission)."""
