@@ -1,0 +1,84 @@
+"""Count what the emulator served, so tests and benchmarks assert on behaviour."""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from typing import Any
+
+__all__ = ["Stats"]
+
+_WINDOW = 60.0
+
+
+class Stats:
+    """Request, prediction and byte counters; `snapshot()` is JSON-able."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.throttled = 0
+        self.predictions_created = 0
+        self.per_input: Counter[str] = Counter()
+        self.peak_concurrent = 0
+        self.peak_creates_per_60s = 0
+        self.bytes_served = 0
+        self.downloads_cut = 0
+        self.webhooks_sent: Counter[int] = Counter()  # by response status (0 = no answer)
+        self._recent_creates: deque[float] = deque()
+        self._active: dict[str, float] = {}  # prediction id -> end time
+        self._ends: list[tuple[float, str]] = []
+
+    def request(self, endpoint: str, status: int) -> None:
+        """Record one answered request."""
+        self.requests[endpoint, status] += 1
+        if status == 429:
+            self.throttled += 1
+
+    def created(self, key: str, prediction_id: str, now: float, end: float) -> int:
+        """Record a stored prediction; return how many with ``key`` existed before."""
+        before = self.per_input[key]
+        self.per_input[key] += 1
+        self.predictions_created += 1
+        self._recent_creates.append(now)
+        while self._recent_creates and self._recent_creates[0] <= now - _WINDOW:
+            self._recent_creates.popleft()
+        self.peak_creates_per_60s = max(self.peak_creates_per_60s, len(self._recent_creates))
+        self._sweep(now)
+        self._active[prediction_id] = end
+        heapq.heappush(self._ends, (end, prediction_id))
+        self.peak_concurrent = max(self.peak_concurrent, len(self._active))
+        return before
+
+    def ended_early(self, prediction_id: str) -> None:
+        """Drop a canceled prediction from the concurrency count."""
+        self._active.pop(prediction_id, None)
+
+    def _sweep(self, now: float) -> None:
+        while self._ends and self._ends[0][0] <= now:
+            end, pid = heapq.heappop(self._ends)
+            if self._active.get(pid) == end:
+                del self._active[pid]
+
+    def concurrent(self, now: float) -> int:
+        """Return the number of non-terminal predictions at ``now``."""
+        self._sweep(now)
+        return len(self._active)
+
+    def duplicates(self) -> dict[str, int]:
+        """Return the (model, canonical input) keys created more than once, with counts."""
+        return {key: n for key, n in self.per_input.items() if n > 1}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return every counter as plain JSON data."""
+        return {
+            "requests": {f"{ep} {status}": n for (ep, status), n in sorted(self.requests.items())},
+            "throttled": self.throttled,
+            "predictions_created": self.predictions_created,
+            "distinct_inputs": len(self.per_input),
+            "duplicates": self.duplicates(),
+            "peak_concurrent": self.peak_concurrent,
+            "peak_creates_per_60s": self.peak_creates_per_60s,
+            "bytes_served": self.bytes_served,
+            "downloads_cut": self.downloads_cut,
+            "webhooks_sent": {str(k): v for k, v in sorted(self.webhooks_sent.items())},
+        }
