@@ -1,0 +1,47 @@
+"""Define `ManifestError`: every manifest problem, located by file, line and field."""
+
+from __future__ import annotations
+
+__all__ = ["ManifestError"]
+
+
+class ManifestError(ValueError):
+    """Raise when a manifest cannot be turned into jobs.
+
+    ``str()`` reads ``path:line: field: message`` (``line`` and ``field`` are left out
+    when unknown), so the CLI prints it as is, without a traceback.
+    """
+
+    path: str
+    line: int | None
+    field: str | None
+    message: str
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.path = path
+        self.line = line
+        self.field = field
+        self.message = message
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        if self.field:
+            return f"{where}: {self.field}: {self.message}"
+        return f"{where}: {self.message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only arguments defeat the default pickling of exceptions; errors cross
+        # process boundaries in the CLI's tests, so keep them picklable.
+        return (_rebuild, (self.message, self.path, self.line, self.field))
+
+
+def _rebuild(message: str, path: str, line: int | None, field: str | None) -> ManifestError:
+    return ManifestError(message, path=path, line=line, field=field)
