@@ -1,0 +1,104 @@
+"""Configure structlog once, for the CLI, and keep secrets out of every event.
+
+Event names are stable and dotted (``api.call``, ``download.completed``, ``job.finished``);
+per-job context is bound with `structlog.contextvars`. `redact` is usable on its own (the
+gateway runs error messages through it), and `redact_secrets` is the processor that applies
+it to every value of every event, whatever configuration is active.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = ["configure_logging", "redact", "redact_secrets"]
+
+# Replicate tokens start with "r8_"; any bearer credential is hidden too.
+_SECRET_PATTERNS = (
+    re.compile(r"r8_[A-Za-z0-9_\-]+"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+"),
+    re.compile(r"(?i)(token\s+)[A-Za-z0-9._~+/=\-]{8,}"),
+)
+_MASK = "[REDACTED]"
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with anything that looks like an API token masked."""
+    text = _SECRET_PATTERNS[0].sub(_MASK, text)
+    for pattern in _SECRET_PATTERNS[1:]:
+        text = pattern.sub(lambda m: m.group(1) + _MASK, text)
+    return text
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 4:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask token-looking strings in every value of the event (a structlog processor)."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
+    # Last line of defence: tracebacks are rendered by an earlier processor.
+    return redact(rendered) if isinstance(rendered, str) else rendered
+
+
+def configure_logging(
+    *,
+    json: bool,
+    level: int | str = logging.INFO,
+    file: Path | None = None,
+) -> None:
+    """Configure structlog for the process: JSON lines or console, to stderr or a file.
+
+    Call once, from the CLI. ``level`` is a `logging` level or its name. A ``file`` is
+    opened for appending and stays open for the life of the process (the log's owner).
+    """
+    if isinstance(level, str):
+        numeric = logging.getLevelNamesMapping().get(level.upper())
+        if numeric is None:
+            raise ValueError(f"unknown log level {level!r}")
+    else:
+        numeric = level
+    renderer: structlog.typing.Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=file is None and sys.stderr.isatty())
+    stream: TextIO = file.open("a", encoding="utf-8") if file is not None else sys.stderr
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    if json:
+        processors += [structlog.processors.dict_tracebacks]
+    processors += [renderer, _redact_rendered]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
