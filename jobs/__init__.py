@@ -1,1 +1,39 @@
-"""Placeholder."""
+"""The batch engine's vocabulary: jobs, their identity, manifests and outputs.
+
+Pure: no network, no event loop. `engine` imports this package, never the reverse.
+"""
+
+from jobs.errors import ManifestError
+from jobs.identity import canonical_json, input_digest, job_key
+from jobs.manifest import ManifestSummary, check_manifest, read_manifest
+from jobs.model import Job, JobStatus, ModelRef, ModelRefError, OutputFile, RefKind
+from jobs.outputs import (
+    OutputItem,
+    OutputKind,
+    UnsafeOutputNameError,
+    check_output_stem,
+    normalise_output,
+    plan_output_names,
+)
+
+__all__ = [
+    "Job",
+    "JobStatus",
+    "ManifestError",
+    "ManifestSummary",
+    "ModelRef",
+    "ModelRefError",
+    "OutputFile",
+    "OutputItem",
+    "OutputKind",
+    "RefKind",
+    "UnsafeOutputNameError",
+    "canonical_json",
+    "check_manifest",
+    "check_output_stem",
+    "input_digest",
+    "job_key",
+    "normalise_output",
+    "plan_output_names",
+    "read_manifest",
+]
