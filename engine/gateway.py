@@ -50,6 +50,7 @@ __all__ = [
     "Gateway",
     "PredictionPage",
     "StreamEvent",
+    "parse_retry_after",
     "ssl_context",
     "translate_httpx_error",
 ]
@@ -115,7 +116,7 @@ def _is_create(request: httpx.Request) -> bool:
     return request.method == "POST" and _CREATE_PATH.search(request.url.path) is not None
 
 
-def _parse_retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
@@ -174,11 +175,11 @@ class BudgetTransport(httpx.AsyncBaseTransport):
         self, budget: Budget, response: httpx.Response, body: Any, exchange: _Exchange | None
     ) -> None:
         # Retry-After is a floor: take the larger of the header and the body's retry_after.
-        waits = [_parse_retry_after(response.headers.get("retry-after"))]
+        waits = [parse_retry_after(response.headers.get("retry-after"))]
         detail = ""
         if isinstance(body, Mapping):
             raw = body.get("retry_after")
-            waits.append(_parse_retry_after(str(raw)) if raw is not None else None)
+            waits.append(parse_retry_after(str(raw)) if raw is not None else None)
             detail = str(body.get("detail") or "")
         retry_after = max((w for w in waits if w is not None), default=1.0)
         budget.throttle(retry_after)

@@ -1,0 +1,366 @@
+"""Store outputs durably: streamed, Range-resumed, verified, fsynced, atomically renamed.
+
+A file is never visible under its final name until every byte is on disk: bytes stream
+into ``name.part``, the size is checked against ``Content-Length``, the sha256 is computed
+on the way, the file and then its directory are fsynced around an atomic ``os.replace``.
+A cut transfer keeps its part, and the next attempt (or the next run) asks only for the
+missing bytes with ``Range``. Memory stays at one chunk whatever the file's size.
+
+Disk errors: on ENOSPC the part is removed (a full disk should not stay full of parts, and
+the other jobs of the run need the space); the download restarts from zero next time.
+Read-only or permission errors leave nothing behind to remove. All three are
+`StorageError` and are not retried.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+from urllib.parse import unquote_to_bytes
+
+import aiofiles
+import aiofiles.os
+import anyio
+import httpx
+import structlog
+
+from engine.config import ApiConfig
+from engine.errors import (
+    DownloadError,
+    IntegrityError,
+    OutputExpiredError,
+    RateLimitedError,
+    ServerError,
+    StorageError,
+)
+from engine.gateway import parse_retry_after, ssl_context, translate_httpx_error
+from engine.logging import redact
+from engine.retry import RetryPolicy, retry_download
+from jobs.model import OutputFile
+
+__all__ = ["Downloader"]
+
+log = structlog.get_logger("engine.download")
+
+Progress = Callable[[int], None]
+
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
+_DELIVERY_SUFFIX = ".replicate.delivery"
+
+
+class _TrustedHostAuth(httpx.Auth):
+    """Send the token only to the API's own origin and to Replicate's delivery hosts.
+
+    httpx drops ``Authorization`` itself when a redirect leaves the origin.
+    """
+
+    def __init__(self, token: str | None, api_url: str) -> None:
+        self._token = token
+        api = httpx.URL(api_url)
+        self._api_origin = (api.scheme, api.host, api.port)
+
+    def trusted(self, url: httpx.URL) -> bool:
+        if (url.scheme, url.host, url.port) == self._api_origin:
+            return True
+        return url.scheme == "https" and (
+            url.host == "replicate.delivery" or url.host.endswith(_DELIVERY_SUFFIX)
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token and self.trusted(request.url):
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
+
+
+def _part_path(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+def _safe_url(url: str) -> str:
+    if url.startswith("data:"):
+        return url[:40] + ("..." if len(url) > 40 else "")
+    return redact(url)
+
+
+def _storage_error(exc: OSError, dest: Path, url: str | None) -> StorageError:
+    reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
+    return StorageError(f"cannot write {dest}: {reason}", url=url)
+
+
+@contextlib.contextmanager
+def _storage_errors(dest: Path, part: Path, url: str | None) -> Generator[None, None, None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _STORAGE_ERRNOS:
+            raise
+        if exc.errno == errno.ENOSPC:
+            with contextlib.suppress(OSError):
+                part.unlink()
+        raise _storage_error(exc, dest, url) from exc
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def _finish(part: Path, dest: Path) -> None:
+    """Rename the verified part into place and make the rename durable."""
+    await aiofiles.os.replace(part, dest)
+    await anyio.to_thread.run_sync(_fsync_dir, dest.parent)
+
+
+class Downloader:
+    """Own one `httpx.AsyncClient` for output files; `fetch` them durably.
+
+    ``retry`` bounds the attempts of one file (network errors, 5xx, 429, short bodies); a
+    retry resumes from the part with ``Range`` when the server allows it.
+    """
+
+    def __init__(
+        self,
+        api: ApiConfig,
+        *,
+        chunk_size: int = 256 * 1024,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self.api = api
+        self.chunk_size = chunk_size
+        self.retry = retry or RetryPolicy()
+        self._client: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> Self:
+        token = self.api.token.reveal() if self.api.token else None
+        self._client = httpx.AsyncClient(
+            verify=ssl_context(self.api.ca_file),
+            timeout=httpx.Timeout(self.api.timeout, connect=10.0, pool=None),
+            auth=_TrustedHostAuth(token, self.api.base_url),
+            follow_redirects=True,
+            trust_env=False,
+            # Bytes on disk must be the file itself, and Content-Length must count them.
+            headers={"Accept-Encoding": "identity"},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+
+    async def fetch(
+        self,
+        url: str,
+        dest: Path,
+        *,
+        progress: Progress | None = None,
+        name: str | None = None,
+    ) -> OutputFile:
+        """Download ``url`` to ``dest`` durably; return it verified, with its sha256.
+
+        ``name`` is what `OutputFile.name` records (a path relative to the output folder);
+        it defaults to ``dest.name``. ``progress`` receives the size of each chunk written.
+        """
+        start = time.perf_counter()
+        label = name or dest.name
+        part = _part_path(dest)
+        with _storage_errors(dest, part, None):
+            await aiofiles.os.makedirs(dest.parent, exist_ok=True)
+        if url.startswith("data:"):
+            payload, content_type = _decode_data_uri(url)
+            result = await self._store_bytes(payload, dest, label, content_type, None)
+        else:
+            result = await self._fetch_retrying(url, dest, label, progress)
+        log.info(
+            "download.completed",
+            name=result.name,
+            size=result.size,
+            duration_ms=round((time.perf_counter() - start) * 1000, 1),
+        )
+        return result
+
+    async def _fetch_retrying(
+        self, url: str, dest: Path, label: str, progress: Progress | None
+    ) -> OutputFile:
+        if self._client is None:
+            raise RuntimeError("Downloader is not open: use 'async with Downloader(...)'")
+        etag: list[str] = []  # the first answer's ETag, so a resume asks If-Range
+        async for attempt in self.retry.retrying(retry_download):
+            with attempt:
+                return await self._fetch_once(url, dest, label, etag, progress)
+        raise AssertionError("unreachable: stamina either returns or raises")
+
+    async def write_inline(
+        self, content: str | bytes, dest: Path, *, name: str | None = None
+    ) -> OutputFile:
+        """Store a text or JSON output through the same part -> fsync -> rename path."""
+        payload = content.encode() if isinstance(content, str) else content
+        part = _part_path(dest)
+        with _storage_errors(dest, part, None):
+            await aiofiles.os.makedirs(dest.parent, exist_ok=True)
+        return await self._store_bytes(payload, dest, name or dest.name, None, None)
+
+    async def _store_bytes(
+        self,
+        payload: bytes,
+        dest: Path,
+        label: str,
+        content_type: str | None,
+        url: str | None,
+    ) -> OutputFile:
+        part = _part_path(dest)
+        with _storage_errors(dest, part, url):
+            async with aiofiles.open(part, "wb") as out:
+                await out.write(payload)
+                await out.flush()
+                await anyio.to_thread.run_sync(os.fsync, out.fileno())
+            await _finish(part, dest)
+        return OutputFile(
+            name=label,
+            size=len(payload),
+            sha256=hashlib.sha256(payload).hexdigest(),
+            url=url,
+            content_type=content_type,
+        )
+
+    async def _fetch_once(
+        self,
+        url: str,
+        dest: Path,
+        label: str,
+        etag: list[str],
+        progress: Progress | None,
+    ) -> OutputFile:
+        assert self._client is not None
+        part = _part_path(dest)
+        safe = _safe_url(url)
+        with _storage_errors(dest, part, safe):
+            offset = part.stat().st_size if part.exists() else 0
+        headers: dict[str, str] = {}
+        if offset > 0:
+            headers["Range"] = f"bytes={offset}-"
+            if etag:  # the representation must not have changed under our part
+                headers["If-Range"] = etag[0]
+        try:
+            async with self._client.stream("GET", url, headers=headers) as response:
+                self._check_status(response, safe, part)
+                if "etag" in response.headers and not etag:
+                    etag.append(response.headers["etag"])
+                resume_at, total = _plan(response, offset)
+                with _storage_errors(dest, part, safe):
+                    digest = hashlib.sha256()
+                    if resume_at:
+                        await self._hash_prefix(part, resume_at, digest)
+                    size = resume_at
+                    # The part is exactly `resume_at` long: append; else start it afresh.
+                    async with aiofiles.open(part, "ab" if resume_at else "wb") as out:
+                        async for chunk in response.aiter_raw(self.chunk_size):
+                            await out.write(chunk)
+                            digest.update(chunk)
+                            size += len(chunk)
+                            if progress is not None:
+                                progress(len(chunk))
+                        await out.flush()
+                        await anyio.to_thread.run_sync(os.fsync, out.fileno())
+                content_type = response.headers.get("content-type")
+        except httpx.TransportError as exc:
+            # The part keeps what arrived; the retry resumes from it.
+            raise translate_httpx_error(exc, f"GET {safe}") from exc
+        if total is not None and size != total:
+            raise IntegrityError(
+                f"{label}: received {size} bytes, expected {total}; the part is kept to resume",
+                url=safe,
+            )
+        with _storage_errors(dest, part, safe):
+            await _finish(part, dest)
+        if resume_at:
+            log.info("download.resumed", name=label, offset=resume_at, size=size)
+        return OutputFile(
+            name=label,
+            size=size,
+            sha256=digest.hexdigest(),
+            url=url,
+            content_type=content_type,
+        )
+
+    def _check_status(self, response: httpx.Response, safe: str, part: Path) -> None:
+        status = response.status_code
+        if status in (200, 206):
+            return
+        if status in (404, 410):
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise OutputExpiredError(f"output gone (HTTP {status}): {safe}", url=safe)
+        if status == 416:
+            # The part is not a prefix of this file any more: start over next attempt.
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise IntegrityError(f"range not satisfiable for {safe}; restarting", url=safe)
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after")) or 1.0
+            raise RateLimitedError(detail=f"download throttled: {safe}", retry_after=retry_after)
+        if status >= 500:
+            raise ServerError(status, detail=f"download failed: {safe}")
+        raise DownloadError(f"download refused (HTTP {status}): {safe}", url=safe)
+
+    async def _hash_prefix(self, part: Path, length: int, digest: hashlib._Hash) -> None:
+        remaining = length
+        async with aiofiles.open(part, "rb") as existing:
+            while remaining > 0:
+                chunk = await existing.read(min(self.chunk_size, remaining))
+                if not chunk:
+                    raise IntegrityError(f"{part.name} shrank while resuming")
+                digest.update(chunk)
+                remaining -= len(chunk)
+
+
+def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
+    """Return (where to start writing in the part, expected total size or None)."""
+    length = response.headers.get("content-length")
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match is None or int(match.group(1)) != offset:
+            raise IntegrityError("server answered a different range than asked; restarting")
+        total = match.group(3)
+        if total != "*":
+            return offset, int(total)
+        return offset, offset + int(length) if length else None
+    # 200: the server ignored Range (or none was sent): write from the start.
+    return 0, int(length) if length else None
+
+
+def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
+    match = _DATA_URI.match(url)
+    if match is None:
+        raise DownloadError("malformed data: URI", url=_safe_url(url))
+    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
+    data = match["data"]
+    try:
+        if "base64" in params:
+            payload = base64.b64decode(unquote_to_bytes(data), validate=False)
+        else:
+            payload = unquote_to_bytes(data)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError(f"undecodable data: URI: {exc}", url=_safe_url(url)) from exc
+    return payload, match["type"] or "text/plain"
