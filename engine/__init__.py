@@ -1,1 +1,74 @@
-"""Placeholder."""
+"""Run thousands of Replicate predictions: bounded, rate-limited, resumable, paid for once.
+
+The public surface: the batch runner (`run_jobs`, `open_run`), its configuration and
+events, the seed document's `ReplicateClient`, and the error tree. Nothing is created
+at import time.
+"""
+
+from engine.client import ReplicateClient, get_replicate_client, reset_replicate_client
+from engine.config import ApiConfig, EngineConfig, Secret
+from engine.control import RunControl
+from engine.errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigError,
+    DownloadError,
+    EngineError,
+    IntegrityError,
+    InvalidRequestError,
+    ModelError,
+    OutputExpiredError,
+    PredictionCanceledError,
+    PredictionError,
+    PredictionTimeoutError,
+    RateLimitedError,
+    ServerError,
+    StorageError,
+    TransportError,
+    UnexpectedResponseError,
+)
+from engine.events import JobEvent, JobEventKind
+from engine.prediction import Prediction, PredictionStatus
+from engine.report import RunSummary
+from engine.runner import JobSource, RunHandle, open_run, run_jobs
+from jobs import Job, ManifestError, ModelRef, read_manifest
+
+__all__ = [
+    "ApiConfig",
+    "ApiError",
+    "AuthenticationError",
+    "ConfigError",
+    "DownloadError",
+    "EngineConfig",
+    "EngineError",
+    "IntegrityError",
+    "InvalidRequestError",
+    "Job",
+    "JobEvent",
+    "JobEventKind",
+    "JobSource",
+    "ManifestError",
+    "ModelError",
+    "ModelRef",
+    "OutputExpiredError",
+    "Prediction",
+    "PredictionCanceledError",
+    "PredictionError",
+    "PredictionStatus",
+    "PredictionTimeoutError",
+    "RateLimitedError",
+    "ReplicateClient",
+    "RunControl",
+    "RunHandle",
+    "RunSummary",
+    "Secret",
+    "ServerError",
+    "StorageError",
+    "TransportError",
+    "UnexpectedResponseError",
+    "get_replicate_client",
+    "open_run",
+    "read_manifest",
+    "reset_replicate_client",
+    "run_jobs",
+]

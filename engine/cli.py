@@ -1,0 +1,226 @@
+"""The command line: the only place that reads flags and the environment.
+
+Exit codes: 0 every job done, 1 some jobs not done (failed, canceled, stopped by a
+budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import anyio
+import structlog
+
+from engine.config import ApiConfig, EngineConfig, Secret
+from engine.control import RunControl
+from engine.errors import AuthenticationError, ConfigError
+from engine.logging import configure_logging
+from engine.report import RunSummary
+from engine.runner import run_jobs
+from jobs import Job, ManifestError, read_manifest
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+log = structlog.get_logger("engine.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit code."""
+    args = _parser().parse_args(argv)
+    if args.command == "emulator":
+        from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
+
+        code: int = serve_forever(list(args.rest))
+        return code
+    if args.command == "run":
+        return _run(args)
+    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine",
+        description="Run thousands of Replicate predictions: bounded, rate-limited, resumable.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a YAML or JSONL manifest")
+    run.add_argument("manifest", type=Path)
+    run.add_argument("--output-dir", type=Path, default=None, help="default: ./outputs/<name>")
+    run.add_argument("--state", type=Path, default=None, help="journal path")
+    run.add_argument("--concurrency", type=_positive_int, default=32)
+    run.add_argument(
+        "--rate-limit",
+        type=_positive_float,
+        default=600.0,
+        help="prediction creates per minute (default 600)",
+    )
+    run.add_argument(
+        "--read-rate-limit",
+        type=_positive_float,
+        default=3000.0,
+        help="other API calls per minute (default 3000)",
+    )
+    run.add_argument("--max-retries", type=_non_negative_int, default=2)
+    run.add_argument("--retry-failed", action="store_true")
+    run.add_argument("--only", nargs="+", default=(), metavar="ID")
+    run.add_argument("--job-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    run.add_argument("--deadline", type=_positive_float, default=None, metavar="SECONDS")
+    run.add_argument("--max-predictions", type=_non_negative_int, default=None)
+    run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
+    run.add_argument("--cancel-on-exit", action="store_true")
+    run.add_argument("--poll-interval", type=_positive_float, default=0.5)
+    run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
+    run.add_argument(
+        "--emulator",
+        action="store_true",
+        help="start the built-in emulator and run against it (no token needed)",
+    )
+
+    emu = sub.add_parser("emulator", help="serve the local Replicate API emulator", add_help=False)
+    emu.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(json=not sys.stderr.isatty(), file=args.json_logs)
+    try:
+        total = _check_manifest(args.manifest)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    output_dir = args.output_dir or Path("outputs") / args.manifest.stem
+    with ExitStack() as stack:
+        api = _api_config(args, stack)
+        config = EngineConfig(
+            api=api,
+            output_dir=output_dir,
+            state_path=args.state,
+            concurrency=args.concurrency,
+            create_rate=args.rate_limit,
+            read_rate=args.read_rate_limit,
+            max_retries=args.max_retries,
+            poll_interval=args.poll_interval,
+            job_timeout=args.job_timeout,
+            deadline=args.deadline,
+            max_predictions=args.max_predictions,
+            max_predict_seconds=args.max_predict_seconds,
+            retry_failed=args.retry_failed,
+            only=frozenset(args.only),
+            cancel_on_exit=args.cancel_on_exit,
+        )
+        summary = _run_batch(args.manifest, config, total)
+    if summary is None:
+        return EXIT_USAGE
+    _print_summary(summary, config)
+    return summary.exit_code
+
+
+def _run_batch(manifest: Path, config: EngineConfig, total: int) -> RunSummary | None:
+    """Run the batch; None when the configuration (token, auth) makes it impossible."""
+    problem: BaseException
+    try:
+        config.api.require_token()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    try:
+        return anyio.run(_run_async, manifest, config, total)
+    except* (AuthenticationError, ConfigError) as group:
+        problem = group.exceptions[0]
+    print(f"error: {problem}", file=sys.stderr)
+    return None
+
+
+def _check_manifest(path: Path) -> int:
+    """Read the whole manifest once, streamed, so no API call precedes a manifest error."""
+    count = 0
+    for _ in read_manifest(path):
+        count += 1
+    return count
+
+
+def _jobs(path: Path) -> Iterator[Job]:
+    return read_manifest(path)
+
+
+async def _run_async(manifest: Path, config: EngineConfig, total: int) -> RunSummary:
+    control = RunControl()
+    log.info("run.started", manifest=str(manifest), jobs=total, output_dir=str(config.output_dir))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_handle_signals, control, config.cancel_on_exit, tg.cancel_scope)
+        summary = await run_jobs(lambda: _jobs(manifest), config, control=control)
+        tg.cancel_scope.cancel()
+    return summary
+
+
+async def _handle_signals(
+    control: RunControl, cancel_on_exit: bool, scope: anyio.CancelScope
+) -> None:
+    """First signal: stop creating and drain. Second: cancel in-flight predictions."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        count = 0
+        async for signum in signals:
+            count += 1
+            name = signal.Signals(signum).name
+            if count == 1 and not cancel_on_exit:
+                print(
+                    f"\n{name}: no new predictions; finishing downloads. "
+                    "Press Ctrl-C again to cancel running predictions.",
+                    file=sys.stderr,
+                )
+                control.interrupt(name)
+            elif count <= 2:
+                print(f"\n{name}: canceling running predictions on Replicate.", file=sys.stderr)
+                control.cancel(name)
+            else:
+                scope.cancel()
+                return
+
+
+def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
+    if not args.emulator:
+        return ApiConfig.from_env(os.environ)
+    from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
+
+    server = stack.enter_context(EmulatorServer(EmulatorConfig.demo()))
+    print(f"emulator: serving the Replicate API at {server.base_url}", file=sys.stderr)
+    return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
+
+
+def _print_summary(summary: RunSummary, config: EngineConfig) -> None:
+    from engine.display import render_summary  # noqa: PLC0415
+
+    render_summary(summary, config.output_dir)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value

@@ -1,0 +1,63 @@
+"""Steer a running batch: stop creating, leave or cancel what is in flight.
+
+A run stops in one of three ways, and workers treat them differently:
+
+- *drain* (deadline, budget reached): no new creates; running predictions are waited
+  for and downloaded.
+- *interrupt* (first Ctrl-C or SIGTERM): no new creates; running predictions are left
+  running on Replicate (journaled, re-attached by the next run); downloads in progress
+  and predictions that already succeeded finish.
+- *cancel* (second Ctrl-C, or ``--cancel-on-exit``): everything still running on
+  Replicate is canceled so nothing keeps billing.
+"""
+
+from __future__ import annotations
+
+import anyio
+
+__all__ = ["RunControl"]
+
+
+class RunControl:
+    """Shared stop signals for one run. Create it inside the event loop that runs it."""
+
+    def __init__(self) -> None:
+        self._changed = anyio.Event()
+        self.stop_reason: str | None = None
+        self.interrupted = False
+        self.cancel_requested = False
+        self._cancel_event = anyio.Event()
+
+    @property
+    def stop_creating(self) -> bool:
+        """Return True once no new prediction may be created."""
+        return self.stop_reason is not None
+
+    def drain(self, reason: str) -> None:
+        """Stop creating; finish what is running (deadline, budget)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._wake()
+
+    def interrupt(self, reason: str = "interrupted") -> None:
+        """Stop creating and stop waiting for running predictions (first Ctrl-C)."""
+        self.interrupted = True
+        self.drain(reason)
+
+    def cancel(self, reason: str = "canceled") -> None:
+        """Interrupt and cancel every in-flight prediction on Replicate (second Ctrl-C)."""
+        self.cancel_requested = True
+        self.interrupt(reason)
+        self._cancel_event.set()
+
+    async def wait_changed(self) -> None:
+        """Return at the next change of state (used to cut poll sleeps short)."""
+        await self._changed.wait()
+
+    async def wait_cancel(self) -> None:
+        """Return once a cancel was requested."""
+        await self._cancel_event.wait()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()

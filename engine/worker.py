@@ -1,0 +1,367 @@
+"""Carry one job through its life: create -> journal id -> wait -> download -> journal done.
+
+The order is what makes a run safe to kill at any moment: the prediction id reaches the
+journal (fsynced) before anything waits on it, and ``done`` is written only after every
+output file is verified and renamed into place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio
+import structlog
+
+from engine.config import EngineConfig
+from engine.control import RunControl
+from engine.download import Downloader
+from engine.errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigError,
+    DownloadError,
+    EngineError,
+    OutputExpiredError,
+    RateLimitedError,
+    ServerError,
+    StorageError,
+    TransportError,
+)
+from engine.events import JobEvent, JobEventKind
+from engine.gateway import Gateway
+from engine.limits import PollPacer
+from engine.prediction import Prediction, PredictionStatus
+from engine.reconcile import find_created_prediction
+from engine.report import RunStats
+from engine.state import JobState, Journal, JournalRecord
+from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
+
+__all__ = ["WorkerContext", "is_permanent_failure", "run_job"]
+
+log = structlog.get_logger("engine.worker")
+
+# Words Replicate and models use for failures that no retry can fix.
+_PERMANENT_MARKERS = (
+    "invalid input",
+    "input validation",
+    "nsfw",
+    "safety",
+    "content policy",
+    "flagged",
+    "not permitted",
+)
+
+
+def is_permanent_failure(error: str | None) -> bool:
+    """Return True when a failed prediction's error says retrying cannot help."""
+    text = (error or "").lower()
+    return any(marker in text for marker in _PERMANENT_MARKERS)
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """What every worker shares: one gateway, downloader, journal, pacer and the counters."""
+
+    config: EngineConfig
+    gateway: Gateway
+    downloader: Downloader
+    journal: Journal
+    pacer: PollPacer
+    control: RunControl
+    stats: RunStats
+    emit: Callable[[JobEvent], Awaitable[None]]
+    in_flight: dict[str, str] = field(default_factory=dict)  # prediction id -> job key
+    creates_reserved: int = 0
+
+    def reserve_create(self) -> bool:
+        """Take one prediction from the ``--max-predictions`` budget, if any is left."""
+        limit = self.config.max_predictions
+        if limit is not None and self.creates_reserved >= limit:
+            self.control.drain("max-predictions reached")
+            return False
+        self.creates_reserved += 1
+        return True
+
+    def add_predict_time(self, seconds: float | None) -> None:
+        """Count predict time (failed and canceled ones cost too) against the budget."""
+        if seconds is None:
+            return
+        self.stats.predict_seconds += seconds
+        limit = self.config.max_predict_seconds
+        if limit is not None and self.stats.predict_seconds >= limit:
+            self.control.drain("max-predict-seconds reached")
+
+
+async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
+    """Run ``job`` to a final state, resuming from its journaled ``state``."""
+    with structlog.contextvars.bound_contextvars(job=job.key):
+        await _Lifecycle(job, state, ctx).run()
+
+
+class _Lifecycle:
+    """The state machine of one job within one run."""
+
+    def __init__(self, job: Job, state: JobState | None, ctx: WorkerContext) -> None:
+        self.job = job
+        self.state = state
+        self.ctx = ctx
+        self.attempt = state.attempts if state else 0  # numbering continues across runs
+        self.tries = 0  # predictions created by this run, for --max-retries
+
+    async def run(self) -> None:
+        ctx, job, state = self.ctx, self.job, self.state
+        prediction_id = self._resumable_prediction()
+        if prediction_id is None and state is not None and state.status is JobStatus.CREATING:
+            prediction_id = await self._reconcile(state)
+        while True:
+            if prediction_id is None:
+                prediction_id = await self._create()
+                if prediction_id is None:
+                    return
+            else:
+                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
+            prediction = await self._wait(prediction_id)
+            if prediction is None:
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running")
+                )
+                return
+            if not await self._finish(prediction):
+                return
+            prediction_id = None
+
+    def _resumable_prediction(self) -> str | None:
+        state = self.state
+        if state is None or state.prediction_id is None:
+            return None
+        if state.status in (JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.DONE):
+            return state.prediction_id
+        return None
+
+    async def _journal(self, record: JournalRecord, *, durable: bool = False) -> None:
+        await self.ctx.journal.append(record, durable=durable)
+
+    # -- create --------------------------------------------------------------------------
+
+    async def _create(self) -> str | None:
+        """Create a prediction and journal its id durably; None when the run stops creating."""
+        ctx, job = self.ctx, self.job
+        digest = input_digest(job.input)
+        uncertain_since: float | None = None
+        while True:
+            if ctx.control.stop_creating or not ctx.reserve_create():
+                await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
+                return None
+            self.attempt += 1
+            self.tries += 1
+            sent_at = time.time()
+            await self._journal(
+                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest)
+            )
+            try:
+                prediction = await ctx.gateway.create(job.model, job.input)
+            except (AuthenticationError, ConfigError):
+                raise  # the whole run is misconfigured: stop it, loudly and early
+            except ApiError as exc:
+                if isinstance(exc, ServerError | RateLimitedError):
+                    # A 5xx may have stored the prediction anyway: look before creating again.
+                    uncertain_since = uncertain_since or sent_at
+                    found = await self._find_orphan(digest, uncertain_since)
+                    if found is not None:
+                        return found
+                    await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                    continue
+                await self._fail(None, exc, permanent=exc.permanent)
+                return None
+            except TransportError as exc:
+                if exc.sent:
+                    uncertain_since = uncertain_since or sent_at
+                    found = await self._find_orphan(digest, uncertain_since)
+                    if found is not None:
+                        return found
+                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                continue
+            await self._journal(
+                JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
+                durable=True,
+            )
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
+            return prediction.id
+
+    async def _find_orphan(self, digest: str, since: float) -> str | None:
+        """Find a prediction the server stored although our create saw an error."""
+        found = await find_created_prediction(self.ctx.gateway, self.job.model, digest, since)
+        if found is not None:
+            log.info("job.reconciled", prediction_id=found)
+            record = JournalRecord.created(self.job.key, prediction_id=found, attempt=self.attempt)
+            await self._journal(record, durable=True)
+        return found
+
+    async def _reconcile(self, state: JobState) -> str | None:
+        """After a crash between sending a create and journaling its id, find that prediction."""
+        since = state.creating_since or 0.0
+        digest = state.input_digest or input_digest(self.job.input)
+        return await self._find_orphan(digest, since)
+
+    # -- wait ----------------------------------------------------------------------------
+
+    async def _wait(self, prediction_id: str) -> Prediction | None:
+        """Poll until terminal, sharing the read budget; None when the run is interrupted."""
+        ctx = self.ctx
+        ctx.in_flight[prediction_id] = self.job.key
+        started = time.monotonic()
+        timeout = ctx.config.job_timeout
+        with ctx.pacer.track():
+            while True:
+                prediction = await ctx.gateway.get(prediction_id)
+                if prediction.status.terminal:
+                    ctx.in_flight.pop(prediction_id, None)
+                    ctx.stats.prediction_seconds.append(time.monotonic() - started)
+                    return prediction
+                if ctx.control.interrupted:
+                    return None
+                if timeout is not None and time.monotonic() - started > timeout:
+                    log.warning("job.timeout", prediction_id=prediction_id, timeout=timeout)
+                    canceled = await ctx.gateway.cancel(prediction_id)
+                    ctx.in_flight.pop(prediction_id, None)
+                    return canceled
+                with anyio.move_on_after(ctx.pacer.interval):
+                    await ctx.control.wait_changed()
+
+    # -- finish --------------------------------------------------------------------------
+
+    async def _finish(self, prediction: Prediction) -> bool:
+        """Handle a terminal prediction; return True when a new attempt should follow."""
+        ctx, job = self.ctx, self.job
+        ctx.add_predict_time(prediction.predict_time)
+        if prediction.status is PredictionStatus.SUCCEEDED:
+            await self._journal(
+                JournalRecord.succeeded(
+                    job.key,
+                    prediction_id=prediction.id,
+                    outputs=None,
+                    predict_time=prediction.predict_time,
+                )
+            )
+            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id))
+            try:
+                files = await self._download(prediction)
+            except OutputExpiredError as exc:
+                # Gone from Replicate: only a new prediction can bring the files back.
+                return await self._retry_or_fail(prediction.id, exc)
+            except StorageError as exc:
+                # The disk refuses: creating more would pay for outputs we cannot keep.
+                # The job stays "succeeded" in the journal, so the next run downloads it.
+                ctx.control.drain(f"storage error: {exc}")
+                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                return False
+            except DownloadError as exc:
+                # Still on Replicate: stay "succeeded" so the next run fetches it, paid once.
+                log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
+                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                return False
+            await self._journal(
+                JournalRecord.done(
+                    job.key, prediction_id=prediction.id, predict_time=prediction.predict_time
+                ),
+                durable=True,
+            )
+            total = sum(f.size for f in files)
+            await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
+            return False
+        if prediction.status is PredictionStatus.FAILED:
+            permanent = is_permanent_failure(prediction.error)
+            error = _PredictionFailedError(prediction.error or "prediction failed")
+            if permanent:
+                await self._fail(prediction.id, error, permanent=True)
+                return False
+            return await self._retry_or_fail(prediction.id, error)
+        # canceled or aborted: by us (timeout) or on Replicate; either way not retried blindly
+        why = "timeout" if ctx.config.job_timeout else "canceled"
+        await self._journal(
+            JournalRecord.canceled(job.key, prediction_id=prediction.id, why=why), durable=True
+        )
+        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
+        return False
+
+    async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
+        if self.tries <= self.ctx.config.max_retries and not self.ctx.control.stop_creating:
+            await self._journal(self._failed(prediction_id, exc, permanent=False))
+            await self.ctx.emit(
+                JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))
+            )
+            return True
+        await self._fail(prediction_id, exc, permanent=False)
+        return False
+
+    async def _fail(self, prediction_id: str | None, exc: Exception, *, permanent: bool) -> None:
+        await self._journal(self._failed(prediction_id, exc, permanent=permanent), durable=True)
+        log.warning("job.failed", prediction_id=prediction_id, error=str(exc), permanent=permanent)
+        await self.ctx.emit(JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc)))
+
+    def _failed(
+        self, prediction_id: str | None, exc: Exception, *, permanent: bool
+    ) -> JournalRecord:
+        return JournalRecord.failed(
+            self.job.key,
+            prediction_id=prediction_id,
+            error=str(exc),
+            error_class=type(exc).__name__,
+            permanent=permanent,
+            attempt=self.attempt,
+        )
+
+    # -- download ------------------------------------------------------------------------
+
+    async def _download(self, prediction: Prediction) -> list[OutputFile]:
+        """Store every output, skipping files already verified on disk by an earlier run."""
+        ctx, job = self.ctx, self.job
+        items = normalise_output(prediction.output)
+        if not items and prediction.data_removed:
+            raise OutputExpiredError(f"outputs of prediction {prediction.id} were removed")
+        names = plan_output_names(job, items)
+        have = {f.name: f for f in (self.state.files if self.state else ())}
+        stored: list[OutputFile] = []
+        for item, name in zip(items, names, strict=True):
+            dest = ctx.config.output_dir / name
+            known = have.get(name)
+            if known is not None and _on_disk(dest, known.size):
+                stored.append(known)
+                continue
+            started = time.monotonic()
+            if item.url is not None:
+                result = await ctx.downloader.fetch(item.url, dest, name=name)
+            else:
+                result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
+            stored_file = OutputFile(
+                name, result.size, result.sha256, item.url, result.content_type
+            )
+            ctx.stats.download_seconds.append(time.monotonic() - started)
+            await self._journal(
+                JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
+            )
+            await ctx.emit(
+                JobEvent(job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size)
+            )
+            stored.append(stored_file)
+        return stored
+
+
+class _PredictionFailedError(EngineError):
+    """A failed prediction's error, carried into the journal and the report."""
+
+
+def _on_disk(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
+
+
+def _why(exc: BaseException) -> str:
+    """Return ``ErrorClass: message`` for events and the report (no secrets by construction)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:300]

@@ -1,0 +1,90 @@
+"""Build manifests, configs and checks shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from engine import ApiConfig, EngineConfig, Secret
+
+FLUX = "black-forest-labs/flux-schnell"
+SDXL = "stability-ai/sdxl"
+LLAMA = "meta/meta-llama-3-70b-instruct"
+VIDEO = "kling-ai/kling-video"
+FAILS = "emulator/fails"
+
+
+def write_jsonl(path: Path, jobs: Iterable[Mapping[str, Any]]) -> Path:
+    """Write a JSONL manifest, one job per line."""
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs))
+    return path
+
+
+def image_jobs(n: int, *, model: str = FLUX, prefix: str = "p") -> list[dict[str, Any]]:
+    """Return ``n`` distinct image jobs with explicit ids."""
+    return [
+        {"id": f"{prefix}{i:04d}", "model": model, "input": {"prompt": f"{prefix} {i}"}}
+        for i in range(n)
+    ]
+
+
+def engine_config(server: Any, out: Path, **changes: Any) -> EngineConfig:
+    """Return a config pointed at ``server``, tuned for fast tests (short polls)."""
+    api = ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
+    settings: dict[str, Any] = {
+        "api": api,
+        "output_dir": out,
+        "poll_interval": 0.01,
+        "journal_flush_interval": 0.002,
+        "create_rate": 60_000.0,
+        "read_rate": 600_000.0,
+        "concurrency": 16,
+    }
+    settings.update(changes)
+    return EngineConfig(**settings)
+
+
+def cli_env(server: Any) -> dict[str, str]:
+    """Return an environment that points a subprocess's engine at ``server``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATE_")}
+    env.update(
+        REPLICATE_API_TOKEN=server.token,
+        REPLICATE_BASE_URL=server.base_url,
+        SSL_CERT_FILE=str(server.ca_file),
+    )
+    return env
+
+
+def journal_records(path: Path) -> list[dict[str, Any]]:
+    """Return every complete journal line as a dict."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def sha256(path: Path) -> str:
+    """Return the sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def assert_files_match_journal(out: Path, journal: Path) -> int:
+    """Check every journaled file exists with its recorded size and sha256; return count."""
+    files = {r["n"]: r for r in journal_records(journal) if r["e"] == "file"}
+    for name, record in files.items():
+        path = out / name
+        assert path.stat().st_size == record["sz"], name
+        assert sha256(path) == record["sha"], name
+    assert not list(out.rglob("*.part")), "a .part file was left behind"
+    return len(files)

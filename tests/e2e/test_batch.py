@@ -1,0 +1,191 @@
+"""End-to-end runs of the batch engine against the emulator over HTTPS."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine import JobEventKind, open_run, read_manifest, run_jobs
+from tests.e2e.helpers import (
+    FAILS,
+    FLUX,
+    LLAMA,
+    SDXL,
+    assert_files_match_journal,
+    engine_config,
+    image_jobs,
+    journal_records,
+    write_jsonl,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_every_output_lands_on_disk_verified_and_journaled(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "two", "model": FLUX, "input": {"prompt": "two cats", "num_outputs": 2}},
+            {"id": "sdxl", "model": SDXL, "input": {"prompt": "sunset"}},
+            {"id": "text", "model": LLAMA, "input": {"prompt": "haiku about llamas"}},
+            *image_jobs(5),
+        ],
+    )
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (summary.done, summary.failed, summary.exit_code) == (8, 0, 0)
+    assert (out / "two_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "two_1.png").exists()
+    assert (out / "text.txt").read_text().strip()
+    assert assert_files_match_journal(out, config.journal_path) == 9
+    stats = emulator_server.emulator.stats.snapshot()
+    assert stats["predictions_created"] == 8
+    assert stats["duplicates"] == {}
+    report = json.loads((out / "report.json").read_text())
+    assert report["done"] == 8
+    assert report["predictions_created"] == 8
+
+
+async def test_second_run_of_a_finished_manifest_creates_nothing(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(6))
+    config = engine_config(emulator_server, tmp_path / "out")
+    await run_jobs(lambda: read_manifest(manifest), config)
+    created = emulator_server.emulator.stats.snapshot()["predictions_created"]
+
+    again = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == created == 6
+    assert (again.done, again.skipped_done, again.predictions_created) == (6, 6, 0)
+
+
+async def test_a_deleted_output_is_fetched_again_without_a_new_prediction(
+    emulator_server, tmp_path
+):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(3))
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out)
+    await run_jobs(lambda: read_manifest(manifest), config)
+    (out / "p0001.png").unlink()
+
+    again = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (out / "p0001.png").exists()
+    assert again.predictions_created == 0
+    assert again.reattached == 1
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
+
+
+async def test_two_hundred_jobs_complete_under_injected_faults(emulator_server, tmp_path):
+    emulator_server.emulator.update(
+        fail_first_per_input=1,  # every job's first prediction fails transiently
+        cut_first_downloads=1,  # every file's first download is cut halfway
+        create_5xx_first=5,
+        get_5xx_first=10,
+        throttle_next_creates=5,
+    )
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(200))
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out, concurrency=32)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (summary.done, summary.failed) == (200, 0)
+    assert assert_files_match_journal(out, config.journal_path) == 200
+    stats = emulator_server.emulator.stats.snapshot()
+    # Exactly the failed first attempt plus the successful retry for every job: a 5xx or
+    # a 429 on create never led to a second paid prediction.
+    assert stats["predictions_created"] == 400
+    assert set(stats["duplicates"].values()) == {2}
+    assert stats["downloads_cut"] >= 200
+
+
+async def test_a_permanent_failure_is_not_retried_and_others_go_on(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": "bad", "model": FLUX, "input": {"num_outputs": 2}}, *image_jobs(3)],
+    )
+    config = engine_config(emulator_server, tmp_path / "out")
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (summary.done, summary.failed, summary.exit_code) == (3, 1, 1)
+    assert summary.failed_keys == ["bad"]
+    failed = [r for r in journal_records(config.journal_path) if r["e"] == "failed"]
+    assert [(r["k"], r["perm"]) for r in failed] == [("bad", True)]
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
+
+
+async def test_a_failing_model_is_retried_max_retries_times(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"id": "f", "model": FAILS, "input": {"prompt": "x"}}]
+    )
+    config = engine_config(emulator_server, tmp_path / "out", max_retries=2)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert summary.failed == 1
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
+    attempts = [r["a"] for r in journal_records(config.journal_path) if r["e"] == "created"]
+    assert attempts == [1, 2, 3]
+
+
+async def test_failed_jobs_are_rerun_only_with_retry_failed(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(4))
+    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    emulator_server.emulator.update(fail_first_per_input=1)
+    first = await run_jobs(lambda: read_manifest(manifest), config)
+    assert first.failed == 4
+
+    skipped = await run_jobs(lambda: read_manifest(manifest), config)
+    assert (skipped.failed, skipped.predictions_created) == (4, 0)
+
+    retried = await run_jobs(
+        lambda: read_manifest(manifest), config.with_changes(retry_failed=True)
+    )
+    assert (retried.done, retried.predictions_created) == (4, 4)
+
+
+async def test_max_predictions_stops_creating_at_exactly_the_limit(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(20))
+    config = engine_config(emulator_server, tmp_path / "out", max_predictions=7)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 7
+    assert summary.done == 7
+    assert summary.stopped_reason == "max-predictions reached"
+    assert summary.exit_code == 1
+
+
+async def test_open_run_streams_job_events_to_a_host_app(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(3))
+    config = engine_config(emulator_server, tmp_path / "out")
+    kinds: list[tuple[str, JobEventKind]] = []
+
+    async with open_run(lambda: read_manifest(manifest), config) as run:
+        async for event in run.events:
+            kinds.append((event.key, event.kind))
+
+    assert run.summary is not None
+    assert run.summary.done == 3
+    for key in ("p0000", "p0001", "p0002"):
+        mine = [k for j, k in kinds if j == key]
+        assert mine == [
+            JobEventKind.CREATED,
+            JobEventKind.SUCCEEDED,
+            JobEventKind.DOWNLOADED,
+            JobEventKind.DONE,
+        ]
+
+
+async def test_in_flight_predictions_never_exceed_concurrency(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(40))
+    config = engine_config(emulator_server, tmp_path / "out", concurrency=4)
+
+    await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert emulator_server.emulator.stats.snapshot()["peak_concurrent"] <= 4
