@@ -10,8 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import IO, Literal
 
 import yaml
@@ -23,6 +24,7 @@ from jobs.errors import ManifestError
 __all__ = ["RawEntry", "read_jsonl", "read_yaml", "suggest"]
 
 TOP_LEVEL_FIELDS = ("defaults", "jobs")
+_NO_LINES: Mapping[str, int] = MappingProxyType({})  # JSONL: every field is on the job's line
 
 # libyaml parses about ten times faster than the pure-Python parser; both give marks.
 _Parser: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -36,7 +38,7 @@ class RawEntry:
     value: object
     line: int
     label: str  # "jobs[3]" or "defaults" in YAML; "" in JSONL, where the line is the job
-    field_lines: Mapping[str, int] = field(default_factory=dict)
+    field_lines: Mapping[str, int]
 
 
 def suggest(name: object, known: tuple[str, ...]) -> str:
@@ -53,7 +55,7 @@ def read_jsonl(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
                 continue
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                value = json.loads(text, parse_constant=_reject_constant)
+                value = _DECODER.decode(text)
             except UnicodeDecodeError as exc:
                 yield ManifestError(f"not UTF-8: {exc.reason}", path=source, line=number)
                 continue
@@ -64,7 +66,7 @@ def read_jsonl(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
             except ValueError as exc:
                 yield ManifestError(f"invalid JSON: {exc}", path=source, line=number)
                 continue
-            yield RawEntry("job", value, number, "")
+            yield RawEntry("job", value, number, "", _NO_LINES)
 
 
 def read_yaml(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
@@ -225,3 +227,7 @@ def _describe(node: Node) -> str:
 
 def _reject_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON; use a finite number or a string")
+
+
+# One decoder for all lines: json.loads builds a new one per call when given a hook.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)

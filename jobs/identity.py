@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from jobs.model import ModelRef
 
-__all__ = ["canonical_json", "input_digest", "job_key"]
+__all__ = ["canonical_json", "canonical_key", "input_digest", "job_key"]
 
 _KEY_HEX_CHARS = 16  # 64 bits: a collision among a million jobs has odds of about 1e-8
 
@@ -31,13 +31,20 @@ def canonical_json(value: object) -> str:
     any other type or a non-string key, and `ValueError` for NaN and infinity: they
     have no JSON spelling, and a key must not depend on how a library spells them.
     """
-    return json.dumps(
-        _plain(value, "$"),
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    # json.dumps would turn a key 1 into "1" and make {1: x} and {"1": x} collide.
+    _check_keys(value, "$")
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError):
+        # The fast path failed somewhere; walk the value to say where.
+        _plain(value, "$")
+        raise
+
+
+def canonical_key(model: ModelRef | str, canonical_input: str) -> str:
+    """Return `job_key` from an input already rendered by `canonical_json`."""
+    text = f"{model}\n{canonical_input}"
+    return "j" + hashlib.sha256(text.encode()).hexdigest()[:_KEY_HEX_CHARS]
 
 
 def job_key(model: ModelRef | str, input: Mapping[str, object]) -> str:
@@ -45,8 +52,7 @@ def job_key(model: ModelRef | str, input: Mapping[str, object]) -> str:
 
     The key only uses characters allowed in a manifest ``id``, so it names files safely.
     """
-    text = f"{model}\n{canonical_json(input)}"
-    return "j" + hashlib.sha256(text.encode()).hexdigest()[:_KEY_HEX_CHARS]
+    return canonical_key(model, canonical_json(input))
 
 
 def input_digest(input: Mapping[str, object]) -> str:
@@ -55,6 +61,38 @@ def input_digest(input: Mapping[str, object]) -> str:
     Used to recognise a prediction by the input it echoes back.
     """
     return hashlib.sha256(canonical_json(input).encode()).hexdigest()
+
+
+def _check_keys(value: object, where: str) -> None:
+    # Exact type checks first: this runs once per manifest line.
+    if type(value) is dict or isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"key {key!r} at {where} is not a string")
+            if type(item) is not str:
+                _check_keys(item, f"{where}.{key}")
+    elif type(value) is list or isinstance(value, tuple):
+        for i, item in enumerate(value):
+            if type(item) is not str:
+                _check_keys(item, f"{where}[{i}]")
+
+
+def _encode_other(value: object) -> object:
+    if isinstance(value, PurePath):
+        return value.as_posix()
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} has no JSON form")
+
+
+# One encoder for all calls: json.dumps builds a new one per call when given options.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    default=_encode_other,
+)
 
 
 def _plain(value: object, where: str) -> object:

@@ -20,7 +20,7 @@ from typing import Any
 
 from jobs._readers import RawEntry, read_jsonl, read_yaml, suggest
 from jobs.errors import ManifestError
-from jobs.identity import canonical_json, job_key
+from jobs.identity import canonical_json, canonical_key
 from jobs.model import Job, ModelRef, ModelRefError
 from jobs.outputs import check_output_stem
 
@@ -31,6 +31,7 @@ DEFAULT_FIELDS = ("input", "model", "output")
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
+_HASH_KEY_RE = re.compile(r"^j[0-9a-f]{16}$")
 _ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _YAML_SUFFIXES = (".yaml", ".yml")
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
@@ -138,27 +139,34 @@ class _Seen:
     entry. Custom output stems get their own table.
     """
 
-    keys: dict[str, int] = field(default_factory=dict)
+    keys: dict[int | str, int] = field(default_factory=dict)
     stems: dict[str, int] = field(default_factory=dict)
 
     def first_key_line(self, key: str) -> int | None:
-        line = self.keys.get(key)
+        line = self.keys.get(_compact(key))
         return None if line is None else abs(line)
 
     def first_stem_line(self, stem: str, key: str) -> int | None:
         if stem == key:
             return self.stems.get(stem)
         line = self.stems.get(stem)
-        if line is None and self.keys.get(stem, 0) < 0:
-            line = -self.keys[stem]
+        if line is None and self.keys.get(_compact(stem), 0) < 0:
+            line = -self.keys[_compact(stem)]
         return line
 
     def add(self, key: str, stem: str, line: int) -> None:
         if stem == key:
-            self.keys[key] = -line
+            self.keys[_compact(key)] = -line
         else:
-            self.keys[key] = line
+            self.keys[_compact(key)] = line
             self.stems[stem] = line
+
+
+def _compact(key: str) -> int | str:
+    """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
+    if _HASH_KEY_RE.match(key):
+        return int(key[1:], 16)
+    return key
 
 
 class _Builder:
@@ -245,11 +253,13 @@ class _Builder:
                 raise self.error(f"input field name {name!r} is not a string", *where("input"))
         job_input, key_input = self.files(merged, where)
         try:
-            canonical_json(key_input)
+            canonical = canonical_json(key_input)
         except (TypeError, ValueError) as exc:
             raise self.error(f"not JSON: {exc}", *where("input")) from None
         explicit = "id" in value
-        key = self.job_id(value["id"], *where("id")) if explicit else job_key(model, key_input)
+        key = (
+            self.job_id(value["id"], *where("id")) if explicit else canonical_key(model, canonical)
+        )
         stem = self.output(value, key, model, index, where)
         self.check_unique(key, stem, explicit, entry.line, label)
         return Job(
@@ -296,6 +306,8 @@ class _Builder:
                 raise self.error(problem, *where("output"))
         else:
             template = self.default_output or DEFAULT_OUTPUT
+        if template == DEFAULT_OUTPUT:
+            return key  # keys and ids are checked to be safe file stems already
         try:
             stem = str(template).format(
                 id=key, index=index, model_owner=model.owner, model_name=model.name
@@ -324,6 +336,8 @@ class _Builder:
         The key sees ``@path#sha256:<content digest>``: editing the file re-runs the job,
         moving the manifest's folder does not.
         """
+        if not any(map(_may_hold_file, merged.values())):
+            return merged, merged  # the common case, kept cheap: no copies, no walk
         job_input: dict[str, Any] = {}
         key_input: dict[str, Any] = {}
         for name, item in merged.items():
@@ -391,6 +405,12 @@ class _Builder:
                 f"{label}.output" if label else "output",
             )
         self.seen.add(key, stem, line)
+
+
+def _may_hold_file(value: object) -> bool:
+    if type(value) is str:
+        return value.startswith("@")
+    return isinstance(value, list | dict)
 
 
 def _template_problem(template: str) -> str | None:

@@ -37,6 +37,7 @@ _DATA_RE = re.compile(
     r"^data:(?P<type>[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+)?(?:;[^,\s]*)*,",
     re.IGNORECASE,
 )
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _EXT_RE = re.compile(r"^\.[a-z0-9]{1,10}$")
 _FALLBACK_EXT = ".bin"
 
@@ -178,7 +179,7 @@ def check_output_stem(stem: str) -> str | None:
         return "is an absolute path; it must be relative to the output folder"
     if "\\" in stem:
         return "contains a backslash; use '/' to make folders"
-    if any(ord(c) < 32 or ord(c) == 127 for c in stem):
+    if _CONTROL_RE.search(stem):
         return "contains a control character"
     for segment in stem.split("/"):
         if segment in ("", ".", ".."):
