@@ -43,7 +43,7 @@ class RawEntry:
 
 def suggest(name: object, known: tuple[str, ...]) -> str:
     """Return a " (did you mean 'x'?)" hint for a misspelt field name, or ""."""
-    close = difflib.get_close_matches(str(name), known, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name).lower(), known, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -185,7 +185,7 @@ class _Builder:
         self._files: dict[str, str] = {}
 
     def error(self, message: str, line: int, field: str | None = None) -> ManifestError:
-        return ManifestError(message, path=self.source, line=line, field=field)
+        return ManifestError(message, path=self.source, line=line, field=field or None)
 
     def defaults(self, entry: RawEntry) -> Iterator[ManifestError]:
         """Take in the ``defaults`` block; yield what is wrong with it."""
