@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from engine.emulator.config import ModelTiming
 
-__all__ = ["DEPLOYMENTS", "MODELS", "ModelSpec", "by_version", "validate_input"]
+__all__ = [
+    "DEPLOYMENTS",
+    "MODELS",
+    "ModelSpec",
+    "by_version",
+    "canonical_key",
+    "validate_input",
+]
 
 Kind = Literal["image", "text", "video", "fails"]
 _CREATED_AT = "2024-06-01T12:00:00.000000Z"
@@ -195,7 +203,12 @@ _MODELS = (
         "fails",
         "fails",
         "Always fails after running; validates its input like any model",
-        {"type": "object", "title": "Input", "required": ["prompt"], "properties": {"prompt": _PROMPT}},
+        {
+            "type": "object",
+            "title": "Input",
+            "required": ["prompt"],
+            "properties": {"prompt": _PROMPT},
+        },
         {"type": "string", "title": "Output"},
         ModelTiming(0.1, 0.2),
     ),
@@ -233,21 +246,39 @@ def _check(name: str, value: Any, prop: Mapping[str, Any]) -> dict[str, str] | N
     types = _TYPES.get(str(expected))
     bad_bool = isinstance(value, bool) and expected in ("integer", "number")
     if types is not None and (bad_bool or not isinstance(value, types)):
-        return {"type": "invalid_type", "field": f"input.{name}", "description": f"{name}: Invalid type. Expected: {expected}"}
+        return {
+            "type": "invalid_type",
+            "field": f"input.{name}",
+            "description": f"{name}: Invalid type. Expected: {expected}",
+        }
     if "enum" in prop and value not in prop["enum"]:
         allowed = ", ".join(f'"{v}"' for v in prop["enum"])
-        return {"type": "enum", "field": f"input.{name}", "description": f"{name} must be one of the following: {allowed}"}
+        return {
+            "type": "enum",
+            "field": f"input.{name}",
+            "description": f"{name} must be one of the following: {allowed}",
+        }
     if "minimum" in prop and isinstance(value, int | float) and value < prop["minimum"]:
-        return {"type": "number_gte", "field": f"input.{name}", "description": f"{name}: Must be greater than or equal to {prop['minimum']}"}
+        return {
+            "type": "number_gte",
+            "field": f"input.{name}",
+            "description": f"{name}: Must be greater than or equal to {prop['minimum']}",
+        }
     if "maximum" in prop and isinstance(value, int | float) and value > prop["maximum"]:
-        return {"type": "number_lte", "field": f"input.{name}", "description": f"{name}: Must be less than or equal to {prop['maximum']}"}
+        return {
+            "type": "number_lte",
+            "field": f"input.{name}",
+            "description": f"{name}: Must be less than or equal to {prop['maximum']}",
+        }
     return None
 
 
 def validate_input(model: ModelSpec, data: Any) -> list[dict[str, str]]:
     """Return the invalid fields of ``data`` in Replicate's ``invalid_fields`` shape."""
     if not isinstance(data, dict):
-        return [{"type": "invalid_type", "field": "input", "description": "input must be an object"}]
+        return [
+            {"type": "invalid_type", "field": "input", "description": "input must be an object"}
+        ]
     props: Mapping[str, Any] = model.input_schema.get("properties", {})
     problems = [
         {"type": "required", "field": "input", "description": f"{name} is required"}
@@ -261,3 +292,8 @@ def validate_input(model: ModelSpec, data: Any) -> list[dict[str, str]]:
         if problem is not None:
             problems.append(problem)
     return problems
+
+
+def canonical_key(model: ModelSpec, data: Any) -> str:
+    """Return the (model, canonical input) key used for duplicate detection."""
+    return f"{model.ref} {json.dumps(data, sort_keys=True, separators=(',', ':'))}"

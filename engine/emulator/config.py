@@ -31,7 +31,7 @@ class ModelTiming:
 class EmulatorConfig:
     """Hold every emulator knob; build with keywords, `from_file`, or `replace`."""
 
-    token: str = "r8_emulator_token"
+    token: str = "r8_emulator_token"  # noqa: S105 - a well-known fake token
     # Limits (Replicate: 600 creates/min, 3000 other calls/min; short bursts allowed).
     create_rate_per_min: float = 600.0
     create_burst: int = 600
@@ -95,7 +95,7 @@ class EmulatorConfig:
         if data is None:
             return cls()
         if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of emulator knobs")
+            raise TypeError(f"{path}: expected a mapping of emulator knobs")
         return cls.from_mapping(data)
 
 

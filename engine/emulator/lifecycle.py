@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.emulator.catalogue import ModelSpec
+from engine.emulator.catalogue import ModelSpec, canonical_key
 from engine.emulator.media import tokens_for
 
 __all__ = ["PredictionRecord", "iso", "new_id"]
@@ -51,6 +51,7 @@ class PredictionRecord:
     deadline: float | None = None
     canceled_at: float | None = None
     file_urls: list[str] = field(default_factory=list)
+    video_size: int = 0  # fixed at creation so a later config change cannot alter a file
     on_change: list[Callable[[], None]] = field(default_factory=list)
 
     def end(self) -> tuple[float, str]:
@@ -155,6 +156,10 @@ class PredictionRecord:
         if self.stream:
             body["stream"] = True
         return body
+
+    def image_seed(self, index: int) -> str:
+        """Return the seed of output image ``index``: same input, same pixels."""
+        return f"{canonical_key(self.model, self.input)}#{index}"
 
     def notify(self) -> None:
         """Wake SSE streams and webhook senders waiting on this prediction."""

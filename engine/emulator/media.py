@@ -75,10 +75,11 @@ def video_sha256(video_id: str, size: int) -> str:
     return digest.hexdigest()
 
 
-_WORDS = (
-    "the llama walks softly across the high andean plain under a pale morning sky "
-    "while distant mountains keep their quiet watch and the wind hums an old song"
-).split()
+_TEXT = (
+    "the llama walks softly across the high andean plain under a pale morning sky whi"
+    "le distant mountains keep their quiet watch and the wind hums an old song"
+)
+_WORDS = tuple(_TEXT.split())
 
 
 def tokens_for(prompt: str, max_tokens: int) -> list[str]:

@@ -1,0 +1,249 @@
+"""Assemble the emulator: shared state, the request guard (auth, limits, faults), routes."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any, Literal
+
+import anyio
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from engine.emulator import handlers
+from engine.emulator.config import EmulatorConfig
+from engine.emulator.lifecycle import PredictionRecord
+from engine.emulator.problems import Problem, json_response, unauthenticated
+from engine.emulator.ratelimit import (
+    LOW_CREDIT_BURST,
+    LOW_CREDIT_RATE,
+    TokenBucket,
+    retry_after_seconds,
+    throttle_detail,
+)
+from engine.emulator.stats import Stats
+from engine.emulator.uploads import Upload
+from engine.emulator.webhooks import new_secret, watch_prediction
+
+__all__ = ["Emulator"]
+
+Kind = Literal["create", "get", "list", "cancel", "file", "read", "download"]
+Handler = Callable[["Emulator", Request], Awaitable[Response]]
+_COUNTERS = ("create_5xx_first", "get_5xx_first", "throttle_next_creates")
+
+
+class Emulator:
+    """The Replicate API emulator: ``.app`` (ASGI), ``.stats``, ``.update(**knobs)``."""
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        config = config or EmulatorConfig()
+        if config.webhook_secret is None:
+            config = config.replace(webhook_secret=new_secret())
+        self.config = config
+        self.clock = clock
+        self.stats = Stats()
+        self.rng = random.Random(config.seed)
+        self.predictions: dict[str, PredictionRecord] = {}
+        self.order: list[PredictionRecord] = []
+        self.uploads: dict[str, Upload] = {}
+        self.downloads: Counter[str] = Counter()
+        self.remaining = {name: int(getattr(config, name)) for name in _COUNTERS}
+        self.create_bucket = TokenBucket(*self._create_limits())
+        self.read_bucket = TokenBucket(config.read_rate_per_min, config.read_burst)
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._http: httpx.AsyncClient | None = None
+        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+
+    def _create_limits(self) -> tuple[float, int]:
+        if self.config.low_credit:
+            return LOW_CREDIT_RATE, LOW_CREDIT_BURST
+        return self.config.create_rate_per_min, self.config.create_burst
+
+    def update(self, **knobs: Any) -> EmulatorConfig:
+        """Change knobs at run time; counters named in ``knobs`` restart from their value."""
+        self.config = self.config.replace(**knobs)
+        for name in _COUNTERS:
+            if name in knobs:
+                self.remaining[name] = int(knobs[name])
+        if "seed" in knobs:
+            self.rng.seed(self.config.seed)
+        self.create_bucket.reconfigure(*self._create_limits())
+        self.read_bucket.reconfigure(self.config.read_rate_per_min, self.config.read_burst)
+        return self.config
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Own the webhook client and background tasks (the app's lifespan uses this)."""
+        async with httpx.AsyncClient(trust_env=False) as client, anyio.create_task_group() as tg:
+            self._tasks, self._http = tg, client
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+                self._tasks = self._http = None
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> AsyncIterator[None]:
+        async with self.running():
+            yield
+
+    def watch(self, record: PredictionRecord, base_url: str) -> None:
+        """Start webhook deliveries for ``record`` in the emulator's task group."""
+        if self._tasks is None or self._http is None:
+            raise Problem(503, "Webhooks unavailable", "Run the app with its lifespan for webhooks")
+        self._tasks.start_soon(
+            lambda: watch_prediction(
+                record,
+                client=self._client(),
+                clock=self.clock,
+                render=lambda now: record.render(now, base_url, self.config.output_expiry),
+                config=lambda: self.config,
+                stats=self.stats,
+            )
+        )
+
+    def _client(self) -> httpx.AsyncClient:
+        assert self._http is not None
+        return self._http
+
+    # -- the guard every API request passes -------------------------------------------
+
+    def _fault(self, kind: Kind) -> bool:
+        counter = {"create": "create_5xx_first", "get": "get_5xx_first"}.get(kind)
+        if counter and self.remaining[counter] > 0:
+            self.remaining[counter] -= 1
+            return True
+        name = "file_5xx_rate" if kind == "download" else f"{kind}_5xx_rate"
+        rate = getattr(self.config, name, 0.0)
+        return bool(rate) and self.rng.random() < rate
+
+    def _throttle(self, kind: Kind) -> Problem | None:
+        now = time.monotonic()
+        bucket = self.create_bucket if kind == "create" else self.read_bucket
+        if kind == "create" and self.remaining["throttle_next_creates"] > 0:
+            self.remaining["throttle_next_creates"] -= 1
+            wait = 1.0
+        else:
+            wait = bucket.take(now)
+        if not wait:
+            return None
+        seconds = retry_after_seconds(wait)
+        detail = throttle_detail(seconds, low_credit=self.config.low_credit and kind == "create")
+        headers = {
+            "retry-after": str(seconds),
+            "ratelimit-remaining": "0",
+            "ratelimit-reset": str(seconds),
+        }
+        return Problem(429, "Too Many Requests", detail, headers=headers, retry_after=seconds)
+
+    async def _guarded(
+        self, request: Request, endpoint: str, kind: Kind, handler: Handler
+    ) -> Response:
+        config = self.config
+        if config.latency_seconds:
+            await anyio.sleep(config.latency_seconds)
+        try:
+            if request.headers.get("authorization") != f"Bearer {config.token}":
+                raise unauthenticated()
+            if kind != "download":
+                problem = self._throttle(kind)
+                if problem is not None:
+                    raise problem
+            fault = self._fault(kind)
+            if fault and not (kind == "create" and config.create_5xx_after_store):
+                raise self._server_error()
+            if config.stall_rate and self.rng.random() < config.stall_rate:
+                await anyio.sleep(config.stall_seconds)
+            response = await handler(self, request)
+            if fault:
+                raise self._server_error()  # the prediction was stored: an orphan
+        except Problem as problem:
+            response = problem.response()
+        if kind != "download":
+            bucket = self.create_bucket if kind == "create" else self.read_bucket
+            response.headers.setdefault("ratelimit-remaining", str(bucket.remaining()))
+            response.headers.setdefault("ratelimit-reset", "1")
+        self.stats.request(endpoint, response.status_code)
+        return response
+
+    def _server_error(self) -> Problem:
+        status = self.config.fault_status
+        return Problem(status, "Internal server error", "Emulated server fault, please retry")
+
+    def _route(
+        self, path: str, handler: Handler, endpoint: str, kind: Kind, method: str = "GET"
+    ) -> Route:
+        async def call(request: Request) -> Response:
+            return await self._guarded(request, endpoint, kind, handler)
+
+        return Route(path, call, methods=[method], name=endpoint)
+
+    def _routes(self) -> list[Route]:
+        r = self._route
+        h = handlers
+        return [
+            r("/v1/predictions", h.create_by_version, "predictions.create", "create", "POST"),
+            r(
+                "/v1/models/{owner}/{name}/predictions",
+                h.create_by_model,
+                "models.predictions.create",
+                "create",
+                "POST",
+            ),
+            r(
+                "/v1/deployments/{owner}/{name}/predictions",
+                h.create_by_deployment,
+                "deployments.predictions.create",
+                "create",
+                "POST",
+            ),
+            r("/v1/predictions", h.list_predictions, "predictions.list", "list"),
+            r("/v1/predictions/{id}", h.get_prediction, "predictions.get", "get"),
+            r(
+                "/v1/predictions/{id}/cancel",
+                h.cancel_prediction,
+                "predictions.cancel",
+                "cancel",
+                "POST",
+            ),
+            r("/v1/streams/{id}", h.stream_prediction, "predictions.stream", "read"),
+            r("/v1/models/{owner}/{name}", h.get_model, "models.get", "read"),
+            r("/v1/models/{owner}/{name}/versions", h.list_versions, "versions.list", "read"),
+            r("/v1/models/{owner}/{name}/versions/{vid}", h.get_version, "versions.get", "read"),
+            r("/v1/deployments/{owner}/{name}", h.get_deployment, "deployments.get", "read"),
+            r("/v1/account", h.account, "account.get", "read"),
+            r("/v1/hardware", h.hardware, "hardware.list", "read"),
+            r("/v1/webhooks/default/secret", h.webhook_secret, "webhooks.secret", "read"),
+            r("/v1/files", h.upload_file, "files.create", "read", "POST"),
+            r("/v1/files", h.list_files, "files.list", "read"),
+            r("/v1/files/{id}", h.get_file, "files.get", "read"),
+            r("/v1/files/{id}", h.delete_file, "files.delete", "read", "DELETE"),
+            r("/v1/files/{id}/download", h.download_upload, "files.download", "download"),
+            r("/files/{id}/{name}", h.download_output, "outputs.get", "download"),
+            Route("/_emulator/stats", self._admin_stats, methods=["GET"]),
+            Route("/_emulator/config", self._admin_config, methods=["GET", "POST"]),
+        ]
+
+    async def _admin_stats(self, _request: Request) -> Response:
+        return json_response(self.stats.snapshot())
+
+    async def _admin_config(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                knobs = await request.json()
+                self.update(**knobs)
+            except (ValueError, TypeError) as exc:
+                return json_response({"detail": str(exc)}, 400)
+        data = asdict(self.config)
+        data.pop("webhook_secret")
+        data.pop("token")
+        return json_response(data)

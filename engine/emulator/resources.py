@@ -1,0 +1,224 @@
+"""Answer the non-prediction endpoints: models, versions, account, files and output bytes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from engine.emulator.catalogue import DEPLOYMENTS, MODELS, ModelSpec
+from engine.emulator.downloads import ByteRangeResponse, Chunks, parse_range
+from engine.emulator.media import iter_video, png_bytes
+from engine.emulator.problems import Problem, json_response, not_found
+from engine.emulator.uploads import Upload, parse_multipart
+
+if TYPE_CHECKING:
+    from engine.emulator.app import Emulator
+
+__all__ = [
+    "account",
+    "base_url",
+    "delete_file",
+    "download_output",
+    "download_upload",
+    "get_deployment",
+    "get_file",
+    "get_model",
+    "get_version",
+    "hardware",
+    "list_files",
+    "list_versions",
+    "upload_file",
+    "webhook_secret",
+]
+
+_HARDWARE = [
+    {"sku": "cpu", "name": "CPU"},
+    {"sku": "gpu-t4", "name": "Nvidia T4 GPU"},
+    {"sku": "gpu-l40s", "name": "Nvidia L40S GPU"},
+    {"sku": "gpu-a100-large", "name": "Nvidia A100 (80GB) GPU"},
+]
+_OWNER = {"type": "organization", "username": "emulator", "name": "Replicate Emulator"}
+
+
+def base_url(request: Request) -> str:
+    """Return ``scheme://host:port`` as the client reached us, for absolute URLs."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _model(request: Request) -> ModelSpec:
+    model = MODELS.get(f"{request.path_params['owner']}/{request.path_params['name']}")
+    if model is None:
+        raise not_found("The requested model could not be found.")
+    return model
+
+
+async def get_model(_em: Emulator, request: Request) -> Response:
+    """Return a Model with its latest version."""
+    return json_response(_model(request).model_json())
+
+
+async def list_versions(_em: Emulator, request: Request) -> Response:
+    """Return the model's versions (one each) as a Page."""
+    return json_response(
+        {"previous": None, "next": None, "results": [_model(request).version_json()]}
+    )
+
+
+async def get_version(_em: Emulator, request: Request) -> Response:
+    """Return a Version with its OpenAPI schema (``run`` fetches it after each create)."""
+    model = _model(request)
+    if request.path_params["vid"] != model.version_id:
+        raise not_found("The requested version could not be found.")
+    return json_response(model.version_json())
+
+
+async def get_deployment(_em: Emulator, request: Request) -> Response:
+    """Return a Deployment and its current release."""
+    ref = f"{request.path_params['owner']}/{request.path_params['name']}"
+    if ref not in DEPLOYMENTS:
+        raise not_found("The requested deployment could not be found.")
+    model = MODELS[DEPLOYMENTS[ref]]
+    release = {
+        "number": 1,
+        "model": model.ref,
+        "version": model.version_id,
+        "created_at": model.version_json()["created_at"],
+        "created_by": _OWNER,
+        "configuration": {"hardware": "gpu-a100-large", "min_instances": 0, "max_instances": 10},
+    }
+    owner, name = ref.split("/")
+    return json_response({"owner": owner, "name": name, "current_release": release})
+
+
+async def account(_em: Emulator, _request: Request) -> Response:
+    """Return the token's account."""
+    return json_response({**_OWNER, "github_url": None})
+
+
+async def hardware(_em: Emulator, _request: Request) -> Response:
+    """Return the hardware SKUs (a bare list, as the real API does)."""
+    return json_response(_HARDWARE)
+
+
+async def webhook_secret(em: Emulator, _request: Request) -> Response:
+    """Return the signing secret every webhook delivery uses."""
+    return json_response({"key": em.config.webhook_secret})
+
+
+async def upload_file(em: Emulator, request: Request) -> Response:
+    """Store a multipart upload and answer 201 with the File object."""
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > em.config.max_upload:
+        raise Problem(413, "Request Entity Too Large", "The file is larger than the upload limit")
+    body = await request.body()
+    try:
+        name, content_type, data, metadata = parse_multipart(
+            request.headers.get("content-type", ""), body
+        )
+    except ValueError as exc:
+        raise Problem(400, "Bad request", str(exc)) from None
+    upload = Upload.new(
+        name, content_type, data, metadata, now=em.clock(), ttl=em.config.file_expiry
+    )
+    em.uploads[upload.id] = upload
+    return json_response(upload.to_json(base_url(request)), 201)
+
+
+def _upload(em: Emulator, request: Request) -> Upload:
+    upload = em.uploads.get(request.path_params["id"])
+    if upload is None or em.clock() >= upload.expires:
+        raise not_found("The requested file could not be found.")
+    return upload
+
+
+async def list_files(em: Emulator, request: Request) -> Response:
+    """Return the live uploads, newest first."""
+    now, base = em.clock(), base_url(request)
+    live = [u.to_json(base) for u in reversed(em.uploads.values()) if now < u.expires]
+    return json_response({"previous": None, "next": None, "results": live})
+
+
+async def get_file(em: Emulator, request: Request) -> Response:
+    """Return one upload's File object."""
+    return json_response(_upload(em, request).to_json(base_url(request)))
+
+
+async def delete_file(em: Emulator, request: Request) -> Response:
+    """Delete an upload: 204, empty body."""
+    del em.uploads[_upload(em, request).id]
+    return Response(status_code=204)
+
+
+def _serve(
+    em: Emulator, request: Request, key: str, *, size: int, media_type: str, chunks: Chunks
+) -> Response:
+    try:
+        byte_range = parse_range(request.headers.get("range"), size)
+    except ValueError:
+        raise Problem(
+            416,
+            "Range Not Satisfiable",
+            "The requested range is not satisfiable",
+            headers={"content-range": f"bytes */{size}"},
+        ) from None
+    cut = bool(em.config.cut_download_rate) and em.rng.random() < em.config.cut_download_rate
+    if byte_range is None:
+        cut = cut or em.downloads[key] < em.config.cut_first_downloads
+        em.downloads[key] += 1
+    etag = '"' + hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:32] + '"'
+    return ByteRangeResponse(
+        chunks,
+        size=size,
+        byte_range=byte_range,
+        media_type=media_type,
+        etag=etag,
+        stats=em.stats,
+        cut=cut,
+    )
+
+
+async def download_upload(em: Emulator, request: Request) -> Response:
+    """Serve an upload's bytes (``/v1/files/{id}/download``)."""
+    upload = _upload(em, request)
+
+    def chunks(start: int, end: int) -> Iterator[bytes]:
+        yield upload.data[start:end]
+
+    return _serve(
+        em,
+        request,
+        f"upload/{upload.id}",
+        size=len(upload.data),
+        media_type=upload.content_type,
+        chunks=chunks,
+    )
+
+
+async def download_output(em: Emulator, request: Request) -> Response:
+    """Serve an output file like replicate.delivery: 404 once the output expired."""
+    record = em.predictions.get(request.path_params["id"])
+    name = request.path_params["name"]
+    now = em.clock()
+    if record is None or not any(url.endswith(f"/{record.id}/{name}") for url in record.file_urls):
+        raise not_found()
+    end, status = record.end()
+    if status != "succeeded" or now < end or now >= end + em.config.output_expiry:
+        raise not_found()
+    key = f"{record.id}/{name}"
+    if record.model.kind == "video":
+        size, pid = record.video_size, record.id
+
+        def video(start: int, stop: int) -> Iterator[bytes]:
+            return iter_video(pid, size, start, stop)
+
+        return _serve(em, request, key, size=size, media_type="video/mp4", chunks=video)
+    data = png_bytes(record.image_seed(int(name.removeprefix("out-").removesuffix(".png"))))
+
+    def image(start: int, stop: int) -> Iterator[bytes]:
+        yield data[start:stop]
+
+    return _serve(em, request, key, size=len(data), media_type="image/png", chunks=image)
