@@ -69,11 +69,12 @@ def configure_logging(
     json: bool,
     level: int | str = logging.INFO,
     file: Path | None = None,
-) -> None:
+) -> TextIO | None:
     """Configure structlog for the process: JSON lines or console, to stderr or a file.
 
     Call once, from the CLI. ``level`` is a `logging` level or its name. A ``file`` is
-    opened for appending and stays open for the life of the process (the log's owner).
+    opened for appending and returned: the caller owns it and closes it when the run ends
+    (after `structlog.reset_defaults()` or a new configuration). Without one, returns None.
     """
     if isinstance(level, str):
         numeric = logging.getLevelNamesMapping().get(level.upper())
@@ -102,3 +103,4 @@ def configure_logging(
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    return stream if file is not None else None

@@ -101,7 +101,7 @@ async def test_png_lands_verified_and_atomically(
 async def test_large_video_streams_with_flat_memory(
     downloader: Downloader, api: ApiConfig, server: Any, tmp_path: Path
 ) -> None:
-    size = 24 * 1024 * 1024
+    size = 16 * 1024 * 1024
     server.emulator.update(video_size=size)
     [url] = await output_urls(api, VIDEO, {"prompt": "waves"})
     seen: list[int] = []

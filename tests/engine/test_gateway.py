@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import pytest
 import stamina
+import structlog
 from structlog.testing import capture_logs
 
 from engine.config import ApiConfig, Secret
@@ -23,6 +24,7 @@ from engine.errors import (
 )
 from engine.gateway import Gateway
 from engine.limits import Budget, Limits
+from engine.logging import configure_logging
 from engine.prediction import Prediction, PredictionStatus
 from engine.retry import RetryPolicy
 from jobs.model import ModelRef
@@ -281,3 +283,22 @@ async def test_refused_connection_is_a_retried_unsent_transport_error(
     assert limits.create.acquired == 4  # a create that never left is retried
     assert [e["attempt"] for e in logs if e["event"] == "api.call"] == [1, 2, 3, 4]
     assert "r8_secret_value_123" not in repr(logs) + str(caught.value)
+
+
+def test_configured_logs_mask_tokens_in_every_value(tmp_path: Path) -> None:
+    log_file = tmp_path / "run.log"
+    opened = configure_logging(json=True, level="DEBUG", file=log_file)
+    assert opened is not None
+    try:
+        structlog.get_logger("test").info(
+            "api.call",
+            header="Authorization: Bearer r8_live_secret_42",
+            nested={"token": ["r8_live_secret_42"]},
+        )
+    finally:
+        structlog.reset_defaults()
+        opened.close()
+    text = log_file.read_text()
+    assert '"event": "api.call"' in text
+    assert "r8_live_secret_42" not in text
+    assert "[REDACTED]" in text
