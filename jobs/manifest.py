@@ -27,6 +27,7 @@ from jobs.outputs import check_output_stem
 __all__ = ["ManifestSummary", "check_manifest", "read_manifest"]
 
 JOB_FIELDS = ("id", "input", "model", "output")
+_JOB_FIELD_SET = frozenset(JOB_FIELDS)
 DEFAULT_FIELDS = ("input", "model", "output")
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
@@ -142,8 +143,8 @@ class _Seen:
     keys: dict[int | str, int] = field(default_factory=dict)
     stems: dict[str, int] = field(default_factory=dict)
 
-    def first_key_line(self, key: str) -> int | None:
-        line = self.keys.get(_compact(key))
+    def first_key_line(self, key: int | str) -> int | None:
+        line = self.keys.get(key)
         return None if line is None else abs(line)
 
     def first_stem_line(self, stem: str, key: str) -> int | None:
@@ -154,17 +155,17 @@ class _Seen:
             line = -self.keys[_compact(stem)]
         return line
 
-    def add(self, key: str, stem: str, line: int) -> None:
+    def add(self, key: str, compact: int | str, stem: str, line: int) -> None:
         if stem == key:
-            self.keys[_compact(key)] = -line
+            self.keys[compact] = -line
         else:
-            self.keys[_compact(key)] = line
+            self.keys[compact] = line
             self.stems[stem] = line
 
 
 def _compact(key: str) -> int | str:
     """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
-    if _HASH_KEY_RE.match(key):
+    if len(key) == 17 and _HASH_KEY_RE.match(key):
         return int(key[1:], 16)
     return key
 
@@ -232,10 +233,9 @@ class _Builder:
 
         if not isinstance(value, dict):
             raise self.error(f"a job must be a mapping, not {_kind(value)}", entry.line, label)
-        for name in value:
-            if name not in JOB_FIELDS:
-                hint = suggest(name, JOB_FIELDS)
-                raise self.error(f"unknown field{hint}", *where(str(name)))
+        if not _JOB_FIELD_SET.issuperset(value):
+            name = next(str(n) for n in value if n not in _JOB_FIELD_SET)
+            raise self.error(f"unknown field{suggest(name, JOB_FIELDS)}", *where(name))
         if "model" in value:
             model = self.model(value["model"], *where("model"))
         elif self.default_model is not None:
@@ -247,10 +247,8 @@ class _Builder:
         given_input = value.get("input", {})
         if not isinstance(given_input, dict):
             raise self.error(f"must be a mapping, not {_kind(given_input)}", *where("input"))
-        merged = {**self.default_input, **given_input}
-        for name in merged:
-            if not isinstance(name, str):
-                raise self.error(f"input field name {name!r} is not a string", *where("input"))
+        # canonical_json below refuses non-string field names (YAML allows `1: x`).
+        merged = {**self.default_input, **given_input} if self.default_input else given_input
         job_input, key_input = self.files(merged, where)
         try:
             canonical = canonical_json(key_input)
@@ -390,7 +388,8 @@ class _Builder:
         return digest.hexdigest()
 
     def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
-        first = self.seen.first_key_line(key)
+        compact = _compact(key)
+        first = self.seen.first_key_line(compact)
         if first is not None:
             if explicit:
                 message = f"duplicate job id {key!r} (first defined at line {first})"
@@ -404,7 +403,7 @@ class _Builder:
                 line,
                 f"{label}.output" if label else "output",
             )
-        self.seen.add(key, stem, line)
+        self.seen.add(key, compact, stem, line)
 
 
 def _may_hold_file(value: object) -> bool:
