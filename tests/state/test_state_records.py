@@ -1,0 +1,92 @@
+"""Journal records: compact lines, round trips, and no secret ever written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.state import MAX_ERROR_CHARS, JournalEvent, JournalRecord
+from jobs.model import OutputFile
+
+
+def test_line_is_compact_json_with_short_names() -> None:
+    record = JournalRecord.created("job-1", prediction_id="p1", attempt=2, ts=1.5)
+    assert record.to_line() == b'{"k":"job-1","e":"created","ts":1.5,"p":"p1","a":2}\n'
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        JournalRecord.run(ts=1.0),
+        JournalRecord.creating("a", attempt=1, input_digest="ff", ts=1.0),
+        JournalRecord.created("a", prediction_id="p", attempt=1, ts=1.0),
+        JournalRecord.succeeded("a", prediction_id="p", outputs=["https://x/y.png"], ts=1.0),
+        JournalRecord.succeeded("a", prediction_id="p", outputs=None, predict_time=2.5, ts=1.0),
+        JournalRecord.file("a", output=OutputFile("a.png", 3, "ab"), prediction_id="p", ts=1.0),
+        JournalRecord.done("a", prediction_id="p", predict_time=1.25, ts=1.0),
+        JournalRecord.failed(
+            "a",
+            prediction_id=None,
+            error="boom",
+            error_class="ModelError",
+            permanent=True,
+            attempt=3,
+            ts=1.0,
+        ),
+        JournalRecord.canceled("a", prediction_id="p", why="deadline", ts=1.0),
+    ],
+    ids=lambda r: str(r.event),
+)
+def test_round_trip(record: JournalRecord) -> None:
+    assert JournalRecord.from_obj(json.loads(record.to_line())) == record
+
+
+def test_timestamp_defaults_to_now_in_milliseconds() -> None:
+    ts = JournalRecord.done("a", prediction_id="p").ts
+    assert ts == round(ts, 3)
+    assert ts > 1_700_000_000
+
+
+def test_error_message_is_cut() -> None:
+    record = JournalRecord.failed(
+        "a", prediction_id="p", error="x" * 10_000, error_class="E", permanent=False, attempt=1
+    )
+    assert record.error is not None
+    assert len(record.error) == MAX_ERROR_CHARS
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        JournalRecord.failed(
+            "a",
+            prediction_id="p",
+            error="401 for header Authorization: Bearer abc",
+            error_class="E",
+            permanent=True,
+            attempt=1,
+        ),
+        JournalRecord.created("r8_abcdef", prediction_id="p", attempt=1),
+        JournalRecord.succeeded("a", prediction_id="p", outputs=["https://x", "r8_token"]),
+        JournalRecord.canceled("a", prediction_id="r8_0123", why="x"),
+    ],
+)
+def test_refuses_anything_that_looks_like_a_token(record: JournalRecord) -> None:
+    with pytest.raises(ValueError, match="token"):
+        record.to_line()
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [{}, {"k": "a"}, {"k": "a", "e": "nope", "ts": 1}, {"k": 1, "e": "done", "ts": 1}, []],
+)
+def test_from_obj_rejects_non_records(obj: object) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        JournalRecord.from_obj(obj)  # type: ignore[arg-type]
+
+
+def test_every_event_has_a_constructor() -> None:
+    assert {e.value for e in JournalEvent} == {
+        "run", "creating", "created", "succeeded", "file", "done", "failed", "canceled",
+    }  # fmt: skip
