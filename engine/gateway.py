@@ -423,13 +423,15 @@ class Gateway:
             yield StreamEvent(event="error", data=str(exc), id="")
         except (ReplicateError, httpx.HTTPError, ValueError) as exc:
             error = self._translate(exc, exchange, "POST", _create_path(ref))
-            self._log("stream", exchange, start, 1, error=error, model=str(ref))
+            self._log(
+                "stream", exchange, start, 1, path=_create_path(ref), error=error, model=str(ref)
+            )
             raise error from exc
         finally:
             # The generator may be closed from another context; the var then is not ours.
             with contextlib.suppress(ValueError):
                 _EXCHANGE.reset(token)
-        self._log("stream", exchange, start, 1, model=str(ref))
+        self._log("stream", exchange, start, 1, path=_create_path(ref), model=str(ref))
 
     # -- machinery ---------------------------------------------------------------------
 
@@ -480,35 +482,27 @@ class Gateway:
                 exchange = _Exchange()
                 token = _EXCHANGE.set(exchange)
                 start = time.perf_counter()
+                failure: EngineError | None = None
                 try:
-                    result = await once(exchange)
+                    return await once(exchange)
                 except (ReplicateError, httpx.HTTPError, ValueError, KeyError) as exc:
-                    error = self._translate(exc, exchange, method, path)
-                    self._log(
-                        name,
-                        exchange,
-                        start,
-                        attempt,
-                        error=error,
-                        prediction_id=prediction_id,
-                        model=model,
-                    )
-                    raise error from exc
-                except EngineError as error:
-                    self._log(
-                        name,
-                        exchange,
-                        start,
-                        attempt,
-                        error=error,
-                        prediction_id=prediction_id,
-                        model=model,
-                    )
+                    failure = self._translate(exc, exchange, method, path)
+                    raise failure from exc
+                except EngineError as exc:
+                    failure = exc
                     raise
                 finally:
                     _EXCHANGE.reset(token)
-                self._log(name, exchange, start, attempt, prediction_id=prediction_id, model=model)
-                return result
+                    self._log(
+                        name,
+                        exchange,
+                        start,
+                        attempt,
+                        path=path,
+                        error=failure,
+                        prediction_id=prediction_id,
+                        model=model,
+                    )
         raise AssertionError("unreachable: stamina either returns or raises")
 
     def _log(
@@ -518,12 +512,14 @@ class Gateway:
         start: float,
         attempt: int,
         *,
+        path: str,
         error: EngineError | None = None,
         prediction_id: str | None = None,
         model: str | None = None,
     ) -> None:
         fields: dict[str, Any] = {
             "method": name,
+            "path": path,
             "attempt": attempt,
             "http_attempts": exchange.http_attempts,
             "status": exchange.status,

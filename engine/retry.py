@@ -35,7 +35,8 @@ __all__ = [
     "retry_idempotent",
 ]
 
-Predicate = Callable[[Exception], bool]
+# A stamina backoff hook: False (give up), True (retry after backoff) or seconds to wait.
+Predicate = Callable[[Exception], bool | float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,11 @@ def retry_create(exc: Exception) -> bool:
     return isinstance(exc, TransportError) and not exc.sent
 
 
-def retry_download(exc: Exception) -> bool:
-    """Return True for download failures worth another try (resuming from the part)."""
+def retry_download(exc: Exception) -> bool | float:
+    """Return whether a download failure is worth another try (resuming from the part).
+
+    Output hosts have no budget to cool down, so a 429 waits its ``Retry-After`` here.
+    """
+    if isinstance(exc, RateLimitedError):
+        return max(exc.retry_after, 0.001)
     return retry_idempotent(exc) or isinstance(exc, IntegrityError)
