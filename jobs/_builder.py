@@ -1,0 +1,347 @@
+"""Turn raw manifest entries into jobs: merge defaults, check fields, resolve @files, key.
+
+Private to `jobs.manifest`; split out so each module keeps one job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+import string
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jobs._readers import RawEntry, suggest
+from jobs.errors import ManifestError
+from jobs.identity import canonical_json, canonical_key
+from jobs.model import Job, ModelRef, ModelRefError
+from jobs.outputs import check_output_stem
+
+__all__ = ["Builder"]
+
+JOB_FIELDS = ("id", "input", "model", "output")
+_JOB_FIELD_SET = frozenset(JOB_FIELDS)
+DEFAULT_FIELDS = ("input", "model", "output")
+PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
+DEFAULT_OUTPUT = "{id}"
+
+_HASH_KEY_RE = re.compile(r"^j[0-9a-f]{16}$")
+_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
+_CHUNK = 1 << 20
+
+# Give a field's name, return its line and its qualified name ("jobs[3].input.image").
+_Where = Callable[[str], tuple[int, str]]
+
+
+@dataclass(slots=True)
+class _Seen:
+    """Remember each key's line and each output stem, to name both lines of a duplicate.
+
+    A job writing to its key (the default output) costs one entry; the line is stored
+    negated for those so a custom output can be checked against them without a second
+    entry. Custom output stems get their own table.
+    """
+
+    keys: dict[int | str, int] = field(default_factory=dict)
+    stems: dict[str, int] = field(default_factory=dict)
+
+    def first_key_line(self, key: int | str) -> int | None:
+        line = self.keys.get(key)
+        return None if line is None else abs(line)
+
+    def first_stem_line(self, stem: str, key: str) -> int | None:
+        if stem == key:
+            return self.stems.get(stem)
+        line = self.stems.get(stem)
+        if line is None and self.keys.get(_compact(stem), 0) < 0:
+            line = -self.keys[_compact(stem)]
+        return line
+
+    def add(self, key: str, compact: int | str, stem: str, line: int) -> None:
+        if stem == key:
+            self.keys[compact] = -line
+        else:
+            self.keys[compact] = line
+            self.stems[stem] = line
+
+
+def _compact(key: str) -> int | str:
+    """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
+    if len(key) == 17 and _HASH_KEY_RE.match(key):
+        return int(key[1:], 16)
+    return key
+
+
+class Builder:
+    """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
+
+    def __init__(self, path: Path, source: str) -> None:
+        self.source = source
+        self.base = path.parent.absolute()
+        self.index = 0
+        self.seen = _Seen()
+        self.default_model: ModelRef | None = None
+        self.default_input: dict[str, Any] = {}
+        self.default_output: str | None = None
+        self._models: dict[str, ModelRef] = {}
+        self._templates: dict[str, str | None] = {}
+        self._files: dict[str, str] = {}
+
+    def error(self, message: str, line: int, field: str | None = None) -> ManifestError:
+        return ManifestError(message, path=self.source, line=line, field=field or None)
+
+    def defaults(self, entry: RawEntry) -> Iterator[ManifestError]:
+        """Take in the ``defaults`` block; yield what is wrong with it."""
+        value = entry.value
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            yield self.error("must be a mapping", entry.line, "defaults")
+            return
+        for name in value:
+            if name not in DEFAULT_FIELDS:
+                hint = suggest(name, DEFAULT_FIELDS)
+                line = entry.field_lines.get(str(name), entry.line)
+                yield self.error(f"unknown field{hint}", line, f"defaults.{name}")
+        line_of = entry.field_lines.get
+        if "model" in value:
+            try:
+                self.default_model = self.model(value["model"], line_of("model", entry.line))
+            except ManifestError as exc:
+                exc.field = "defaults.model"
+                yield exc
+        if "input" in value:
+            if isinstance(value["input"], dict):
+                self.default_input = value["input"]
+            else:
+                message = f"must be a mapping, not {_kind(value['input'])}"
+                yield self.error(message, line_of("input", entry.line), "defaults.input")
+        if "output" in value:
+            problem = self.template_problem(value["output"])
+            if problem is None:
+                self.default_output = value["output"]
+            else:
+                yield self.error(problem, line_of("output", entry.line), "defaults.output")
+
+    def job(self, entry: RawEntry) -> Job:
+        """Build one job or raise the first thing wrong with it."""
+        index = self.index
+        self.index += 1
+        label = entry.label
+        value = entry.value
+
+        def where(name: str) -> tuple[int, str]:
+            return entry.field_lines.get(name, entry.line), f"{label}.{name}" if label else name
+
+        if not isinstance(value, dict):
+            raise self.error(f"a job must be a mapping, not {_kind(value)}", entry.line, label)
+        if not _JOB_FIELD_SET.issuperset(value):
+            name = next(str(n) for n in value if n not in _JOB_FIELD_SET)
+            raise self.error(f"unknown field{suggest(name, JOB_FIELDS)}", *where(name))
+        if "model" in value:
+            model = self.model(value["model"], *where("model"))
+        elif self.default_model is not None:
+            model = self.default_model
+        else:
+            raise self.error(
+                "missing field 'model' (give it here or in the defaults)", entry.line, label
+            )
+        given_input = value.get("input", {})
+        if not isinstance(given_input, dict):
+            raise self.error(f"must be a mapping, not {_kind(given_input)}", *where("input"))
+        # canonical_json below refuses non-string field names (YAML allows `1: x`).
+        merged = {**self.default_input, **given_input} if self.default_input else given_input
+        job_input, key_input = self.files(merged, where)
+        try:
+            canonical = canonical_json(key_input)
+        except (TypeError, ValueError) as exc:
+            raise self.error(f"not JSON: {exc}", *where("input")) from None
+        explicit = "id" in value
+        key = (
+            self.job_id(value["id"], *where("id")) if explicit else canonical_key(model, canonical)
+        )
+        stem = self.output(value, key, model, index, where)
+        self.check_unique(key, stem, explicit, entry.line, label)
+        return Job(
+            key=key,
+            model=model,
+            input=job_input,
+            output=stem,
+            source=self.source,
+            line=entry.line,
+            index=index,
+            explicit_id=explicit,
+        )
+
+    def model(self, value: object, line: int, field: str | None = None) -> ModelRef:
+        if not isinstance(value, str):
+            raise self.error(f"must be a string like 'owner/name', not {_kind(value)}", line, field)
+        ref = self._models.get(value)
+        if ref is None:
+            try:
+                ref = ModelRef.parse(value)
+            except ModelRefError as exc:
+                raise self.error(str(exc), line, field) from None
+            _remember(self._models, value, ref)
+        return ref
+
+    def job_id(self, value: object, line: int, field: str) -> str:
+        if not isinstance(value, str):
+            raise self.error(f"must be a string, not {_kind(value)}; quote it", line, field)
+        if not _ID_RE.match(value):
+            raise self.error(
+                f"invalid id {value!r}: use 1 to 128 of A-Z a-z 0-9 . _ -", line, field
+            )
+        if value in (".", ".."):
+            raise self.error(f"id {value!r} would write outside the output folder", line, field)
+        return value
+
+    def output(
+        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: _Where
+    ) -> str:
+        if "output" in value:
+            template = value["output"]
+            problem = self.template_problem(template)
+            if problem is not None:
+                raise self.error(problem, *where("output"))
+        else:
+            template = self.default_output or DEFAULT_OUTPUT
+        if template == DEFAULT_OUTPUT:
+            return key  # keys and ids are checked to be safe file stems already
+        try:
+            stem = str(template).format(
+                id=key, index=index, model_owner=model.owner, model_name=model.name
+            )
+        except (ValueError, TypeError) as exc:
+            raise self.error(
+                f"cannot fill template {template!r}: {exc}", *where("output")
+            ) from None
+        problem = check_output_stem(stem)
+        if problem is not None:
+            raise self.error(f"output {stem!r} {problem}", *where("output"))
+        return stem
+
+    def template_problem(self, template: object) -> str | None:
+        if not isinstance(template, str):
+            return f"must be a string template like '{{id}}', not {_kind(template)}"
+        if template in self._templates:
+            return self._templates[template]
+        problem = _template_problem(template)
+        _remember(self._templates, template, problem)
+        return problem
+
+    def files(self, merged: dict[str, Any], where: _Where) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return the job's input (``@file`` as an absolute Path) and the input to key.
+
+        The key sees ``@path#sha256:<content digest>``: editing the file re-runs the job,
+        moving the manifest's folder does not.
+        """
+        if not any(map(_may_hold_file, merged.values())):
+            return merged, merged  # the common case, kept cheap: no copies, no walk
+        job_input: dict[str, Any] = {}
+        key_input: dict[str, Any] = {}
+        for name, item in merged.items():
+            job_input[name], key_input[name] = self.file_value(item, *where(f"input.{name}"))
+        return job_input, key_input
+
+    def file_value(self, value: object, line: int, field: str) -> tuple[Any, Any]:
+        if isinstance(value, str) and value.startswith("@"):
+            if value.startswith("@@"):
+                return value[1:], value  # an escaped literal '@'; the key keeps the escape
+            return self.local_file(value[1:], line, field)
+        if isinstance(value, list):
+            pairs = [self.file_value(v, line, f"{field}[{i}]") for i, v in enumerate(value)]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+        if isinstance(value, dict):
+            job_part: dict[Any, Any] = {}
+            key_part: dict[Any, Any] = {}
+            for k, v in value.items():
+                job_part[k], key_part[k] = self.file_value(v, line, f"{field}.{k}")
+            return job_part, key_part
+        return value, value
+
+    def local_file(self, text: str, line: int, field: str) -> tuple[Path, str]:
+        if not text:
+            raise self.error(
+                "'@' must be followed by a file path (write '@@' for '@')", line, field
+            )
+        path = self.base / text
+        digest = self._files.get(str(path))
+        if digest is None:
+            digest = self.hash_file(path, text, line, field)
+            _remember(self._files, str(path), digest)
+        return path, f"@{text}#sha256:{digest}"
+
+    def hash_file(self, path: Path, text: str, line: int, field: str) -> str:
+        try:
+            info = path.stat()
+            if stat.S_ISDIR(info.st_mode):
+                raise self.error(f"@{text} is a directory, not a file", line, field)
+            if not stat.S_ISREG(info.st_mode):
+                # A FIFO or device would block or never end; it cannot be uploaded.
+                raise self.error(f"@{text} is not a regular file", line, field)
+            digest = hashlib.sha256()
+            with path.open("rb") as stream:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise self.error(f"cannot read @{text} ({path}): {reason}", line, field) from None
+        return digest.hexdigest()
+
+    def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
+        compact = _compact(key)
+        first = self.seen.first_key_line(compact)
+        if first is not None:
+            if explicit:
+                message = f"duplicate job id {key!r} (first defined at line {first})"
+            else:
+                message = f"duplicate job: same model and input as line {first} (key {key})"
+            raise self.error(message, line, label or None)
+        first = self.seen.first_stem_line(stem, key)
+        if first is not None:
+            raise self.error(
+                f"output {stem!r} is also the output of the job at line {first}",
+                line,
+                f"{label}.output" if label else "output",
+            )
+        self.seen.add(key, compact, stem, line)
+
+
+def _may_hold_file(value: object) -> bool:
+    if type(value) is str:
+        return value.startswith("@")
+    return isinstance(value, list | dict)
+
+
+def _template_problem(template: str) -> str | None:
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        return f"malformed template {template!r}: {exc}"
+    for _, name, _, _ in parts:
+        if name is not None and name not in PLACEHOLDERS:
+            hint = suggest(name, PLACEHOLDERS)
+            known = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
+            return f"unknown placeholder {{{name}}} in {template!r}{hint}; known: {known}"
+    if template.startswith("/") or "\\" in template:
+        return f"template {template!r} would write outside the output folder"
+    return None
+
+
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()  # a crude bound: manifests rarely have more distinct values
+    cache[key] = value
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), f"a {type(value).__name__}")
