@@ -7,6 +7,7 @@ budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -20,9 +21,18 @@ import structlog
 from engine.config import ApiConfig, EngineConfig, Secret
 from engine.control import RunControl
 from engine.errors import AuthenticationError, ConfigError
+from engine.inspect import (
+    default_output_dir,
+    export_rows,
+    print_status,
+    resolve_journal,
+    status_report,
+    write_export,
+)
 from engine.logging import configure_logging
 from engine.report import RunSummary
 from engine.runner import run_jobs
+from engine.state import load_journal
 from jobs import Job, ManifestError, read_manifest
 
 __all__ = ["main"]
@@ -41,7 +51,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = serve_forever(list(args.rest))
         return code
     if args.command == "run":
-        return _run(args)
+        return _validate(args) if args.dry_run else _run(args)
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "export":
+        return _export(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
@@ -84,6 +100,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start the built-in emulator and run against it (no token needed)",
     )
+    run.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
+
+    val = sub.add_parser("validate", help="check a manifest against the models' schemas")
+    val.add_argument("manifest", type=Path)
+    val.add_argument("--output-dir", type=Path, default=None)
+    val.add_argument("--state", type=Path, default=None)
+    val.add_argument("--emulator", action="store_true")
+    val.add_argument("--read-rate-limit", type=_positive_float, default=3000.0)
+
+    st = sub.add_parser("status", help="counts and failures from the journal (no network)")
+    st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
+    st.add_argument("--output-dir", type=Path, default=None)
+    st.add_argument("--state", type=Path, default=None)
+    st.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+    ex = sub.add_parser("export", help="one row per output file, in manifest order")
+    ex.add_argument("manifest", type=Path)
+    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    ex.add_argument("--output-dir", type=Path, default=None)
+    ex.add_argument("--state", type=Path, default=None)
+    ex.add_argument("--output", type=Path, default=None, help="default: standard output")
 
     emu = sub.add_parser("emulator", help="serve the local Replicate API emulator", add_help=False)
     emu.add_argument("rest", nargs=argparse.REMAINDER)
@@ -100,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    output_dir = args.output_dir or Path("outputs") / args.manifest.stem
+    output_dir = args.output_dir or default_output_dir(args.manifest)
     with ExitStack() as stack:
         api = _api_config(args, stack)
         config = EngineConfig(
@@ -141,6 +178,65 @@ def _run_batch(manifest: Path, config: EngineConfig, total: int) -> RunSummary |
         problem = group.exceptions[0]
     print(f"error: {problem}", file=sys.stderr)
     return None
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from engine.validate import validate_manifest  # noqa: PLC0415
+
+    configure_logging(json=not sys.stderr.isatty(), file=None)
+    output_dir = args.output_dir or default_output_dir(args.manifest)
+    with ExitStack() as stack:
+        api = _api_config(args, stack)
+        config = EngineConfig(
+            api=api, output_dir=output_dir, state_path=args.state, read_rate=args.read_rate_limit
+        )
+        try:
+            api.require_token()
+            plan = anyio.run(validate_manifest, args.manifest, config)
+        except (ConfigError, AuthenticationError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    print(f"{args.manifest}: {plan.jobs} jobs, {plan.already_done} already done")
+    for model, count in sorted(plan.by_model.items()):
+        print(f"  {count:>6}  {model}")
+    for problem in plan.problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if plan.problems:
+        print(f"{len(plan.problems)} problem(s); nothing was run", file=sys.stderr)
+        return EXIT_USAGE
+    print("ok: nothing was run")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    journal = resolve_journal(args.target, args.state, args.output_dir)
+    if not journal.exists():
+        print(f"error: no journal at {journal}", file=sys.stderr)
+        return EXIT_USAGE
+    report = status_report(journal)
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print_status(report)
+    unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
+    return EXIT_FAILED if unfinished else EXIT_OK
+
+
+def _export(args: argparse.Namespace) -> int:
+    journal = resolve_journal(args.manifest, args.state, args.output_dir)
+    try:
+        replay = load_journal(journal)
+        rows = export_rows(args.manifest, replay)
+        if args.output is None:
+            count = write_export(rows, args.format, sys.stdout)
+        else:
+            with args.output.open("w", newline="") as out:
+                count = write_export(rows, args.format, out)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"exported {count} files", file=sys.stderr)
+    return EXIT_OK
 
 
 def _check_manifest(path: Path) -> int:
@@ -194,7 +290,7 @@ def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
         return ApiConfig.from_env(os.environ)
     from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
 
-    server = stack.enter_context(EmulatorServer(EmulatorConfig.demo()))
+    server = stack.enter_context(EmulatorServer(EmulatorConfig()))
     print(f"emulator: serving the Replicate API at {server.base_url}", file=sys.stderr)
     return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
 

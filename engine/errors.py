@@ -173,7 +173,7 @@ class PredictionError(EngineError):
         )
 
 
-class ModelError(PredictionError, _ReplicateModelError):
+class ModelError(PredictionError, _ReplicateModelError):  # type: ignore[misc]  # our Prediction, not pydantic's
     """The prediction failed (status ``failed``).
 
     Also a ``replicate.exceptions.ModelError``, so code written for the replicate client

@@ -158,8 +158,11 @@ class _Lifecycle:
             self.attempt += 1
             self.tries += 1
             sent_at = time.time()
+            # Durable before sending: after a kill, this record is how the next run knows
+            # to look for the prediction instead of paying for a second one.
             await self._journal(
-                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest)
+                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
+                durable=True,
             )
             try:
                 prediction = await ctx.gateway.create(job.model, job.input)

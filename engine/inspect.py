@@ -1,0 +1,115 @@
+"""Answer questions about a run from its journal alone: ``status`` and ``export``.
+
+No network: what the journal says is what happened. A manifest argument is used only to
+find the default journal and to list outputs in manifest order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from engine.state import Replay, journal_summary, load_journal
+from jobs import JobStatus, canonical_json, read_manifest
+
+__all__ = ["default_output_dir", "export_rows", "status_report", "write_export"]
+
+_JOURNAL_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def default_output_dir(manifest: Path) -> Path:
+    """Return where ``run`` puts a manifest's outputs when ``--output-dir`` is not given."""
+    return Path("outputs") / manifest.stem
+
+
+def resolve_journal(target: Path, state: Path | None, output_dir: Path | None) -> Path:
+    """Return the journal for ``target`` (a journal itself, or a manifest)."""
+    if state is not None:
+        return state
+    if target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
+        return target
+    return (output_dir or default_output_dir(target)) / "journal.jsonl"
+
+
+def _looks_like_journal(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            first = f.readline(4096)
+    except OSError:
+        return False
+    return b'"e":' in first and b'"k":' in first
+
+
+def status_report(journal: Path) -> dict[str, Any]:
+    """Return counts by status and the failures, read from ``journal`` only."""
+    replay = load_journal(journal)
+    summary = journal_summary(replay)
+    summary["journal"] = str(journal)
+    summary["runs"] = replay.runs
+    return summary
+
+
+def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
+    """Print ``report`` for a person."""
+    print(
+        f"journal: {report['journal']} ({report['records']} records, {report['runs']} runs)",
+        file=out,
+    )
+    for status, count in report["by_status"].items():
+        if count:
+            print(f"  {status:>10}: {count}", file=out)
+    if report["torn_lines"] or report["corrupt_lines"]:
+        print(
+            f"  skipped lines: {report['torn_lines']} torn, {report['corrupt_lines']} corrupt",
+            file=out,
+        )
+    failed = report["failed"]
+    if failed:
+        print(f"failed jobs ({len(failed)}):", file=out)
+        for key, info in list(failed.items())[:50]:
+            kind = "permanent" if info["permanent"] else "transient"
+            print(f"  {key}: [{kind}, {info['attempts']} attempts] {info['error']}", file=out)
+        if len(failed) > 50:
+            print(f"  ... and {len(failed) - 50} more", file=out)
+
+
+def export_rows(manifest: Path, replay: Replay) -> Iterator[dict[str, Any]]:
+    """Yield one row per output file, in manifest order, joining jobs and the journal."""
+    for job in read_manifest(manifest):
+        state = replay.jobs.get(job.key)
+        if state is None or state.status is not JobStatus.DONE:
+            continue
+        for file in state.files:
+            yield {
+                "file": file.name,
+                "job": job.key,
+                "prediction_id": state.prediction_id,
+                "model": str(job.model),
+                "version": job.model.version,
+                "input": canonical_json(job.input),
+                "size": file.size,
+                "sha256": file.sha256,
+                "predict_time": state.predict_time,
+            }
+
+
+def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
+    """Write rows as ``jsonl`` or ``csv``; return how many were written."""
+    count = 0
+    if fmt == "csv":
+        writer: csv.DictWriter[str] | None = None
+        for row in rows:
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
+            writer.writerow(row)
+            count += 1
+        return count
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        count += 1
+    return count
