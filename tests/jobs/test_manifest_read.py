@@ -141,3 +141,12 @@ def test_example_manifests_are_valid() -> None:
         summary = check_manifest(folder / name)
         assert summary.ok, [str(e) for e in summary.errors]
         assert 8 <= summary.jobs <= 12
+
+
+def test_output_template_format_specs(write: Write) -> None:
+    path = write(
+        "m.jsonl",
+        '{"model": "a/b", "input": {"n": 1}, "output": "{model_owner}/{index:03d}"}\n'
+        '{"model": "a/b", "input": {"n": 2}, "output": "{model_owner}/{index:03d}"}\n',
+    )
+    assert [j.output for j in read_manifest(path)] == ["a/000", "a/001"]
