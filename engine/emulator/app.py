@@ -96,10 +96,15 @@ class Emulator:
         async with self.running():
             yield
 
-    def watch(self, record: PredictionRecord, base_url: str) -> None:
-        """Start webhook deliveries for ``record`` in the emulator's task group."""
+    def require_webhooks(self) -> None:
+        """Refuse a webhook before storing anything when no lifespan owns deliveries."""
         if self._tasks is None or self._http is None:
             raise Problem(503, "Webhooks unavailable", "Run the app with its lifespan for webhooks")
+
+    def watch(self, record: PredictionRecord, base_url: str) -> None:
+        """Start webhook deliveries for ``record`` in the emulator's task group."""
+        self.require_webhooks()
+        assert self._tasks is not None
         self._tasks.start_soon(
             lambda: watch_prediction(
                 record,

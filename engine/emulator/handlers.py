@@ -168,6 +168,8 @@ async def _create(
     webhook, completed = body.get("webhook"), body.get("webhook_completed")
     if webhook is None and completed is not None:
         webhook, events = completed, ["completed"]
+    if webhook is not None:
+        em.require_webhooks()
     now = em.clock()
     key = canonical_key(model, data)
     timing = em.config.timing(model.ref, model.timing)

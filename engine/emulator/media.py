@@ -76,8 +76,8 @@ def video_sha256(video_id: str, size: int) -> str:
 
 
 _TEXT = (
-    "the llama walks softly across the high andean plain under a pale morning sky whi"
-    "le distant mountains keep their quiet watch and the wind hums an old song"
+    "the llama walks softly across the high andean plain under a pale morning sky "
+    "while distant mountains keep their quiet watch and the wind hums an old song"
 )
 _WORDS = tuple(_TEXT.split())
 

@@ -20,6 +20,29 @@ from engine.emulator.config import EmulatorConfig
 __all__ = ["EmulatorServer"]
 
 _START_TIMEOUT = 10.0
+_SHUTDOWN_GRACE = 0.3
+
+
+class _PromptServer(uvicorn.Server):
+    """Stop within a fraction of a second even when clients keep idle TLS connections.
+
+    uvicorn closes idle keep-alive connections on shutdown, but a TLS close waits for the
+    peer's close_notify, which a client that never closes its pool (replicate's) does not
+    send; uvicorn would then wait out its whole graceful timeout. An emulator loses
+    nothing by aborting those connections after a short grace.
+    """
+
+    async def _wait_tasks_to_complete(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _SHUTDOWN_GRACE
+        # uvicorn exposes no event for "connections drained"; poll briefly, as it does.
+        while self.server_state.connections and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        await super()._wait_tasks_to_complete()
 
 
 class EmulatorServer:
@@ -42,7 +65,7 @@ class EmulatorServer:
         self.host, self._port = host, port
         self._ca_file = Path(ca_file) if ca_file is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._server: uvicorn.Server | None = None
+        self._server: _PromptServer | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._error: BaseException | None = None
@@ -99,7 +122,7 @@ class EmulatorServer:
             lifespan="on",
             timeout_graceful_shutdown=1,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _PromptServer(config)
         self._thread = threading.Thread(target=self._run, name="replicate-emulator")
         self._thread.start()
         deadline = time.monotonic() + _START_TIMEOUT

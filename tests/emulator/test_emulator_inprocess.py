@@ -123,3 +123,23 @@ async def test_cancel_after_deadline_cancels_a_running_prediction(emulator: Emul
     body = created.json()
     assert body["status"] == "canceled"
     assert body["metrics"]["predict_time"] == pytest.approx(0.02, abs=0.01)
+
+
+async def test_webhook_without_lifespan_is_refused_before_storing(emulator: Emulator) -> None:
+    headers = {"Authorization": f"Bearer {emulator.config.token}"}
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://e", headers=headers
+    ) as http:
+        refused = await http.post(
+            f"/v1/models/{FLUX}/predictions",
+            json={"input": {"prompt": "x"}, "webhook": "http://127.0.0.1:9/hook"},
+        )
+        assert refused.status_code == 503
+        assert emulator.stats.predictions_created == 0
+        async with emulator.running():
+            accepted = await http.post(
+                f"/v1/models/{FLUX}/predictions",
+                json={"input": {"prompt": "x"}, "webhook": "http://127.0.0.1:9/hook"},
+            )
+        assert accepted.status_code == 201
