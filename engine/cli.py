@@ -20,6 +20,7 @@ import structlog
 
 from engine.config import ApiConfig, EngineConfig, Secret
 from engine.control import RunControl
+from engine.display import Progress
 from engine.errors import AuthenticationError, ConfigError
 from engine.inspect import (
     default_output_dir,
@@ -128,7 +129,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    configure_logging(json=not sys.stderr.isatty(), file=args.json_logs)
+    live = sys.stderr.isatty()
+    # On a terminal the live panel tells the story: only warnings reach the console, and
+    # --json-logs still gets every event.
+    quiet = live and args.json_logs is None
+    log_file = configure_logging(
+        json=args.json_logs is not None or not live,
+        file=args.json_logs,
+        level="WARNING" if quiet else "INFO",
+    )
+    try:
+        return _run_logged(args, live=live)
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     try:
         total = _check_manifest(args.manifest)
     except ManifestError as exc:
@@ -157,14 +174,16 @@ def _run(args: argparse.Namespace) -> int:
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
         )
-        summary = _run_batch(args.manifest, config, total)
+        summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
         return EXIT_USAGE
     _print_summary(summary, config)
     return summary.exit_code
 
 
-def _run_batch(manifest: Path, config: EngineConfig, total: int) -> RunSummary | None:
+def _run_batch(
+    manifest: Path, config: EngineConfig, total: int, *, live: bool
+) -> RunSummary | None:
     """Run the batch; None when the configuration (token, auth) makes it impossible."""
     problem: BaseException
     try:
@@ -173,7 +192,9 @@ def _run_batch(manifest: Path, config: EngineConfig, total: int) -> RunSummary |
         print(f"error: {exc}", file=sys.stderr)
         return None
     try:
-        return anyio.run(_run_async, manifest, config, total)
+        return anyio.run(
+            _run_async, manifest, config, Progress(total, config.create_rate, live=live)
+        )
     except* (AuthenticationError, ConfigError) as group:
         problem = group.exceptions[0]
     print(f"error: {problem}", file=sys.stderr)
@@ -251,12 +272,20 @@ def _jobs(path: Path) -> Iterator[Job]:
     return read_manifest(path)
 
 
-async def _run_async(manifest: Path, config: EngineConfig, total: int) -> RunSummary:
+async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:
     control = RunControl()
-    log.info("run.started", manifest=str(manifest), jobs=total, output_dir=str(config.output_dir))
+    log.info(
+        "run.started",
+        manifest=str(manifest),
+        jobs=progress.total,
+        output_dir=str(config.output_dir),
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(_handle_signals, control, config.cancel_on_exit, tg.cancel_scope)
-        summary = await run_jobs(lambda: _jobs(manifest), config, control=control)
+        tg.start_soon(progress.run)
+        summary = await run_jobs(
+            lambda: _jobs(manifest), config, control=control, on_event=progress.record
+        )
         tg.cancel_scope.cancel()
     return summary
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import sys
+import time
+from collections import deque
 from pathlib import Path
 
+import anyio
+import structlog
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
+from engine.events import JobEvent, JobEventKind
 from engine.report import RunSummary
 
-__all__ = ["render_summary"]
+__all__ = ["Progress", "render_summary"]
 
 
 def render_summary(
@@ -70,3 +76,110 @@ def _size(n: int) -> str:
             return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
         size /= 1024
     return f"{n} B"  # pragma: no cover
+
+
+class Progress:
+    """Follow a run from its events; show it live on a terminal, as a log line elsewhere.
+
+    On a terminal a rich panel refreshes in place: done / failed / in flight / queued,
+    creates per minute against the budget, bytes downloaded, ETA. Elsewhere (cron, CI) a
+    ``run.progress`` log event every ``interval`` seconds carries the same numbers.
+    """
+
+    def __init__(
+        self, total: int, create_rate: float, *, live: bool, interval: float = 30.0
+    ) -> None:
+        self.total = total
+        self.create_rate = create_rate
+        self.live = live
+        self.interval = interval
+        self.started = time.monotonic()
+        self.done = 0
+        self.failed = 0
+        self.deferred = 0
+        self.in_flight = 0
+        self.created = 0
+        self.retries = 0
+        self.bytes = 0
+        self._create_times: deque[float] = deque()
+
+    def record(self, event: JobEvent) -> None:
+        """Fold one job event into the counters (the runner's ``on_event`` hook)."""
+        kind = event.kind
+        now = time.monotonic()
+        if kind in (JobEventKind.CREATED, JobEventKind.REATTACHED):
+            self.in_flight += 1
+            if kind is JobEventKind.CREATED:
+                self.created += 1
+                self._create_times.append(now)
+        elif kind is JobEventKind.DOWNLOADED:
+            self.bytes += event.size
+        elif kind is JobEventKind.RETRYING:
+            self.retries += 1
+            if event.prediction_id is not None:
+                self.in_flight -= 1
+        elif kind in (JobEventKind.DONE, JobEventKind.FAILED, JobEventKind.CANCELED):
+            self.done += kind is JobEventKind.DONE
+            self.failed += kind is not JobEventKind.DONE
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+        elif kind is JobEventKind.SKIPPED:
+            self.done += event.detail == "done"
+            self.failed += event.detail == "failed"
+        elif kind is JobEventKind.DEFERRED:
+            self.deferred += 1
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        """Return the numbers shown, for the display and the periodic log line."""
+        now = time.monotonic()
+        while self._create_times and self._create_times[0] < now - 60:
+            self._create_times.popleft()
+        elapsed = max(now - self.started, 1e-9)
+        finished = self.done + self.failed + self.deferred
+        queued = max(0, self.total - finished - self.in_flight)
+        rate = finished / elapsed
+        eta = (self.total - finished) / rate if rate > 0 and finished < self.total else None
+        window = min(60.0, elapsed)
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "queued": queued,
+            "creates_per_min": round(len(self._create_times) * 60.0 / window, 1),
+            "create_budget_per_min": self.create_rate,
+            "retries": self.retries,
+            "bytes_downloaded": self.bytes,
+            "eta_seconds": None if eta is None else round(eta),
+        }
+
+    def render(self) -> Table:
+        """Return the live panel."""
+        s = self.snapshot()
+        table = Table(show_header=False, box=None, title="replicate batch", title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_row("done / total", f"{s['done']} / {self.total}")
+        table.add_row("failed", str(s["failed"]))
+        table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
+        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        table.add_row("retries", str(s["retries"]))
+        table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
+        eta = s["eta_seconds"]
+        table.add_row("ETA", "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s")
+        return table
+
+    async def run(self) -> None:
+        """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
+        if self.live:
+            with Live(
+                self.render(), console=Console(file=sys.stderr), refresh_per_second=4
+            ) as live:
+                while True:
+                    await anyio.sleep(0.25)
+                    live.update(self.render())
+        log = structlog.get_logger("engine.progress")
+        while True:
+            await anyio.sleep(self.interval)
+            log.info("run.progress", total=self.total, **self.snapshot())

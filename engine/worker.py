@@ -199,6 +199,9 @@ class _Lifecycle:
         found = await find_created_prediction(self.ctx.gateway, self.job.model, digest, since)
         if found is not None:
             log.info("job.reconciled", prediction_id=found)
+            await self.ctx.emit(
+                JobEvent(self.job.key, JobEventKind.REATTACHED, found, "found by listing")
+            )
             record = JournalRecord.created(self.job.key, prediction_id=found, attempt=self.attempt)
             await self._journal(record, durable=True)
         return found

@@ -1,0 +1,98 @@
+"""Ctrl-C on a long run: drain and exit 130, then cancel on the second, then resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.emulator import EmulatorConfig
+from engine.emulator.config import ModelTiming
+from tests.e2e.helpers import FLUX, cli_env, image_jobs, journal_records, write_jsonl
+
+ENGINE = [sys.executable, "-m", "engine"]
+
+
+@pytest.fixture
+def emulator_config() -> EmulatorConfig:
+    # Predictions long enough (3 s) that a signal lands while they run.
+    return EmulatorConfig(model_timings={FLUX: ModelTiming(cold_start=0.05, run_time=3.0)})
+
+
+def start_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
+    manifest = tmp_path / "m.jsonl"
+    return subprocess.Popen(
+        [*ENGINE, "run", str(manifest), "--output-dir", "out", "--poll-interval", "0.05", *extra],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_created(journal: Path, count: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if journal.exists() and sum(r["e"] == "created" for r in journal_records(journal)) >= count:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"fewer than {count} predictions were created in {timeout} s")
+
+
+def test_first_sigint_drains_exits_130_and_the_next_run_reattaches(emulator_server, tmp_path):
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(6))
+    env = cli_env(emulator_server)
+    journal = tmp_path / "out" / "journal.jsonl"
+    proc = start_run(tmp_path, env, "--concurrency", "3")
+    wait_for_created(journal, 3)
+
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, stderr
+    assert "no new predictions" in stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["interrupted"] is True
+    created_first = emulator_server.emulator.stats.snapshot()["predictions_created"]
+    assert created_first == 3  # nothing was created after the signal
+    assert not any(r["e"] == "canceled" for r in journal_records(journal))
+
+    resumed = subprocess.run(
+        [*ENGINE, "run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.05"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert resumed.returncode == 0, resumed.stderr
+    final = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert final["reattached"] == 3
+    assert final["predictions_created"] == 3
+    stats = emulator_server.emulator.stats.snapshot()
+    assert stats["predictions_created"] == 6
+    assert stats["duplicates"] == {}
+
+
+def test_second_sigint_cancels_running_predictions_on_the_server(emulator_server, tmp_path):
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(4))
+    journal = tmp_path / "out" / "journal.jsonl"
+    proc = start_run(tmp_path, cli_env(emulator_server), "--cancel-on-exit", "--concurrency", "4")
+    wait_for_created(journal, 4)
+
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, stderr
+    canceled = {r["k"] for r in journal_records(journal) if r["e"] == "canceled"}
+    assert canceled == {"p0000", "p0001", "p0002", "p0003"}
+    requests = emulator_server.emulator.stats.snapshot()["requests"]
+    assert requests.get("predictions.cancel 200") == 4
