@@ -61,7 +61,11 @@ class Emulator:
         self.read_bucket = TokenBucket(config.read_rate_per_min, config.read_burst)
         self._tasks: anyio.abc.TaskGroup | None = None
         self._http: httpx.AsyncClient | None = None
-        self.app = Starlette(routes=self._routes(), lifespan=self._lifespan)
+        self.app = Starlette(
+            routes=self._routes(),
+            lifespan=self._lifespan,
+            exception_handlers={404: self._no_route, 405: self._no_route},
+        )
 
     def _create_limits(self) -> tuple[float, int]:
         if self.config.low_credit:
@@ -221,6 +225,8 @@ class Emulator:
                 "POST",
             ),
             r("/v1/streams/{id}", h.stream_prediction, "predictions.stream", "read"),
+            r("/v1/models", h.list_models, "models.list", "read"),
+            r("/v1/models", h.search_models, "models.search", "read", "QUERY"),
             r("/v1/models/{owner}/{name}", h.get_model, "models.get", "read"),
             r("/v1/models/{owner}/{name}/versions", h.list_versions, "versions.list", "read"),
             r("/v1/models/{owner}/{name}/versions/{vid}", h.get_version, "versions.get", "read"),
@@ -237,6 +243,13 @@ class Emulator:
             Route("/_emulator/stats", self._admin_stats, methods=["GET"]),
             Route("/_emulator/config", self._admin_config, methods=["GET", "POST"]),
         ]
+
+    async def _no_route(self, request: Request, exc: Exception) -> Response:
+        """Answer unknown paths and methods with problem JSON, as the API does."""
+        status = getattr(exc, "status_code", 404)
+        self.stats.request("unknown", status)
+        title = "Not found" if status == 404 else "Method not allowed"
+        return Problem(status, title, f"{request.method} {request.url.path}").response()
 
     async def _admin_stats(self, _request: Request) -> Response:
         return json_response(self.stats.snapshot())

@@ -30,7 +30,9 @@ __all__ = [
     "get_version",
     "hardware",
     "list_files",
+    "list_models",
     "list_versions",
+    "search_models",
     "upload_file",
     "webhook_secret",
 ]
@@ -54,6 +56,23 @@ def _model(request: Request) -> ModelSpec:
     if model is None:
         raise not_found("The requested model could not be found.")
     return model
+
+
+async def list_models(_em: Emulator, _request: Request) -> Response:
+    """Return every catalogue model as one Page."""
+    models = [m.model_json() for m in MODELS.values()]
+    return json_response({"previous": None, "next": None, "results": models})
+
+
+async def search_models(_em: Emulator, request: Request) -> Response:
+    """Answer ``QUERY /v1/models``: models whose name or description contain the words."""
+    words = (await request.body()).decode().lower().split()
+    found = [
+        m.model_json()
+        for m in MODELS.values()
+        if all(w in f"{m.ref} {m.description}".lower() for w in words)
+    ]
+    return json_response({"previous": None, "next": None, "results": found})
 
 
 async def get_model(_em: Emulator, request: Request) -> Response:

@@ -143,3 +143,25 @@ async def test_webhook_without_lifespan_is_refused_before_storing(emulator: Emul
                 json={"input": {"prompt": "x"}, "webhook": "http://127.0.0.1:9/hook"},
             )
         assert accepted.status_code == 201
+
+
+async def test_models_list_search_and_unknown_paths(
+    client: replicate.Client, emulator: Emulator
+) -> None:
+    listed = await client.models.async_list()
+    assert FLUX in {f"{m.owner}/{m.name}" for m in listed.results}
+    found = await client.models.async_search("llama")
+    assert [m.name for m in found.results] == ["meta-llama-3-70b-instruct"]
+    with pytest.raises(ReplicateError) as info:
+        await client.models.async_get("no/such")
+    assert info.value.status == 404
+    headers = {"Authorization": f"Bearer {emulator.config.token}"}
+    transport = httpx.ASGITransport(app=emulator.app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://e", headers=headers
+    ) as http:
+        missing = await http.get("/v1/nothing")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"] == "application/problem+json"
+        wrong_version = await http.get(f"/v1/models/{FLUX}/versions/{'0' * 64}")
+        assert wrong_version.status_code == 404
