@@ -26,7 +26,7 @@ LLAMA = "meta/meta-llama-3-70b-instruct"
 
 @pytest.mark.anyio
 async def test_async_run_twenty_at_once(replicate_env: EmulatorServer) -> None:
-    replicate_env.emulator.update(time_scale=0.05)
+    replicate_env.emulator.update(time_scale=0.2)  # long enough for the 20 to overlap
     client = replicate.Client()
     client.poll_interval = 0.01
     results: dict[int, bytes] = {}
