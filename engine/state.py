@@ -50,6 +50,8 @@ __all__ = [
     "JournalRecord",
     "JournalStats",
     "Replay",
+    "compact",
+    "compacted_records",
     "journal_summary",
     "load_journal",
     "replay",
@@ -346,12 +348,14 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
         files.append(item)
     elif e == "created":
         pid, attempt = _str(obj["p"]), _int(obj["a"])
+        if pid != st[_PID]:
+            st[_FILES] = []  # files of an earlier prediction are not this one's outputs
         st[_STATUS : _DIGEST + 1] = _S.RUNNING, pid, max(st[_ATTEMPTS], attempt), None, None
+        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM], st[_PT] = None, None, None, False, None
     elif e == "creating":
         attempt, since, digest = _int(obj["a"]), _num(obj["ts"]), _str(obj["ih"])
-        st[_STATUS : _DIGEST + 1] = _S.CREATING, None, attempt, since, digest
-        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM] = None, None, None, False
-        st[_FILES] = []
+        # A new attempt starts clean: only the attempt count carries over.
+        st[:] = [_S.CREATING, None, attempt, since, digest, None, [], None, None, False, None]
     elif e == "succeeded":
         pid, urls, pt = _str(obj["p"]), obj["o"], _opt_num(obj.get("pt"))
         if urls is not None:
@@ -541,6 +545,80 @@ def journal_summary(result: Replay) -> dict[str, Any]:
     }
 
 
+def compacted_records(result: Replay) -> Iterator[JournalRecord]:
+    """Yield the fewest records whose replay gives ``result.jobs`` again, job by job."""
+    yield JournalRecord.run()
+    for key, s in result.jobs.items():
+        yield from _records_for(key, s)
+
+
+def _records_for(key: str, s: JobState) -> Iterator[JournalRecord]:
+    R = JournalRecord  # noqa: N806 (a short alias keeps each case on one line)
+    pid, attempts = s.prediction_id, s.attempts
+    if s.status is JobStatus.CREATING:
+        since, digest = s.creating_since, s.input_digest or ""
+        yield R.creating(key, attempt=attempts, input_digest=digest, ts=since)
+    elif pid is not None:
+        yield R.created(key, prediction_id=pid, attempt=attempts)
+    elif attempts:
+        yield R.creating(key, attempt=attempts, input_digest="")  # cleared by what follows
+    creating = s.status is JobStatus.CREATING
+    if (
+        pid is not None
+        and not creating
+        and (s.status is JobStatus.SUCCEEDED or s.predict_time is not None)
+    ):
+        yield R.succeeded(key, prediction_id=pid, outputs=s.outputs, predict_time=s.predict_time)
+    for output in s.files:
+        yield R.file(key, output=output, prediction_id=pid or "")
+    if s.status is JobStatus.DONE and pid is not None:
+        yield R.done(key, prediction_id=pid, predict_time=s.predict_time)
+    elif s.status is JobStatus.FAILED:
+        yield R.failed(
+            key,
+            prediction_id=pid,
+            error=s.error or "",
+            error_class=s.error_class or "",
+            permanent=s.permanent,
+            attempt=attempts,
+        )
+    elif s.status is JobStatus.CANCELED:
+        yield R.canceled(key, prediction_id=pid, why=s.error or "")
+
+
+def compact(path: str | os.PathLike[str]) -> Replay:
+    """Rewrite the journal at ``path`` with one minimal record set per job; return its replay.
+
+    The new file is written beside the old one, fsynced and renamed over it, so a crash
+    leaves either journal whole. Never run it while a `Journal` has the file open.
+    """
+    target = Path(path)
+    result = load_journal(target)
+    tmp = target.with_name(f".{target.name}.compact")
+    try:
+        with tmp.open("wb") as out:
+            batch: list[bytes] = []
+            for record in compacted_records(result):
+                batch.append(record.to_line())
+                if len(batch) >= 4096:
+                    out.write(b"".join(batch))
+                    batch.clear()
+            out.write(b"".join(batch))
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(target)
+        # Persist the rename itself: fsync the directory entry.
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _storage_error(target, "compact", exc) from exc
+    return result
+
+
 @dataclass(slots=True)
 class JournalStats:
     """Count what the journal did, for tests and benchmarks."""
@@ -582,6 +660,7 @@ class Journal:
         self._lock = anyio.Lock()  # one write+fsync at a time, in append order
         self._error: StorageError | None = None
         self._closed = False
+        self._unsynced = False  # written since the last fsync
         self._stack: AsyncExitStack | None = None
 
     @classmethod
@@ -684,14 +763,14 @@ class Journal:
     async def _flush(self, *, force_fsync: bool) -> None:
         async with self._lock:
             batch, self._batch = self._batch, _Batch()
-            if batch.lines and self._error is None:
-                fsync = batch.durable or force_fsync
+            data = b"".join(batch.lines)
+            fsync = batch.durable or (force_fsync and (self._unsynced or bool(data)))
+            if (data or fsync) and self._error is None:
                 try:
-                    await anyio.to_thread.run_sync(self._write_sync, b"".join(batch.lines), fsync)
+                    await anyio.to_thread.run_sync(self._write_sync, data, fsync)
                 except StorageError as exc:
+                    # Stop writing: later lines after a failed one could not be trusted.
                     self._error = exc
-            elif force_fsync and self._error is None and self.stats.writes:
-                await anyio.to_thread.run_sync(self._write_sync, b"", True)  # noqa: FBT003
             batch.error = self._error
             batch.done.set()
 
@@ -703,10 +782,12 @@ class Journal:
             while view:
                 view = view[os.write(fd, view) :]
             if data:
+                self._unsynced = True
                 self.stats.writes += 1
                 self.stats.bytes += len(data)
             if fsync:
                 os.fsync(fd)
+                self._unsynced = False
                 self.stats.fsyncs += 1
         except OSError as exc:
             raise _storage_error(self.path, "write", exc) from exc

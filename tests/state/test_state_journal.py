@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import anyio
 import pytest
 
 from engine.errors import StorageError
-from engine.state import Journal, JournalRecord, load_journal
+from engine.state import Journal, JournalRecord, compact, load_journal
 from jobs.model import JobStatus
 
 pytestmark = pytest.mark.anyio
@@ -34,7 +35,7 @@ async def test_group_commit_batches_concurrent_durable_appends(tmp_path: Path) -
         async with anyio.create_task_group() as tg:
             for i in range(n):
                 record = R.created(f"job-{i}", prediction_id=f"p{i}", attempt=1)
-                tg.start_soon(lambda r=record: journal.append(r, durable=True))
+                tg.start_soon(partial(journal.append, record, durable=True))
         fsyncs, writes = journal.stats.fsyncs, journal.stats.writes
     assert fsyncs <= 5, f"{n} durable appends took {fsyncs} fsyncs"
     assert writes <= 5
@@ -146,3 +147,21 @@ def test_load_handles_lines_across_read_chunks(tmp_path: Path) -> None:
     assert len(result.jobs) == 20_000
     assert (result.torn_lines, result.corrupt_lines) == (1, 0)
     assert path.stat().st_size > 1 << 20
+
+
+def test_compact_rewrites_to_one_record_set_per_job(tmp_path: Path) -> None:
+    path = tmp_path / "j.jsonl"
+    lines = [R.run().to_line()]
+    for attempt in (1, 2, 3):
+        lines += [
+            R.creating("a", attempt=attempt, input_digest="d", ts=float(attempt)).to_line(),
+            R.created("a", prediction_id=f"p{attempt}", attempt=attempt).to_line(),
+        ]
+    lines += [R.done("a", prediction_id="p3").to_line(), b"garbage\n", b'{"k":"b","e":"cre']
+    path.write_bytes(b"".join(lines))
+    before = load_journal(path)
+    compact(path)
+    after = load_journal(path)
+    assert after.jobs == before.jobs
+    assert (after.records, after.torn_lines, after.corrupt_lines) == (3, 0, 0)
+    assert [p.name for p in tmp_path.iterdir()] == ["j.jsonl"]
