@@ -16,7 +16,7 @@ import math
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +32,7 @@ from engine.config import ApiConfig
 from engine.errors import (
     ApiError,
     AuthenticationError,
+    ConfigError,
     EngineError,
     InvalidRequestError,
     RateLimitedError,
@@ -73,6 +74,10 @@ class PredictionPage:
     results: list[Prediction]
     next: str | None = None
 
+    def __iter__(self) -> Iterator[Prediction]:
+        """Iterate over the page's predictions, as the seed's ``for pred in page`` does."""
+        return iter(self.results)
+
 
 @dataclass(frozen=True, slots=True)
 class StreamEvent:
@@ -81,6 +86,10 @@ class StreamEvent:
     event: str
     data: str
     id: str
+
+    def __str__(self) -> str:
+        """Return the text of an ``output`` event and "" otherwise, like replicate's events."""
+        return self.data if self.event == "output" else ""
 
 
 @dataclass(slots=True)
@@ -108,7 +117,12 @@ def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     The environment (``SSL_CERT_FILE``) was read at the edge into ``ApiConfig.ca_file``.
     """
     if ca_file is not None:
-        return ssl.create_default_context(cafile=str(ca_file))
+        try:
+            return ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the CA bundle {ca_file} (SSL_CERT_FILE): {exc.strerror or exc}"
+            ) from exc
     return httpx.create_ssl_context(trust_env=False)
 
 
