@@ -454,7 +454,8 @@ class _Replayer:
                         jobs[key] = st
                     else:
                         apply(st, obj)
-            except (ValueError, KeyError, TypeError, AttributeError, StopIteration):
+            # RecursionError: a deeply nested corrupt line must not stop the replay.
+            except (ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError):
                 if self.bad is not None:
                     self.corrupt += 1
                 self.bad = line
@@ -487,8 +488,9 @@ def replay(lines: Iterable[str | bytes], start: Replay | None = None) -> Replay:
     was reopened after a kill), counts as torn; any other bad line as corrupt.
     """
     replayer = _Replayer(start)
-    replayer.feed(lines)
-    return replayer.finish()
+    with _gc_paused():
+        replayer.feed(lines)
+        return replayer.finish()
 
 
 def load_journal(path: str | os.PathLike[str]) -> Replay:

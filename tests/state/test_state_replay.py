@@ -126,10 +126,11 @@ def test_corrupt_middle_line_is_skipped_and_counted_apart() -> None:
             b"\x00\xffnot json\n",
             b'{"k":"a","e":"done"}\n',  # valid JSON, not a valid record
             b'["k"]\n',
+            b"[" * 100_000 + b"\n",  # deep enough to blow the JSON decoder's recursion
             *lines(R.done("a", prediction_id="p")),
         ]
     )
-    assert (result.corrupt_lines, result.torn_lines, result.records) == (3, 0, 2)
+    assert (result.corrupt_lines, result.torn_lines, result.records) == (4, 0, 2)
     assert result.jobs["a"].status is JobStatus.DONE
 
 
