@@ -45,12 +45,14 @@ log = structlog.get_logger("engine.cli")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
-    args = _parser().parse_args(argv)
-    if args.command == "emulator":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["emulator"]:
+        # The emulator has its own flags; argparse's REMAINDER cannot pass "--port" through.
         from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
 
-        code: int = serve_forever(list(args.rest))
+        code: int = serve_forever(argv[1:])
         return code
+    args = _parser().parse_args(argv)
     if args.command == "run":
         return _validate(args) if args.dry_run else _run(args)
     if args.command == "validate":
@@ -123,8 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--state", type=Path, default=None)
     ex.add_argument("--output", type=Path, default=None, help="default: standard output")
 
-    emu = sub.add_parser("emulator", help="serve the local Replicate API emulator", add_help=False)
-    emu.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("emulator", help="serve the local Replicate API emulator (see its --help)")
     return parser
 
 

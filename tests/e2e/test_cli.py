@@ -164,3 +164,15 @@ def test_killed_at_random_moments_then_resumed_loses_nothing_and_pays_once(
     stats = emulator_server.emulator.stats.snapshot()
     assert stats["duplicates"] == {}, "a job was paid for twice"
     assert stats["predictions_created"] == 40
+
+
+def test_a_missing_ca_bundle_exits_2_with_a_clear_message(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
+    env = cli_env(emulator_server)
+    env["SSL_CERT_FILE"] = str(tmp_path / "nowhere.pem")
+
+    result = run_cli("run", str(manifest), env=env, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "SSL_CERT_FILE" in result.stderr
+    assert "Traceback" not in result.stderr
