@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from engine.emulator import handlers
+from engine.emulator import handlers, resources
 from engine.emulator.config import EmulatorConfig
 from engine.emulator.lifecycle import PredictionRecord
 from engine.emulator.problems import Problem, json_response, unauthenticated
@@ -198,7 +198,7 @@ class Emulator:
 
     def _routes(self) -> list[Route]:
         r = self._route
-        h = handlers
+        h, res = handlers, resources
         return [
             r("/v1/predictions", h.create_by_version, "predictions.create", "create", "POST"),
             r(
@@ -225,21 +225,21 @@ class Emulator:
                 "POST",
             ),
             r("/v1/streams/{id}", h.stream_prediction, "predictions.stream", "read"),
-            r("/v1/models", h.list_models, "models.list", "read"),
-            r("/v1/models", h.search_models, "models.search", "read", "QUERY"),
-            r("/v1/models/{owner}/{name}", h.get_model, "models.get", "read"),
-            r("/v1/models/{owner}/{name}/versions", h.list_versions, "versions.list", "read"),
-            r("/v1/models/{owner}/{name}/versions/{vid}", h.get_version, "versions.get", "read"),
-            r("/v1/deployments/{owner}/{name}", h.get_deployment, "deployments.get", "read"),
-            r("/v1/account", h.account, "account.get", "read"),
-            r("/v1/hardware", h.hardware, "hardware.list", "read"),
-            r("/v1/webhooks/default/secret", h.webhook_secret, "webhooks.secret", "read"),
-            r("/v1/files", h.upload_file, "files.create", "read", "POST"),
-            r("/v1/files", h.list_files, "files.list", "read"),
-            r("/v1/files/{id}", h.get_file, "files.get", "read"),
-            r("/v1/files/{id}", h.delete_file, "files.delete", "read", "DELETE"),
-            r("/v1/files/{id}/download", h.download_upload, "files.download", "download"),
-            r("/files/{id}/{name}", h.download_output, "outputs.get", "download"),
+            r("/v1/models", res.list_models, "models.list", "read"),
+            r("/v1/models", res.search_models, "models.search", "read", "QUERY"),
+            r("/v1/models/{owner}/{name}", res.get_model, "models.get", "read"),
+            r("/v1/models/{owner}/{name}/versions", res.list_versions, "versions.list", "read"),
+            r("/v1/models/{owner}/{name}/versions/{vid}", res.get_version, "versions.get", "read"),
+            r("/v1/deployments/{owner}/{name}", res.get_deployment, "deployments.get", "read"),
+            r("/v1/account", res.account, "account.get", "read"),
+            r("/v1/hardware", res.hardware, "hardware.list", "read"),
+            r("/v1/webhooks/default/secret", res.webhook_secret, "webhooks.secret", "read"),
+            r("/v1/files", res.upload_file, "files.create", "read", "POST"),
+            r("/v1/files", res.list_files, "files.list", "read"),
+            r("/v1/files/{id}", res.get_file, "files.get", "read"),
+            r("/v1/files/{id}", res.delete_file, "files.delete", "read", "DELETE"),
+            r("/v1/files/{id}/download", res.download_upload, "files.download", "download"),
+            r("/files/{id}/{name}", res.download_output, "outputs.get", "download"),
             Route("/_emulator/stats", self._admin_stats, methods=["GET"]),
             Route("/_emulator/config", self._admin_config, methods=["GET", "POST"]),
         ]

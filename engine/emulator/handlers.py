@@ -21,52 +21,21 @@ from engine.emulator.catalogue import (
 from engine.emulator.lifecycle import TERMINAL, PredictionRecord, new_id
 from engine.emulator.media import png_bytes
 from engine.emulator.problems import Problem, json_response, not_found
-from engine.emulator.resources import (
-    account,
-    base_url,
-    delete_file,
-    download_output,
-    download_upload,
-    get_deployment,
-    get_file,
-    get_model,
-    get_version,
-    hardware,
-    list_files,
-    list_models,
-    list_versions,
-    search_models,
-    upload_file,
-    webhook_secret,
-)
+from engine.emulator.resources import base_url
 from engine.emulator.sse import stream_events
 
 if TYPE_CHECKING:
     from engine.emulator.app import Emulator
 
 __all__ = [
-    "account",
     "cancel_prediction",
     "create_by_deployment",
     "create_by_model",
     "create_by_version",
-    "delete_file",
-    "download_output",
-    "download_upload",
-    "get_deployment",
-    "get_file",
-    "get_model",
     "get_prediction",
-    "get_version",
-    "hardware",
-    "list_files",
-    "list_models",
     "list_predictions",
-    "list_versions",
-    "search_models",
+    "parse_duration",
     "stream_prediction",
-    "upload_file",
-    "webhook_secret",
 ]
 
 PAGE_SIZE = 100

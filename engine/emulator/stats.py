@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import threading
 from collections import Counter, deque
 from typing import Any
 
@@ -12,9 +13,14 @@ _WINDOW = 60.0
 
 
 class Stats:
-    """Request, prediction and byte counters; `snapshot()` is JSON-able."""
+    """Request, prediction and byte counters; `snapshot()` is JSON-able.
+
+    The server thread writes while tests read from theirs, so structural changes and
+    snapshots hold a lock (plain ``+=`` on an int attribute needs none under the GIL).
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.requests: Counter[tuple[str, int]] = Counter()
         self.throttled = 0
         self.predictions_created = 0
@@ -30,12 +36,22 @@ class Stats:
 
     def request(self, endpoint: str, status: int) -> None:
         """Record one answered request."""
-        self.requests[endpoint, status] += 1
+        with self._lock:
+            self.requests[endpoint, status] += 1
         if status == 429:
             self.throttled += 1
 
+    def webhook(self, status: int) -> None:
+        """Record one webhook delivery attempt by its answer (0: no answer)."""
+        with self._lock:
+            self.webhooks_sent[status] += 1
+
     def created(self, key: str, prediction_id: str, now: float, end: float) -> int:
         """Record a stored prediction; return how many with ``key`` existed before."""
+        with self._lock:
+            return self._created(key, prediction_id, now, end)
+
+    def _created(self, key: str, prediction_id: str, now: float, end: float) -> int:
         before = self.per_input[key]
         self.per_input[key] += 1
         self.predictions_created += 1
@@ -51,7 +67,8 @@ class Stats:
 
     def ended_early(self, prediction_id: str) -> None:
         """Drop a canceled prediction from the concurrency count."""
-        self._active.pop(prediction_id, None)
+        with self._lock:
+            self._active.pop(prediction_id, None)
 
     def _sweep(self, now: float) -> None:
         while self._ends and self._ends[0][0] <= now:
@@ -61,21 +78,30 @@ class Stats:
 
     def concurrent(self, now: float) -> int:
         """Return the number of non-terminal predictions at ``now``."""
-        self._sweep(now)
-        return len(self._active)
+        with self._lock:
+            self._sweep(now)
+            return len(self._active)
 
     def duplicates(self) -> dict[str, int]:
         """Return the (model, canonical input) keys created more than once, with counts."""
+        with self._lock:
+            return self._duplicates()
+
+    def _duplicates(self) -> dict[str, int]:
         return {key: n for key, n in self.per_input.items() if n > 1}
 
     def snapshot(self) -> dict[str, Any]:
         """Return every counter as plain JSON data."""
+        with self._lock:
+            return self._snapshot()
+
+    def _snapshot(self) -> dict[str, Any]:
         return {
             "requests": {f"{ep} {status}": n for (ep, status), n in sorted(self.requests.items())},
             "throttled": self.throttled,
             "predictions_created": self.predictions_created,
             "distinct_inputs": len(self.per_input),
-            "duplicates": self.duplicates(),
+            "duplicates": self._duplicates(),
             "peak_concurrent": self.peak_concurrent,
             "peak_creates_per_60s": self.peak_creates_per_60s,
             "bytes_served": self.bytes_served,

@@ -55,9 +55,9 @@ async def _deliver(
                 url, content=body, headers=headers, timeout=config.webhook_timeout
             )
         except httpx.HTTPError:
-            stats.webhooks_sent[0] += 1
+            stats.webhook(0)
             continue
-        stats.webhooks_sent[response.status_code] += 1
+        stats.webhook(response.status_code)
         if response.is_success:
             return
 
