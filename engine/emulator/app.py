@@ -34,13 +34,19 @@ from engine.emulator.webhooks import new_secret, watch_prediction
 
 __all__ = ["Emulator"]
 
-Kind = Literal["create", "get", "list", "cancel", "file", "read", "download"]
+# The limiter and fault class of an endpoint; "download" (output files) is never throttled.
+Kind = Literal["create", "get", "list", "cancel", "read", "download"]
 Handler = Callable[["Emulator", Request], Awaitable[Response]]
 _COUNTERS = ("create_5xx_first", "get_5xx_first", "throttle_next_creates")
 
 
 class Emulator:
-    """The Replicate API emulator: ``.app`` (ASGI), ``.stats``, ``.update(**knobs)``."""
+    """The Replicate API emulator: ``.app`` (ASGI), ``.stats``, ``.update(**knobs)``.
+
+    ``clock`` drives the prediction lifecycle only; it must advance with real time (it
+    may be offset), because sync waits and SSE sleep in real seconds. Rate limits always
+    use the monotonic clock.
+    """
 
     def __init__(
         self, config: EmulatorConfig | None = None, *, clock: Callable[[], float] = time.time
