@@ -1,0 +1,199 @@
+"""Create throughput vs the limit: the engine against the loops a user would write.
+
+Each contender runs in its own client subprocess against its own fresh emulator
+subprocess, configured with the same create budget (scaled: 6,000/min by default instead
+of Replicate's 600/min, so the run is short; the ratio is what counts) and a *small*
+create burst, so any pacing that outruns the budget is answered with real 429s.
+
+Contenders:
+  engine     `engine.run_jobs` with create_rate = the budget
+  gather     `asyncio.gather` over `replicate.Client.async_run` for every job at once
+  semaphore  `async_run` under an `asyncio.Semaphore(concurrency)`
+
+Reported: creates/min in the steady state (the middle 80% of create timestamps, taken
+client-side from successful create responses) as % of the budget, 429s the emulator
+answered, predictions created, jobs that failed.
+
+    python bench/throughput.py              # 1,200 jobs, ~1.5 min
+    python bench/throughput.py --jobs 2000 --budget 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import (  # noqa: E402
+    creates_per_min,
+    emulator,
+    flux_jobs,
+    table,
+    tempdir,
+    write_jsonl,
+)
+
+CONTENDERS = ("engine", "gather", "semaphore")
+
+
+def emulator_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "create_rate_per_min": args.budget,
+        "create_burst": args.burst,
+        # Replicate's read budget is 5x the create budget; keep that ratio when scaling.
+        "read_rate_per_min": args.budget * 5,
+        "read_burst": args.burst * 5,
+        "time_scale": 1.0,
+        "model_timings": {"black-forest-labs/flux-schnell": {"cold_start": 0.5,
+                                                             "run_time": args.model_seconds}},
+    }
+
+
+# --------------------------------------------------------------------------- children
+
+
+async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
+    from engine import ApiConfig, EngineConfig, run_jobs  # noqa: PLC0415
+    from engine.events import JobEventKind  # noqa: PLC0415
+    from jobs import read_manifest  # noqa: PLC0415
+
+    created: list[float] = []
+
+    def on_event(event: Any) -> None:
+        if event.kind == JobEventKind.CREATED:
+            created.append(time.monotonic())
+
+    config = EngineConfig(
+        api=ApiConfig.from_env(),
+        output_dir=out,
+        concurrency=args.concurrency,
+        create_rate=args.budget,
+        read_rate=args.budget * 5,
+        poll_interval=0.5,
+    )
+    summary = await run_jobs(lambda: read_manifest(manifest), config, on_event=on_event)
+    data = summary.to_json()
+    failed = int(data.get("failed", 0) or 0)
+    return {"created": created, "failed": failed, "client_429": data.get("throttled_429")}
+
+
+async def child_replicate(args: argparse.Namespace, manifest: Path, mode: str) -> dict[str, Any]:
+    import replicate  # noqa: PLC0415
+
+    created: list[float] = []
+    throttled = 0
+
+    async def hook(response: Any) -> None:
+        nonlocal throttled
+        if response.request.method == "POST" and response.request.url.path.endswith(
+            "/predictions"
+        ):
+            if response.status_code == 201:
+                created.append(time.monotonic())
+            elif response.status_code == 429:
+                throttled += 1
+
+    client = replicate.Client(event_hooks={"response": [hook]})
+    jobs = [json.loads(line) for line in manifest.read_text().splitlines()]
+    sem = asyncio.Semaphore(args.concurrency)
+
+    async def one(job: dict[str, Any]) -> None:
+        outputs = await client.async_run(job["model"], input=job["input"])
+        for item in outputs:
+            await item.aread()  # download, like the engine does
+
+    async def bounded(job: dict[str, Any]) -> None:
+        async with sem:
+            await one(job)
+
+    run = one if mode == "gather" else bounded
+    results = await asyncio.gather(*(run(j) for j in jobs), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    err429 = sum(1 for e in errors if "429" in str(e) or "throttl" in str(e).lower())
+    return {"created": created, "failed": len(errors), "failed_429": err429,
+            "client_429": throttled}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    manifest, out = Path(args.manifest), Path(args.out)
+    t0 = time.monotonic()
+    if args.child == "engine":
+        result = asyncio.run(child_engine(args, manifest, out))
+    else:
+        result = asyncio.run(child_replicate(args, manifest, args.child))
+    result["wall"] = time.monotonic() - t0
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1200)
+    parser.add_argument("--budget", type=float, default=6000.0, help="creates per minute")
+    parser.add_argument("--burst", type=int, default=10, help="emulator create burst")
+    parser.add_argument("--model-seconds", type=float, default=2.0, help="model run time")
+    parser.add_argument("--concurrency", type=int, default=400)
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--timeout", type=float, default=240.0, help="per contender, seconds")
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args)
+        return 0
+
+    import subprocess  # noqa: PLC0415
+
+    work = tempdir("throughput")
+    manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
+    rows = []
+    for name in args.contenders:
+        with emulator(emulator_knobs(args), work / name) as emu:
+            argv_child = [
+                sys.executable, __file__, "--child", name, "--manifest", str(manifest),
+                "--out", str(work / name / "out"), "--budget", str(args.budget),
+                "--concurrency", str(args.concurrency),
+            ]
+            proc = subprocess.run(  # noqa: S603
+                argv_child, env=emu.env(), capture_output=True, text=True,
+                timeout=args.timeout, check=False,
+            )
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if not lines:
+                sys.stderr.write(proc.stderr[-2000:])
+                rows.append([name, "crashed", "", "", "", "", ""])
+                continue
+            res = json.loads(lines[-1])
+            stats = emu.stats()
+        rate = creates_per_min(res["created"])
+        rows.append([
+            name,
+            rate,
+            f"{rate / args.budget * 100:.1f}%",
+            stats["throttled"],
+            stats["predictions_created"],
+            res["failed"],
+            res["wall"],
+        ])
+    print(f"{args.jobs} jobs, budget {args.budget:.0f} creates/min (burst {args.burst}), "
+          f"model {args.model_seconds}s + 0.5s cold start, concurrency {args.concurrency}")
+    print(table(
+        ["contender", "creates/min (steady)", "% of budget", "429s at emulator",
+         "predictions created", "jobs failed", "wall s"],
+        rows,
+        title="Create throughput vs the limit",
+    ))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
