@@ -388,13 +388,9 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
         raise ValueError(f"unknown event {e!r}")
 
 
-def _decode(line: str | bytes) -> Any:
-    """Decode one JSON line; raise ValueError or StopIteration when it is not one."""
-    text = line if isinstance(line, str) else line.decode("utf-8", "surrogateescape")
-    obj, end = _scan_once(text, 0)
-    if end != len(text) and not text[end:].isspace():
+def _check_tail(line: str, end: int) -> None:
+    if not line[end:].isspace():
         raise ValueError("trailing data after the JSON object")
-    return obj
 
 
 def _str(v: object) -> str:
@@ -434,12 +430,15 @@ class _Replayer:
 
     def feed(self, lines: Iterable[str | bytes]) -> None:
         """Apply each line in turn, counting the ones that are not records."""
-        jobs, decode, apply, check = self.jobs, _decode, _apply, _str
+        jobs, scan, apply, check = self.jobs, _scan_once, _apply, _str
         for line in lines:
             if not line or line.isspace():
                 continue
             try:
-                obj = decode(line)
+                text = line if isinstance(line, str) else line.decode("utf-8", "surrogateescape")
+                obj, end = scan(text, 0)
+                if end != len(text):
+                    _check_tail(text, end)
                 key = check(obj["k"])
                 if obj["e"] == "run":
                     self.runs += 1
@@ -475,7 +474,11 @@ class _Replayer:
                 corrupt += 1
             else:
                 torn += 1
-        jobs = {key: _freeze(st) for key, st in self.jobs.items()}
+        # Freeze in place so each list is freed as its state is built: a lower peak.
+        jobs: dict[str, Any] = self.jobs
+        for key, st in jobs.items():
+            jobs[key] = _freeze(st)
+        self.jobs = {}
         return Replay(jobs, self.records, self.runs, torn, corrupt)
 
 
