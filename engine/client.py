@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.from_thread
+import httpx
 import structlog
 
 from engine.config import ApiConfig, EngineConfig
@@ -42,7 +43,7 @@ from engine.errors import (
     PredictionCanceledError,
     PredictionTimeoutError,
 )
-from engine.gateway import Gateway, PredictionPage, StreamEvent
+from engine.gateway import Gateway, PredictionPage, StreamEvent, ssl_context
 from engine.limits import Limits
 from engine.prediction import Prediction, PredictionStatus
 from engine.retry import RetryPolicy
@@ -135,7 +136,9 @@ class ReplicateClient:
 
         s = self._settings
         token = s.api.token.reveal() if s.api.token else None
-        return Client(api_token=token, base_url=s.api.base_url)
+        # Our CA bundle, and no kept-alive connections: a FileOutput outlives any place
+        # that could close this client, so pooled sockets would leak until GC.
+        return Client(api_token=token, base_url=s.api.base_url, transport=_FileTransport(s.api))
 
     # -- run -----------------------------------------------------------------------------
 
@@ -245,9 +248,8 @@ class ReplicateClient:
             current = (
                 prediction if isinstance(prediction, Prediction) else await gateway.get(prediction)
             )
-            return await _wait(
-                gateway, current, timeout or self.timeout, self._settings.poll_interval
-            )
+            limit = self.timeout if timeout is None else timeout
+            return await _wait(gateway, current, limit, self._settings.poll_interval)
 
     def get_prediction(self, prediction: Prediction | str) -> Prediction:
         """Return the current state of a prediction."""
@@ -331,6 +333,28 @@ class ReplicateClient:
             await downloader.fetch(_url(output), target)
         log.info("client.download_output", path=str(target))
         return str(target)
+
+
+class _FileTransport(httpx.BaseTransport, httpx.AsyncBaseTransport):
+    """Serve `FileOutput` reads (sync and async) over the API's TLS settings, unpooled."""
+
+    def __init__(self, api: ApiConfig) -> None:
+        context = ssl_context(api.ca_file)
+        limits = httpx.Limits(max_keepalive_connections=0)
+        self._sync = httpx.HTTPTransport(verify=context, limits=limits)
+        self._async = httpx.AsyncHTTPTransport(verify=context, limits=limits)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._sync.handle_request(request)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._async.handle_async_request(request)
+
+    def close(self) -> None:
+        self._sync.close()
+
+    async def aclose(self) -> None:
+        await self._async.aclose()
 
 
 async def _wait(
