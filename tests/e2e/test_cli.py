@@ -176,3 +176,26 @@ def test_a_missing_ca_bundle_exits_2_with_a_clear_message(emulator_server, tmp_p
     assert result.returncode == 2
     assert "SSL_CERT_FILE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_each_schema_violation_with_its_line_and_creates_nothing(
+    emulator_server, tmp_path
+):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "ok", "model": FLUX, "input": {"prompt": "fine"}},
+            {"id": "range", "model": FLUX, "input": {"prompt": "x", "num_outputs": 9}},
+            {"id": "type", "model": FLUX, "input": {"prompt": 3}},
+            {"id": "missing", "model": FLUX, "input": {"num_outputs": 1}},
+            {"id": "unknown", "model": FLUX, "input": {"prompt": "x", "colour": "red"}},
+        ],
+    )
+
+    result = run_cli("validate", str(manifest), env=cli_env(emulator_server), cwd=tmp_path)
+
+    assert result.returncode == 2
+    for line, field in ((2, "num_outputs"), (3, "prompt"), (4, "prompt"), (5, "colour")):
+        assert f"m.jsonl:{line}: input.{field}" in result.stderr
+    assert "m.jsonl:1" not in result.stderr
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
