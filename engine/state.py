@@ -17,9 +17,13 @@ canceled   ``p``, ``why``
 ========== =====================================================================
 
 `replay` folds lines into one `JobState` per key and never raises on bad input: a torn
-last line (kill -9 mid-write) and corrupt lines are skipped and counted. `Journal` appends
-with group commit: one writer task writes everything appended within ``flush_interval`` in
-one ``write()`` and one ``fsync()``, so durability costs one fsync per batch, not per record.
+last line (kill -9 mid-write) and corrupt lines are skipped and counted. A ``creating``
+starts an attempt afresh (only the attempt count carries over); ``file`` adds an output
+without changing the status; the other events set the status they are named after.
+
+`Journal` appends with group commit: one writer task writes everything appended within
+``flush_interval`` in one ``write()`` and one ``fsync()``, so durability costs one fsync per
+batch, not per record. `compact` rewrites a journal as one minimal record set per job.
 """
 
 from __future__ import annotations
