@@ -6,6 +6,7 @@ assertions are on what the emulator counted and what the caller sees.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -389,3 +390,43 @@ def test_token_never_in_logs_reprs_or_errors(
     assert logs  # there was something to search
     leaks = [t for t in texts if token in t]
     assert leaks == []
+
+
+# -- streaming, event loops, webhooks --------------------------------------------------
+
+
+def test_stream_can_be_abandoned_early(client: ReplicateClient) -> None:
+    stream = client.stream_output("meta/meta-llama-3-70b-instruct", {"prompt": "long"})
+    first = next(e for e in stream if e.event == "output" and str(e))
+    stream.close()  # type: ignore[attr-defined]  # a generator: closing ends the SSE read
+
+    assert str(first)
+    # The client still works afterwards.
+    assert client.run_model(FLUX, {"prompt": "after"}, use_file_output=False)
+
+
+def test_sync_methods_work_inside_a_running_loop(client: ReplicateClient) -> None:
+    async def notebook_cell() -> Any:
+        return client.run_model(FLUX, {"prompt": "from a notebook"}, use_file_output=False)
+
+    assert asyncio.run(notebook_cell())
+
+
+def test_seed_webhook_events_are_mapped(client: ReplicateClient, replicate_env: Any) -> None:
+    # The seed's own filter ["completed", "failed"]: "failed" is covered by "completed".
+    prediction = client.create_prediction(
+        FLUX,
+        input_params={"prompt": "w"},
+        webhook="http://127.0.0.1:9/hook",
+        webhook_events_filter=["completed", "failed"],
+    )
+    assert client.wait_for_prediction(prediction).status == "succeeded"
+
+    with pytest.raises(ConfigError, match="webhook"):
+        client.create_prediction(
+            FLUX,
+            input_params={"prompt": "w"},
+            webhook="http://127.0.0.1:9/hook",
+            webhook_events_filter=["finished"],
+        )
+    assert stats(replicate_env)["predictions_created"] == 1
