@@ -25,7 +25,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
-TOKEN = "r8_emulator_token"  # noqa: S105 - the emulator's well-known fake token
+TOKEN = "r8_emulator_token"
 FLUX = "black-forest-labs/flux-schnell"
 VIDEO = "kling-ai/kling-video"
 
@@ -71,7 +71,7 @@ def emulator(knobs: Mapping[str, Any], workdir: Path) -> Iterator[Emulator]:
     cfg = workdir / f"emulator-{time.monotonic_ns()}.json"
     cfg.write_text(json.dumps(dict(knobs)))
     ca = workdir / "emulator-ca.pem"
-    proc = subprocess.Popen(  # noqa: S603
+    proc = subprocess.Popen(
         [PY, "-m", "engine", "emulator", "--port", "0", "--ca-file", str(ca), "--config", str(cfg)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -117,8 +117,9 @@ def tempdir(prefix: str) -> Path:
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], title: str = "") -> str:
     """Return a plain-text, Markdown-compatible table."""
     cells = [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
-              for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     out = [f"### {title}", ""] if title else []
     out.append(line(list(headers)))
@@ -137,8 +138,13 @@ def _fmt(value: Any) -> str:
 
 def run_child(argv: Sequence[str], env: Mapping[str, str], timeout: float) -> dict[str, Any]:
     """Run a Python child that prints one JSON line last; return it (plus exit code)."""
-    proc = subprocess.run(  # noqa: S603
-        [PY, *argv], cwd=ROOT, env=dict(env), capture_output=True, text=True, timeout=timeout,
+    proc = subprocess.run(
+        [PY, *argv],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import (  # noqa: E402
+from bench._common import (
     creates_per_min,
     emulator,
     flux_jobs,
@@ -50,8 +50,9 @@ def emulator_knobs(args: argparse.Namespace) -> dict[str, Any]:
         "read_rate_per_min": args.budget * 5,
         "read_burst": args.burst * 5,
         "time_scale": 1.0,
-        "model_timings": {"black-forest-labs/flux-schnell": {"cold_start": 0.5,
-                                                             "run_time": args.model_seconds}},
+        "model_timings": {
+            "black-forest-labs/flux-schnell": {"cold_start": 0.5, "run_time": args.model_seconds}
+        },
     }
 
 
@@ -91,9 +92,7 @@ async def child_replicate(args: argparse.Namespace, manifest: Path, mode: str) -
 
     async def hook(response: Any) -> None:
         nonlocal throttled
-        if response.request.method == "POST" and response.request.url.path.endswith(
-            "/predictions"
-        ):
+        if response.request.method == "POST" and response.request.url.path.endswith("/predictions"):
             if response.status_code == 201:
                 created.append(time.monotonic())
             elif response.status_code == 429:
@@ -116,8 +115,12 @@ async def child_replicate(args: argparse.Namespace, manifest: Path, mode: str) -
     results = await asyncio.gather(*(run(j) for j in jobs), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     err429 = sum(1 for e in errors if "429" in str(e) or "throttl" in str(e).lower())
-    return {"created": created, "failed": len(errors), "failed_429": err429,
-            "client_429": throttled}
+    return {
+        "created": created,
+        "failed": len(errors),
+        "failed_429": err429,
+        "client_429": throttled,
+    }
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -159,13 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.contenders:
         with emulator(emulator_knobs(args), work / name) as emu:
             argv_child = [
-                sys.executable, __file__, "--child", name, "--manifest", str(manifest),
-                "--out", str(work / name / "out"), "--budget", str(args.budget),
-                "--concurrency", str(args.concurrency),
+                sys.executable,
+                __file__,
+                "--child",
+                name,
+                "--manifest",
+                str(manifest),
+                "--out",
+                str(work / name / "out"),
+                "--budget",
+                str(args.budget),
+                "--concurrency",
+                str(args.concurrency),
             ]
-            proc = subprocess.run(  # noqa: S603
-                argv_child, env=emu.env(), capture_output=True, text=True,
-                timeout=args.timeout, check=False,
+            proc = subprocess.run(
+                argv_child,
+                env=emu.env(),
+                capture_output=True,
+                text=True,
+                timeout=args.timeout,
+                check=False,
             )
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
             if not lines:
@@ -175,23 +191,36 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(lines[-1])
             stats = emu.stats()
         rate = creates_per_min(res["created"])
-        rows.append([
-            name,
-            rate,
-            f"{rate / args.budget * 100:.1f}%",
-            stats["throttled"],
-            stats["predictions_created"],
-            res["failed"],
-            res["wall"],
-        ])
-    print(f"{args.jobs} jobs, budget {args.budget:.0f} creates/min (burst {args.burst}), "
-          f"model {args.model_seconds}s + 0.5s cold start, concurrency {args.concurrency}")
-    print(table(
-        ["contender", "creates/min (steady)", "% of budget", "429s at emulator",
-         "predictions created", "jobs failed", "wall s"],
-        rows,
-        title="Create throughput vs the limit",
-    ))
+        rows.append(
+            [
+                name,
+                rate,
+                f"{rate / args.budget * 100:.1f}%",
+                stats["throttled"],
+                stats["predictions_created"],
+                res["failed"],
+                res["wall"],
+            ]
+        )
+    print(
+        f"{args.jobs} jobs, budget {args.budget:.0f} creates/min (burst {args.burst}), "
+        f"model {args.model_seconds}s + 0.5s cold start, concurrency {args.concurrency}"
+    )
+    print(
+        table(
+            [
+                "contender",
+                "creates/min (steady)",
+                "% of budget",
+                "429s at emulator",
+                "predictions created",
+                "jobs failed",
+                "wall s",
+            ],
+            rows,
+            title="Create throughput vs the limit",
+        )
+    )
     return 0
 
 
