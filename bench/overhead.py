@@ -1,0 +1,166 @@
+"""Engine overhead: client CPU seconds per job, engine vs a bare loop of the same calls.
+
+Zero model time, generous limits on both sides, the same poll interval and concurrency.
+Each contender runs in its own client subprocess against its own fresh emulator
+subprocess; the client measures `time.process_time()` (user + system CPU of its own
+process, every thread) around the batch only, so imports and the emulator's CPU are
+excluded. The bare loop is what a user would write with the official client:
+
+    async with sem:
+        p = await client.predictions.async_create(model=..., input=...)
+        await p.async_wait()                           # polls at the same interval
+        for url in p.output: write(await httpx.get(url))  # download to a file
+
+The engine also journals every step (with fsync group commits), verifies sizes and
+sha256 of files, and paces two budgets: that is the overhead being measured.
+
+    python bench/overhead.py                 # 1,000 jobs, ~1 min
+    python bench/overhead.py --jobs 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import FLUX, emulator, flux_jobs, table, tempdir, write_jsonl  # noqa: E402
+
+CONTENDERS = ("bare", "engine")
+HUGE = 10_000_000.0
+
+
+def knobs() -> dict[str, Any]:
+    return {
+        "create_rate_per_min": HUGE, "create_burst": 1_000_000,
+        "read_rate_per_min": HUGE, "read_burst": 1_000_000,
+        "model_timings": {FLUX: {"cold_start": 0.0, "run_time": 0.0}},
+    }
+
+
+async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
+    from engine import ApiConfig, EngineConfig, run_jobs  # noqa: PLC0415
+    from engine.logging import configure_logging  # noqa: PLC0415
+    from jobs import read_manifest  # noqa: PLC0415
+
+    configure_logging(json=True, file=None)
+    config = EngineConfig(
+        api=ApiConfig.from_env(), output_dir=out, concurrency=args.concurrency,
+        create_rate=HUGE, read_rate=HUGE, poll_interval=args.poll,
+    )
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+    data = summary.to_json()
+    return {"failed": int(data.get("failed", 0) or 0)}
+
+
+async def child_bare(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
+    import httpx  # noqa: PLC0415
+    import replicate  # noqa: PLC0415
+
+    os.environ["REPLICATE_POLL_INTERVAL"] = str(args.poll)
+    client = replicate.Client()
+    client.poll_interval = args.poll
+    out.mkdir(parents=True, exist_ok=True)
+    sem = asyncio.Semaphore(args.concurrency)
+    jobs = [json.loads(line) for line in manifest.read_text().splitlines()]
+    failed = 0
+    errors: list[str] = []
+    auth = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
+    async with httpx.AsyncClient(timeout=60, headers=auth) as http:
+
+        async def one(job: dict[str, Any]) -> None:
+            nonlocal failed
+            async with sem:
+                try:
+                    p = await client.predictions.async_create(model=job["model"],
+                                                              input=job["input"])
+                    await p.async_wait()  # polls at client.poll_interval
+                    outputs = p.output if isinstance(p.output, list) else [p.output]
+                    for i, url in enumerate(outputs):
+                        path = out / f"{job['id']}_{i}{Path(url).suffix}"
+                        async with http.stream("GET", url) as r:
+                            r.raise_for_status()
+                            with path.open("wb") as f:
+                                async for chunk in r.aiter_bytes():
+                                    f.write(chunk)
+                except Exception as exc:  # noqa: BLE001 - counted
+                    failed += 1
+                    errors.append(repr(exc)[:300])
+
+        await asyncio.gather(*(one(j) for j in jobs))
+    return {"failed": failed, "first_error": errors[0] if errors else None}
+
+
+def child_main(args: argparse.Namespace) -> None:
+    manifest, out = Path(args.manifest), Path(args.out)
+    fn = child_engine if args.child == "engine" else child_bare
+    cpu0, t0 = time.process_time(), time.monotonic()
+    result = asyncio.run(fn(args, manifest, out))
+    result.update(cpu=time.process_time() - cpu0, wall=time.monotonic() - t0)
+    print(json.dumps(result))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--poll", type=float, default=0.05, help="poll interval, both sides")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate contenders N times")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child_main(args)
+        return 0
+
+    import subprocess  # noqa: PLC0415
+
+    work = tempdir("overhead")
+    manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+    for r in range(args.rounds):
+        for name in CONTENDERS:
+            with emulator(knobs(), work / f"{name}{r}") as emu:
+                proc = subprocess.run(  # noqa: S603
+                    [sys.executable, __file__, "--child", name, "--manifest", str(manifest),
+                     "--out", str(work / f"{name}{r}" / "out"), "--poll", str(args.poll),
+                     "--concurrency", str(args.concurrency)],
+                    env=emu.env(), capture_output=True, text=True, timeout=args.timeout,
+                    check=False,
+                )
+                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+                if not lines:
+                    sys.stderr.write(proc.stderr[-2000:])
+                    raise SystemExit(f"{name} crashed")
+                res = json.loads(lines[-1])
+                if res.get("first_error"):
+                    print(f"{name}: first failure: {res['first_error']}", file=sys.stderr)
+                res["requests"] = sum(emu.stats()["requests"].values())
+                results[name].append(res)
+    rows = []
+    for name in CONTENDERS:
+        for res in results[name]:
+            rows.append([name, res["cpu"], res["cpu"] / args.jobs * 1000, res["requests"],
+                         res["failed"], res["wall"]])
+    ratios = [e["cpu"] / b["cpu"] for e, b in zip(results["engine"], results["bare"], strict=True)]
+    print(f"{args.jobs} jobs, zero model time, concurrency {args.concurrency}, "
+          f"poll {args.poll}s, {args.rounds} round(s)")
+    print(table(["contender", "client CPU s", "CPU ms/job", "HTTP requests", "failed", "wall s"],
+                rows, title="Engine overhead"))
+    print()
+    print("engine/bare CPU ratio per round: " + ", ".join(f"{x:.2f}" for x in ratios)
+          + "  (target <= 1.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
