@@ -31,7 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, emulator, flux_jobs, table, tempdir, write_jsonl  # noqa: E402
+from bench._common import FLUX, emulator, flux_jobs, table, tempdir, write_jsonl
 
 CONTENDERS = ("bare", "engine")
 HUGE = 10_000_000.0
@@ -39,8 +39,10 @@ HUGE = 10_000_000.0
 
 def knobs() -> dict[str, Any]:
     return {
-        "create_rate_per_min": HUGE, "create_burst": 1_000_000,
-        "read_rate_per_min": HUGE, "read_burst": 1_000_000,
+        "create_rate_per_min": HUGE,
+        "create_burst": 1_000_000,
+        "read_rate_per_min": HUGE,
+        "read_burst": 1_000_000,
         "model_timings": {FLUX: {"cold_start": 0.0, "run_time": 0.0}},
     }
 
@@ -52,8 +54,12 @@ async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> d
 
     configure_logging(json=True, file=None)
     config = EngineConfig(
-        api=ApiConfig.from_env(), output_dir=out, concurrency=args.concurrency,
-        create_rate=HUGE, read_rate=HUGE, poll_interval=args.poll,
+        api=ApiConfig.from_env(),
+        output_dir=out,
+        concurrency=args.concurrency,
+        create_rate=HUGE,
+        read_rate=HUGE,
+        poll_interval=args.poll,
     )
     summary = await run_jobs(lambda: read_manifest(manifest), config)
     data = summary.to_json()
@@ -79,8 +85,9 @@ async def child_bare(args: argparse.Namespace, manifest: Path, out: Path) -> dic
             nonlocal failed
             async with sem:
                 try:
-                    p = await client.predictions.async_create(model=job["model"],
-                                                              input=job["input"])
+                    p = await client.predictions.async_create(
+                        model=job["model"], input=job["input"]
+                    )
                     await p.async_wait()  # polls at client.poll_interval
                     outputs = p.output if isinstance(p.output, list) else [p.output]
                     for i, url in enumerate(outputs):
@@ -90,7 +97,7 @@ async def child_bare(args: argparse.Namespace, manifest: Path, out: Path) -> dic
                             with path.open("wb") as f:
                                 async for chunk in r.aiter_bytes():
                                     f.write(chunk)
-                except Exception as exc:  # noqa: BLE001 - counted
+                except Exception as exc:
                     failed += 1
                     errors.append(repr(exc)[:300])
 
@@ -130,11 +137,25 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.rounds):
         for name in CONTENDERS:
             with emulator(knobs(), work / f"{name}{r}") as emu:
-                proc = subprocess.run(  # noqa: S603
-                    [sys.executable, __file__, "--child", name, "--manifest", str(manifest),
-                     "--out", str(work / f"{name}{r}" / "out"), "--poll", str(args.poll),
-                     "--concurrency", str(args.concurrency)],
-                    env=emu.env(), capture_output=True, text=True, timeout=args.timeout,
+                proc = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        name,
+                        "--manifest",
+                        str(manifest),
+                        "--out",
+                        str(work / f"{name}{r}" / "out"),
+                        "--poll",
+                        str(args.poll),
+                        "--concurrency",
+                        str(args.concurrency),
+                    ],
+                    env=emu.env(),
+                    capture_output=True,
+                    text=True,
+                    timeout=args.timeout,
                     check=False,
                 )
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -149,16 +170,34 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in CONTENDERS:
         for res in results[name]:
-            rows.append([name, res["cpu"], res["cpu"] / args.jobs * 1000, res["requests"],
-                         res["failed"], res["wall"]])
+            rows.append(
+                [
+                    name,
+                    res["cpu"],
+                    res["cpu"] / args.jobs * 1000,
+                    res["requests"],
+                    res["failed"],
+                    res["wall"],
+                ]
+            )
     ratios = [e["cpu"] / b["cpu"] for e, b in zip(results["engine"], results["bare"], strict=True)]
-    print(f"{args.jobs} jobs, zero model time, concurrency {args.concurrency}, "
-          f"poll {args.poll}s, {args.rounds} round(s)")
-    print(table(["contender", "client CPU s", "CPU ms/job", "HTTP requests", "failed", "wall s"],
-                rows, title="Engine overhead"))
+    print(
+        f"{args.jobs} jobs, zero model time, concurrency {args.concurrency}, "
+        f"poll {args.poll}s, {args.rounds} round(s)"
+    )
+    print(
+        table(
+            ["contender", "client CPU s", "CPU ms/job", "HTTP requests", "failed", "wall s"],
+            rows,
+            title="Engine overhead",
+        )
+    )
     print()
-    print("engine/bare CPU ratio per round: " + ", ".join(f"{x:.2f}" for x in ratios)
-          + "  (target <= 1.5)")
+    print(
+        "engine/bare CPU ratio per round: "
+        + ", ".join(f"{x:.2f}" for x in ratios)
+        + "  (target <= 1.5)"
+    )
     return 0
 
 
