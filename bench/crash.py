@@ -26,19 +26,20 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl  # noqa: E402
+from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl
 
 
 def knobs(seed: int) -> dict[str, object]:
     return {
         "seed": seed,
-        "create_rate_per_min": 1500.0, "create_burst": 50,
-        "read_rate_per_min": 7500.0, "read_burst": 250,
+        "create_rate_per_min": 1500.0,
+        "create_burst": 50,
+        "read_rate_per_min": 7500.0,
+        "read_burst": 250,
         "model_timings": {FLUX: {"cold_start": 0.1, "run_time": 0.5}},
         "create_5xx_rate": 0.03,
         "create_5xx_after_store": True,
@@ -48,9 +49,23 @@ def knobs(seed: int) -> dict[str, object]:
 
 
 def cli(manifest: Path, out: Path) -> list[str]:
-    return [PY, "-m", "engine", "run", str(manifest), "--output-dir", str(out),
-            "--rate-limit", "1500", "--read-rate-limit", "7500", "--poll-interval", "0.1",
-            "--concurrency", "32"]
+    return [
+        PY,
+        "-m",
+        "engine",
+        "run",
+        str(manifest),
+        "--output-dir",
+        str(out),
+        "--rate-limit",
+        "1500",
+        "--read-rate-limit",
+        "7500",
+        "--poll-interval",
+        "0.1",
+        "--concurrency",
+        "32",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         env = emu.env()
         for k in range(args.kills):
             delay = rng.uniform(args.min_delay, args.max_delay)
-            proc = subprocess.Popen(cli(manifest, out), cwd=ROOT, env=env,  # noqa: S603
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(
+                cli(manifest, out),
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             try:
                 code = proc.wait(delay)
                 killed = False
@@ -91,21 +111,47 @@ def main(argv: list[str] | None = None) -> int:
             corrupt = replay.corrupt_lines if replay else 0
             torn_total += torn
             corrupt_total += corrupt
-            done = sum(1 for s in replay.jobs.values() if s.status == JobStatus.DONE) if replay else 0
-            runs.append([f"run {k + 1}", f"{delay:.2f}", "SIGKILL" if killed else code,
-                         done, torn, corrupt, emu.stats()["predictions_created"]])
+            done = (
+                sum(1 for s in replay.jobs.values() if s.status == JobStatus.DONE) if replay else 0
+            )
+            runs.append(
+                [
+                    f"run {k + 1}",
+                    f"{delay:.2f}",
+                    "SIGKILL" if killed else code,
+                    done,
+                    torn,
+                    corrupt,
+                    emu.stats()["predictions_created"],
+                ]
+            )
             if not killed and code == 0:
                 break
         finishing = 0
         code = None if killed else code
         while finishing < args.max_finishing_runs and code != 0:
             finishing += 1
-            code = subprocess.run(cli(manifest, out), cwd=ROOT, env=env,  # noqa: S603
-                                  capture_output=True, timeout=300, check=False).returncode
+            code = subprocess.run(
+                cli(manifest, out),
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                timeout=300,
+                check=False,
+            ).returncode
             replay = load_journal(journal)
             done = sum(1 for s in replay.jobs.values() if s.status == JobStatus.DONE)
-            runs.append([f"finish {finishing}", "", code, done, replay.torn_lines,
-                         replay.corrupt_lines, emu.stats()["predictions_created"]])
+            runs.append(
+                [
+                    f"finish {finishing}",
+                    "",
+                    code,
+                    done,
+                    replay.torn_lines,
+                    replay.corrupt_lines,
+                    emu.stats()["predictions_created"],
+                ]
+            )
         stats = emu.stats()
 
         # Verify every output: on disk vs journal, and vs a fresh download from the emulator
@@ -145,28 +191,52 @@ def main(argv: list[str] | None = None) -> int:
 
     dups = stats["duplicates"]
     kills = sum(1 for r in runs if r[2] == "SIGKILL")
-    print(f"{args.jobs} jobs, {kills} SIGKILLs at random moments "
-          f"({args.min_delay}-{args.max_delay}s into each run), seed {args.seed}; faults: "
-          "create 5xx 3% (after store), GET 5xx 3%, downloads cut 5%")
-    print(table(["run", "killed after s", "exit", "jobs done", "torn lines", "corrupt lines",
-                 "predictions created (cumulative)"], runs, title="Runs"))
+    print(
+        f"{args.jobs} jobs, {kills} SIGKILLs at random moments "
+        f"({args.min_delay}-{args.max_delay}s into each run), seed {args.seed}; faults: "
+        "create 5xx 3% (after store), GET 5xx 3%, downloads cut 5%"
+    )
+    print(
+        table(
+            [
+                "run",
+                "killed after s",
+                "exit",
+                "jobs done",
+                "torn lines",
+                "corrupt lines",
+                "predictions created (cumulative)",
+            ],
+            runs,
+            title="Runs",
+        )
+    )
     print()
-    print(table(["metric", "value", "target"], [
-        ["jobs", args.jobs, ""],
-        ["lost outputs (job not done or file missing)", lost, "0"],
-        ["files checked", files, ""],
-        ["corrupt vs journal sha256", corrupt_vs_journal, "0"],
-        ["corrupt vs fresh emulator download", corrupt_vs_emulator, "0"],
-        ["files not re-downloadable (expired/no URL)", unverifiable, ""],
-        ["predictions created", stats["predictions_created"], f">= {args.jobs}"],
-        ["inputs created more than once", len(dups), f"<= kills ({kills}) + create 5xx"],
-        ["extra predictions from duplicates", sum(n - 1 for n in dups.values()), ""],
-        ["torn journal lines recovered (sum over kills)", torn_total, "reported"],
-        ["corrupt journal lines (sum over kills)", corrupt_total, "0"],
-        ["create 5xx served", sum(v for k, v in stats["requests"].items()
-                                  if "predictions.create 5" in k), ""],
-        ["downloads cut", stats["downloads_cut"], ""],
-    ], title="Crash harness"))
+    print(
+        table(
+            ["metric", "value", "target"],
+            [
+                ["jobs", args.jobs, ""],
+                ["lost outputs (job not done or file missing)", lost, "0"],
+                ["files checked", files, ""],
+                ["corrupt vs journal sha256", corrupt_vs_journal, "0"],
+                ["corrupt vs fresh emulator download", corrupt_vs_emulator, "0"],
+                ["files not re-downloadable (expired/no URL)", unverifiable, ""],
+                ["predictions created", stats["predictions_created"], f">= {args.jobs}"],
+                ["inputs created more than once", len(dups), f"<= kills ({kills}) + create 5xx"],
+                ["extra predictions from duplicates", sum(n - 1 for n in dups.values()), ""],
+                ["torn journal lines recovered (sum over kills)", torn_total, "reported"],
+                ["corrupt journal lines (sum over kills)", corrupt_total, "0"],
+                [
+                    "create 5xx served",
+                    sum(v for k, v in stats["requests"].items() if "predictions.create 5" in k),
+                    "",
+                ],
+                ["downloads cut", stats["downloads_cut"], ""],
+            ],
+            title="Crash harness",
+        )
+    )
     return 0
 
 

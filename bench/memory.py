@@ -29,27 +29,49 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl  # noqa: E402
+from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl
 
 HUGE = 10_000_000.0
 KNOBS = {
-    "create_rate_per_min": HUGE, "create_burst": 1_000_000,
-    "read_rate_per_min": HUGE, "read_burst": 1_000_000,
+    "create_rate_per_min": HUGE,
+    "create_burst": 1_000_000,
+    "read_rate_per_min": HUGE,
+    "read_burst": 1_000_000,
     "model_timings": {FLUX: {"cold_start": 0.0, "run_time": 0.0}},
 }
 
 
-def run_cli(manifest: Path, out: Path, env: dict[str, str], prefix: int | None,
-            timeout: float) -> dict[str, Any]:
+def run_cli(
+    manifest: Path, out: Path, env: dict[str, str], prefix: int | None, timeout: float
+) -> dict[str, Any]:
     """Run the CLI; return peak RSS (MB), wall time, exit code and spawn time (unix)."""
-    argv = [PY, "-m", "engine", "run", str(manifest), "--output-dir", str(out),
-            "--rate-limit", str(HUGE), "--read-rate-limit", str(HUGE),
-            "--poll-interval", "0.05", "--concurrency", "32"]
+    argv = [
+        PY,
+        "-m",
+        "engine",
+        "run",
+        str(manifest),
+        "--output-dir",
+        str(out),
+        "--rate-limit",
+        str(HUGE),
+        "--read-rate-limit",
+        str(HUGE),
+        "--poll-interval",
+        "0.05",
+        "--concurrency",
+        "32",
+    ]
     if prefix is not None:
         argv += ["--max-predictions", str(prefix)]
     spawned, t0 = time.time(), time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,  # noqa: S603
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = t0 + timeout
     while True:
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
@@ -61,8 +83,13 @@ def run_cli(manifest: Path, out: Path, env: dict[str, str], prefix: int | None,
             break
         time.sleep(0.05)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"rss_mb": usage.ru_maxrss / 1024, "wall": time.monotonic() - t0,
-            "exit": proc.returncode, "spawned": spawned, "cpu": usage.ru_utime + usage.ru_stime}
+    return {
+        "rss_mb": usage.ru_maxrss / 1024,
+        "wall": time.monotonic() - t0,
+        "exit": proc.returncode,
+        "spawned": spawned,
+        "cpu": usage.ru_utime + usage.ru_stime,
+    }
 
 
 def synthetic_journal(path: Path, jobs: int) -> None:
@@ -75,12 +102,23 @@ def synthetic_journal(path: Path, jobs: int) -> None:
         f.write(JournalRecord.run(ts=ts).to_line())
         for i, job in enumerate(flux_jobs(jobs)):
             key, pid = job["id"], f"synthetic{i:012d}"
-            f.write(JournalRecord.creating(key, attempt=1, input_digest=input_digest(job["input"]),
-                                           ts=ts).to_line())
+            f.write(
+                JournalRecord.creating(
+                    key, attempt=1, input_digest=input_digest(job["input"]), ts=ts
+                ).to_line()
+            )
             f.write(JournalRecord.created(key, prediction_id=pid, attempt=1, ts=ts).to_line())
-            f.write(JournalRecord.failed(key, prediction_id=pid, error="synthetic: bad input",
-                                         error_class="ModelError", permanent=True, attempt=1,
-                                         ts=ts).to_line())
+            f.write(
+                JournalRecord.failed(
+                    key,
+                    prediction_id=pid,
+                    error="synthetic: bad input",
+                    error_class="ModelError",
+                    permanent=True,
+                    attempt=1,
+                    ts=ts,
+                ).to_line()
+            )
 
 
 def first_new_create(journal: Path, after: float) -> float | None:
@@ -115,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     floor = write_jsonl(work / "tiny.jsonl", flux_jobs(10))
     small = write_jsonl(work / "small.jsonl", flux_jobs(args.small))
     large = None if args.skip_1m else write_jsonl(work / "large.jsonl", flux_jobs(args.large))
-    print(f"manifests written in {time.monotonic() - t:.1f}s "
-          f"({(large or small).stat().st_size / 1e6:.0f} MB largest)", file=sys.stderr)
+    print(
+        f"manifests written in {time.monotonic() - t:.1f}s "
+        f"({(large or small).stat().st_size / 1e6:.0f} MB largest)",
+        file=sys.stderr,
+    )
 
     cases: list[tuple[str, Path, int | None, Path | None]] = [
         ("10 jobs (floor)", floor, None, None),
@@ -129,11 +170,20 @@ def main(argv: list[str] | None = None) -> int:
         journal.parent.mkdir(parents=True)
         t = time.monotonic()
         synthetic_journal(journal, jobs_in_journal)
-        print(f"synthetic journal ({jobs_in_journal * 3 + 1:,} lines, "
-              f"{journal.stat().st_size / 1e6:.0f} MB) written in {time.monotonic() - t:.1f}s",
-              file=sys.stderr)
-        cases.append((f"{args.large:,} jobs, resume over {jobs_in_journal * 3 + 1:,}-line "
-                      f"journal, next {args.prefix}", large, args.prefix, journal))
+        print(
+            f"synthetic journal ({jobs_in_journal * 3 + 1:,} lines, "
+            f"{journal.stat().st_size / 1e6:.0f} MB) written in {time.monotonic() - t:.1f}s",
+            file=sys.stderr,
+        )
+        cases.append(
+            (
+                f"{args.large:,} jobs, resume over {jobs_in_journal * 3 + 1:,}-line "
+                f"journal, next {args.prefix}",
+                large,
+                args.prefix,
+                journal,
+            )
+        )
 
     for label, manifest, prefix, journal in cases:
         out = journal.parent if journal else work / f"out-{len(rows)}"
@@ -150,13 +200,36 @@ def main(argv: list[str] | None = None) -> int:
             jobs_in_journal = (args.journal_lines - 1) // 3
             dup_old = max(0, stats["predictions_created"] - (prefix or 0))
             del jobs_in_journal
-        rows.append([label, res["rss_mb"], res["cpu"], res["wall"], res["exit"],
-                     stats["predictions_created"], first, dup_old if journal else ""])
+        rows.append(
+            [
+                label,
+                res["rss_mb"],
+                res["cpu"],
+                res["wall"],
+                res["exit"],
+                stats["predictions_created"],
+                first,
+                dup_old if journal else "",
+            ]
+        )
         print(f"done: {label}", file=sys.stderr)
 
-    print(table(["case", "peak RSS MB", "CPU s", "wall s", "exit", "predictions created",
-                 "s to first new create", "creates beyond prefix"], rows,
-                title="Peak RSS of python -m engine run (target <= 200 MB at 1,000,000)"))
+    print(
+        table(
+            [
+                "case",
+                "peak RSS MB",
+                "CPU s",
+                "wall s",
+                "exit",
+                "predictions created",
+                "s to first new create",
+                "creates beyond prefix",
+            ],
+            rows,
+            title="Peak RSS of python -m engine run (target <= 200 MB at 1,000,000)",
+        )
+    )
     return 0
 
 

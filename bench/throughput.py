@@ -114,12 +114,18 @@ async def child_replicate(args: argparse.Namespace, manifest: Path, mode: str) -
     run = one if mode == "gather" else bounded
     results = await asyncio.gather(*(run(j) for j in jobs), return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
+    kinds: dict[str, int] = {}
+    for e in errors:
+        kind = type(e).__name__ + (" 429" if "429" in str(e) else "")
+        kinds[kind] = kinds.get(kind, 0) + 1
     err429 = sum(1 for e in errors if "429" in str(e) or "throttl" in str(e).lower())
     return {
         "created": created,
         "failed": len(errors),
         "failed_429": err429,
         "client_429": throttled,
+        "error_kinds": kinds,
+        "first_error": repr(errors[0])[:200] if errors else None,
     }
 
 
@@ -158,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = tempdir("throughput")
     manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
-    rows = []
+    rows: list[list[object]] = []
+    notes: list[str] = []
     for name in args.contenders:
         with emulator(emulator_knobs(args), work / name) as emu:
             argv_child = [
@@ -191,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(lines[-1])
             stats = emu.stats()
         rate = creates_per_min(res["created"])
+        if res.get("error_kinds"):
+            notes.append(
+                f"{name}: failures by kind {res['error_kinds']}; first: {res['first_error']}"
+            )
         rows.append(
             [
                 name,
@@ -221,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
             title="Create throughput vs the limit",
         )
     )
+    for note in notes:
+        print(note)
     return 0
 
 
