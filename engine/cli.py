@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -34,7 +34,7 @@ from engine.logging import configure_logging
 from engine.report import RunSummary
 from engine.runner import run_jobs
 from engine.state import load_journal
-from jobs import Job, ManifestError, read_manifest
+from jobs import ManifestError, read_manifest
 
 __all__ = ["main"]
 
@@ -269,10 +269,6 @@ def _check_manifest(path: Path) -> int:
     return count
 
 
-def _jobs(path: Path) -> Iterator[Job]:
-    return read_manifest(path)
-
-
 async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:
     control = RunControl()
     log.info(
@@ -285,7 +281,7 @@ async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -
         tg.start_soon(_handle_signals, control, config.cancel_on_exit, tg.cancel_scope)
         tg.start_soon(progress.run)
         summary = await run_jobs(
-            lambda: _jobs(manifest), config, control=control, on_event=progress.record
+            lambda: read_manifest(manifest), config, control=control, on_event=progress.record
         )
         tg.cancel_scope.cancel()
     return summary

@@ -46,7 +46,7 @@ from engine.errors import (
 from engine.gateway import Gateway, PredictionPage, StreamEvent, ssl_context
 from engine.limits import Limits
 from engine.prediction import Prediction, PredictionStatus
-from engine.retry import RetryPolicy
+from engine.retry import RetryPolicy, is_permanent_failure
 from jobs import ModelRef
 
 __all__ = ["ReplicateClient", "get_replicate_client", "reset_replicate_client"]
@@ -65,6 +65,11 @@ class _Settings:
     max_retries: int
     timeout: float
     poll_interval: float
+
+    @property
+    def engine(self) -> EngineConfig:
+        """Return the engine settings the gateway and downloader are built from."""
+        return EngineConfig(api=self.api, call_attempts=self.max_retries + 1)
 
 
 class ReplicateClient:
@@ -115,19 +120,17 @@ class ReplicateClient:
 
     @asynccontextmanager
     async def _gateway(self) -> AsyncIterator[Gateway]:
-        s = self._settings
-        s.api.require_token()
-        config = EngineConfig(api=s.api, call_attempts=s.max_retries + 1)
+        self._settings.api.require_token()
+        config = self._settings.engine
         async with Gateway(
-            s.api, Limits.from_config(config), RetryPolicy.from_config(config)
+            config.api, Limits.from_config(config), RetryPolicy.from_config(config)
         ) as gw:
             yield gw
 
     @asynccontextmanager
     async def _downloader(self) -> AsyncIterator[Downloader]:
-        s = self._settings
-        config = EngineConfig(api=s.api, call_attempts=s.max_retries + 1)
-        async with Downloader(s.api, retry=RetryPolicy.from_config(config)) as downloader:
+        config = self._settings.engine
+        async with Downloader(config.api, retry=RetryPolicy.from_config(config)) as downloader:
             yield downloader
 
     def _file_client(self) -> Any:
@@ -370,8 +373,6 @@ async def _wait(
         await anyio.sleep(min(poll_interval, max(0.0, deadline - time.monotonic())))
         current = await gateway.get(current.id)
     if current.status is PredictionStatus.FAILED:
-        from engine.worker import is_permanent_failure  # noqa: PLC0415
-
         raise ModelError(current, permanent=is_permanent_failure(current.error))
     if current.status in (PredictionStatus.CANCELED, PredictionStatus.ABORTED):
         raise PredictionCanceledError(current, f"prediction {current.id} was {current.status}")

@@ -48,7 +48,7 @@ from engine.logging import redact
 from engine.retry import RetryPolicy, retry_download
 from jobs.model import OutputFile
 
-__all__ = ["Downloader"]
+__all__ = ["Downloader", "is_stored"]
 
 log = structlog.get_logger("engine.download")
 
@@ -82,6 +82,18 @@ class _TrustedHostAuth(httpx.Auth):
         if self._token and self.trusted(request.url):
             request.headers["Authorization"] = f"Bearer {self._token}"
         yield request
+
+
+def is_stored(path: Path, size: int) -> bool:
+    """Tell whether ``path`` holds a finished download of ``size`` bytes.
+
+    Only finished files are ever renamed into place, so the size is enough: a file cut
+    short stays a ``.part``.
+    """
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
 
 
 def _part_path(dest: Path) -> Path:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RetryPolicy",
+    "is_permanent_failure",
     "retry_create",
     "retry_download",
     "retry_idempotent",
@@ -93,3 +94,21 @@ def retry_download(exc: Exception) -> bool | float:
     if isinstance(exc, RateLimitedError):
         return max(exc.retry_after, 0.001)
     return retry_idempotent(exc) or isinstance(exc, IntegrityError)
+
+
+# Words Replicate and models use for failures that no retry can fix.
+_PERMANENT_MARKERS = (
+    "invalid input",
+    "input validation",
+    "nsfw",
+    "safety",
+    "content policy",
+    "flagged",
+    "not permitted",
+)
+
+
+def is_permanent_failure(error: str | None) -> bool:
+    """Return True when a failed prediction's error says retrying cannot help."""
+    text = (error or "").lower()
+    return any(marker in text for marker in _PERMANENT_MARKERS)

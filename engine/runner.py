@@ -11,7 +11,6 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import anyio
 import structlog
@@ -20,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from engine.config import EngineConfig
 from engine.control import RunControl
-from engine.download import Downloader
+from engine.download import Downloader, is_stored
 from engine.errors import EngineError
 from engine.events import JobEvent, JobEventKind
 from engine.gateway import Gateway
@@ -168,24 +167,14 @@ def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
 async def _skip(job: Job, state: JobState, config: EngineConfig, ctx: WorkerContext) -> bool:
     """Return True (and say so) when the journal says there is nothing to do."""
     if state.status is JobStatus.DONE and all(
-        _on_disk(config.output_dir / f.name, f.size) for f in state.files
+        is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
         await ctx.emit(JobEvent(job.key, JobEventKind.SKIPPED, state.prediction_id, "done"))
         return True
-    if state.status is JobStatus.FAILED and not config.retry_failed:
-        await ctx.emit(JobEvent(job.key, JobEventKind.SKIPPED, state.prediction_id, "failed"))
-        return True
-    if state.status is JobStatus.CANCELED and not config.retry_failed:
+    if state.status in (JobStatus.FAILED, JobStatus.CANCELED) and not config.retry_failed:
         await ctx.emit(JobEvent(job.key, JobEventKind.SKIPPED, state.prediction_id, "failed"))
         return True
     return False
-
-
-def _on_disk(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
 
 
 async def _work(

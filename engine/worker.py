@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import anyio
 import structlog
 
 from engine.config import EngineConfig
 from engine.control import RunControl
-from engine.download import Downloader
+from engine.download import Downloader, is_stored
 from engine.errors import (
     ApiError,
     AuthenticationError,
@@ -25,7 +24,6 @@ from engine.errors import (
     DownloadError,
     EngineError,
     OutputExpiredError,
-    RateLimitedError,
     ServerError,
     StorageError,
     TransportError,
@@ -36,29 +34,13 @@ from engine.limits import PollPacer
 from engine.prediction import Prediction, PredictionStatus
 from engine.reconcile import find_created_prediction
 from engine.report import RunStats
+from engine.retry import is_permanent_failure
 from engine.state import JobState, Journal, JournalRecord
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
 
-__all__ = ["WorkerContext", "is_permanent_failure", "run_job"]
+__all__ = ["WorkerContext", "run_job"]
 
 log = structlog.get_logger("engine.worker")
-
-# Words Replicate and models use for failures that no retry can fix.
-_PERMANENT_MARKERS = (
-    "invalid input",
-    "input validation",
-    "nsfw",
-    "safety",
-    "content policy",
-    "flagged",
-    "not permitted",
-)
-
-
-def is_permanent_failure(error: str | None) -> bool:
-    """Return True when a failed prediction's error says retrying cannot help."""
-    text = (error or "").lower()
-    return any(marker in text for marker in _PERMANENT_MARKERS)
 
 
 @dataclass(slots=True)
@@ -147,11 +129,17 @@ class _Lifecycle:
     # -- create --------------------------------------------------------------------------
 
     async def _create(self) -> str | None:
-        """Create a prediction and journal its id durably; None when the run stops creating."""
+        """Create a prediction and journal its id durably; None when it cannot be had.
+
+        A create that failed in a way that may have stored the prediction (a 5xx, a
+        connection lost after sending) is followed by a look at the prediction list
+        before paying again. At most ``call_attempts`` creates are tried.
+        """
         ctx, job = self.ctx, self.job
         digest = input_digest(job.input)
-        uncertain_since: float | None = None
-        while True:
+        first_uncertain: float | None = None
+        error: EngineError | None = None
+        for _ in range(ctx.config.call_attempts):
             if ctx.control.stop_creating or not ctx.reserve_create():
                 await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
                 return None
@@ -168,24 +156,20 @@ class _Lifecycle:
                 prediction = await ctx.gateway.create(job.model, job.input)
             except (AuthenticationError, ConfigError):
                 raise  # the whole run is misconfigured: stop it, loudly and early
-            except ApiError as exc:
-                if isinstance(exc, ServerError | RateLimitedError):
-                    # A 5xx may have stored the prediction anyway: look before creating again.
-                    uncertain_since = uncertain_since or sent_at
-                    found = await self._find_orphan(digest, uncertain_since)
+            except (ApiError, TransportError) as exc:
+                if isinstance(exc, ApiError) and exc.permanent:
+                    await self._fail(None, exc, permanent=True)
+                    return None
+                if _maybe_stored(exc):
+                    first_uncertain = first_uncertain or sent_at
+                    found = await self._find_orphan(digest, first_uncertain)
                     if found is not None:
-                        return found
-                    await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
-                    continue
-                await self._fail(None, exc, permanent=exc.permanent)
-                return None
-            except TransportError as exc:
-                if exc.sent:
-                    uncertain_since = uncertain_since or sent_at
-                    found = await self._find_orphan(digest, uncertain_since)
-                    if found is not None:
+                        await ctx.emit(
+                            JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
+                        )
                         return found
                 await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                error = exc
                 continue
             await self._journal(
                 JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
@@ -193,15 +177,15 @@ class _Lifecycle:
             )
             await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
             return prediction.id
+        assert error is not None  # the loop only falls through after an error
+        await self._fail(None, error, permanent=False)
+        return None
 
     async def _find_orphan(self, digest: str, since: float) -> str | None:
-        """Find a prediction the server stored although our create saw an error."""
+        """Find (and journal) a prediction the server stored though we never saw its id."""
         found = await find_created_prediction(self.ctx.gateway, self.job.model, digest, since)
         if found is not None:
             log.info("job.reconciled", prediction_id=found)
-            await self.ctx.emit(
-                JobEvent(self.job.key, JobEventKind.REATTACHED, found, "found by listing")
-            )
             record = JournalRecord.created(self.job.key, prediction_id=found, attempt=self.attempt)
             await self._journal(record, durable=True)
         return found
@@ -334,7 +318,7 @@ class _Lifecycle:
         for item, name in zip(items, names, strict=True):
             dest = ctx.config.output_dir / name
             known = have.get(name)
-            if known is not None and _on_disk(dest, known.size):
+            if known is not None and is_stored(dest, known.size):
                 stored.append(known)
                 continue
             started = time.monotonic()
@@ -360,11 +344,9 @@ class _PredictionFailedError(EngineError):
     """A failed prediction's error, carried into the journal and the report."""
 
 
-def _on_disk(path: Path, size: int) -> bool:
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
+def _maybe_stored(exc: EngineError) -> bool:
+    """Tell whether a failed create may still have stored (and billed) a prediction."""
+    return isinstance(exc, ServerError) or (isinstance(exc, TransportError) and exc.sent)
 
 
 def _why(exc: BaseException) -> str:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from engine import ApiConfig, EngineConfig, Secret
+from engine import EngineConfig
+from tests.support import api_config, sha256_of
 
 FLUX = "black-forest-labs/flux-schnell"
 SDXL = "stability-ai/sdxl"
@@ -34,9 +34,8 @@ def image_jobs(n: int, *, model: str = FLUX, prefix: str = "p") -> list[dict[str
 
 def engine_config(server: Any, out: Path, **changes: Any) -> EngineConfig:
     """Return a config pointed at ``server``, tuned for fast tests (short polls)."""
-    api = ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
     settings: dict[str, Any] = {
-        "api": api,
+        "api": api_config(server),
         "output_dir": out,
         "poll_interval": 0.01,
         "journal_flush_interval": 0.002,
@@ -70,21 +69,12 @@ def journal_records(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def sha256(path: Path) -> str:
-    """Return the sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def assert_files_match_journal(out: Path, journal: Path) -> int:
     """Check every journaled file exists with its recorded size and sha256; return count."""
     files = {r["n"]: r for r in journal_records(journal) if r["e"] == "file"}
     for name, record in files.items():
         path = out / name
         assert path.stat().st_size == record["sz"], name
-        assert sha256(path) == record["sha"], name
+        assert sha256_of(path) == record["sha"], name
     assert not list(out.rglob("*.part")), "a .part file was left behind"
     return len(files)

@@ -17,13 +17,14 @@ import httpx
 import pytest
 import stamina
 
-from engine.config import ApiConfig, Secret
+from engine.config import ApiConfig
 from engine.download import Downloader, _TrustedHostAuth
 from engine.errors import OutputExpiredError, StorageError
 from engine.gateway import Gateway
 from engine.limits import Budget, Limits
 from engine.retry import RetryPolicy
 from jobs.model import ModelRef
+from tests.support import sha256_of
 
 pytestmark = pytest.mark.anyio
 
@@ -33,30 +34,10 @@ FAST = RetryPolicy(attempts=3, timeout=30, wait_initial=0.001, wait_max=0.01)
 CHUNK = 64 * 1024
 
 
-def sha256_of(path: Path) -> str:
-    """Hash a file independently of the downloader, reading it back from disk."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @pytest.fixture(autouse=True)
 def no_backoff() -> Iterator[None]:
     with stamina.set_testing(True, attempts=3):
         yield
-
-
-@pytest.fixture
-def server(emulator_server: Any) -> Any:
-    emulator_server.emulator.update(time_scale=0.02)
-    return emulator_server
-
-
-@pytest.fixture
-def api(server: Any) -> ApiConfig:
-    return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
 
 
 @pytest.fixture

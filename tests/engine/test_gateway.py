@@ -44,17 +44,6 @@ def no_backoff() -> Iterator[None]:
 
 
 @pytest.fixture
-def server(emulator_server: Any) -> Any:
-    emulator_server.emulator.update(time_scale=0.02)
-    return emulator_server
-
-
-@pytest.fixture
-def api(server: Any) -> ApiConfig:
-    return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
-
-
-@pytest.fixture
 def limits() -> Limits:
     return Limits(create=Budget("create", 60_000), read=Budget("read", 60_000))
 
