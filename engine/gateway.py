@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import email.utils
+import json
 import math
 import re
 import ssl
@@ -98,10 +99,20 @@ class _Exchange:
 
     http_attempts: int = 0
     status: int | None = None
-    body: Any = None  # the last JSON body, kept for error details and unparseable statuses
+    raw: bytes | None = None  # the last JSON body, parsed only when someone needs it
     retry_after: float | None = None
     low_credit_rate: float | None = None
     statuses: list[int] = field(default_factory=list)
+
+    @property
+    def body(self) -> Any:
+        """Return the last JSON body (for error details and statuses replicate cannot parse)."""
+        if self.raw is None:
+            return None
+        try:
+            return json.loads(self.raw)
+        except ValueError:
+            return None
 
 
 # The transport runs in the calling task, so a context var connects one gateway call to
@@ -164,7 +175,7 @@ class BudgetTransport(httpx.AsyncBaseTransport):
         response = await self._inner.handle_async_request(request)
         content_type = response.headers.get("content-type", "")
         length = int(response.headers.get("content-length") or 0)
-        body: Any = None
+        raw: bytes | None = None
         if "json" in content_type and length <= _JSON_BODY_LIMIT:
             raw = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
             await response.aclose()
@@ -175,13 +186,15 @@ class BudgetTransport(httpx.AsyncBaseTransport):
                 extensions=response.extensions,
                 request=request,
             )
-            with contextlib.suppress(ValueError):
-                body = response.json()
         if exchange is not None:
             exchange.status = response.status_code
             exchange.statuses.append(response.status_code)
-            exchange.body = body
+            exchange.raw = raw
         if response.status_code == 429:
+            body = None
+            if raw is not None:
+                with contextlib.suppress(ValueError):
+                    body = json.loads(raw)
             self._throttled(budget, response, body, exchange)
         return response
 

@@ -92,6 +92,8 @@ class _Lifecycle:
         self.ctx = ctx
         self.attempt = state.attempts if state else 0  # numbering continues across runs
         self.tries = 0  # predictions created by this run, for --max-retries
+        # The create's answer is the first poll: a fast model may already be done.
+        self.created: Prediction | None = None
 
     async def run(self) -> None:
         ctx, job, state = self.ctx, self.job, self.state
@@ -176,6 +178,7 @@ class _Lifecycle:
                 durable=True,
             )
             await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
+            self.created = prediction
             return prediction.id
         assert error is not None  # the loop only falls through after an error
         await self._fail(None, error, permanent=False)
@@ -206,7 +209,11 @@ class _Lifecycle:
         timeout = ctx.config.job_timeout
         with ctx.pacer.track():
             while True:
-                prediction = await ctx.gateway.get(prediction_id)
+                known, self.created = self.created, None
+                if known is not None and known.id == prediction_id:
+                    prediction = known
+                else:
+                    prediction = await ctx.gateway.get(prediction_id)
                 if prediction.status.terminal:
                     ctx.in_flight.pop(prediction_id, None)
                     ctx.stats.prediction_seconds.append(time.monotonic() - started)
@@ -218,7 +225,7 @@ class _Lifecycle:
                     canceled = await ctx.gateway.cancel(prediction_id)
                     ctx.in_flight.pop(prediction_id, None)
                     return canceled
-                with anyio.move_on_after(ctx.pacer.interval):
+                with anyio.move_on_after(ctx.pacer.interval(time.monotonic() - started)):
                     await ctx.control.wait_changed()
 
     # -- finish --------------------------------------------------------------------------
