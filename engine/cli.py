@@ -31,6 +31,7 @@ from engine.inspect import (
     write_export,
 )
 from engine.logging import configure_logging
+from engine.precheck import checked_job_count
 from engine.report import RunSummary
 from engine.runner import run_jobs
 from engine.state import load_journal
@@ -147,15 +148,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
+    output_dir = args.output_dir or default_output_dir(args.manifest)
+    state_dir = (args.state or output_dir / "journal.jsonl").parent
     try:
-        total = _check_manifest(args.manifest)
+        total = checked_job_count(args.manifest, state_dir)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    output_dir = args.output_dir or default_output_dir(args.manifest)
     with ExitStack() as stack:
         api = _api_config(args, stack)
         config = EngineConfig(
@@ -259,14 +261,6 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"exported {count} files", file=sys.stderr)
     return EXIT_OK
-
-
-def _check_manifest(path: Path) -> int:
-    """Read the whole manifest once, streamed, so no API call precedes a manifest error."""
-    count = 0
-    for _ in read_manifest(path):
-        count += 1
-    return count
 
 
 async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:

@@ -199,3 +199,19 @@ def test_validate_reports_each_schema_violation_with_its_line_and_creates_nothin
         assert f"m.jsonl:{line}: input.{field}" in result.stderr
     assert "m.jsonl:1" not in result.stderr
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
+
+
+def test_an_edited_manifest_is_checked_again_before_any_call(emulator_server, tmp_path):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    env = cli_env(emulator_server)
+    first = run_cli("run", str(manifest), "--output-dir", "out", env=env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    requests_before = sum(emulator_server.emulator.stats.snapshot()["requests"].values())
+    with manifest.open("a") as f:
+        f.write('{"id": "late", "model": "nope"}\n')
+
+    second = run_cli("run", str(manifest), "--output-dir", "out", env=env, cwd=tmp_path)
+
+    assert second.returncode == 2
+    assert "m.jsonl:3" in second.stderr
+    assert sum(emulator_server.emulator.stats.snapshot()["requests"].values()) == requests_before
