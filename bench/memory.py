@@ -170,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
         journal.parent.mkdir(parents=True)
         t = time.monotonic()
         synthetic_journal(journal, jobs_in_journal)
+        # The run that wrote this journal also checked the manifest and stamped it; a
+        # resume of the same, unchanged file does not read it again (engine/precheck.py).
+        # In a child: a child's ru_maxrss starts from its parent's size at fork.
+        stamp = "import sys; from pathlib import Path; from engine.precheck import "
+        stamp += "checked_job_count as c; c(Path(sys.argv[1]), Path(sys.argv[2]))"
+        subprocess.run([PY, "-c", stamp, str(large), str(journal.parent)], cwd=ROOT, check=True)
         print(
             f"synthetic journal ({jobs_in_journal * 3 + 1:,} lines, "
             f"{journal.stat().st_size / 1e6:.0f} MB) written in {time.monotonic() - t:.1f}s",

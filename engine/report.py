@@ -6,7 +6,7 @@ import json
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ class RunSummary:
 
     def to_json(self) -> dict[str, Any]:
         """Return the machine-readable form written to ``report.json``."""
-        data = asdict(self)
+        # Shallow on purpose: asdict() deep-copies, and failed_keys may hold a million ids.
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["common_errors"] = [{"error": e, "count": n} for e, n in self.common_errors]
         data["throughput_per_min"] = round(self.throughput_per_min, 3)
         data["exit_code"] = self.exit_code

@@ -38,7 +38,9 @@ JobSource = Iterable[Job] | Callable[[], Iterable[Job]]
 EventHook = Callable[[JobEvent], Awaitable[None] | None]
 
 _RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEEDED})
-_QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED})
+# Per-file and per-skip lines would flood the log of a resumed million-job run; the
+# report and the progress line count them.
+_QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
 
 
 async def run_jobs(
@@ -117,7 +119,10 @@ async def run_jobs(
         stopped_reason=control.stop_reason,
     )
     write_report(summary, config.output_dir / "report.json")
-    log.info("run.finished", **{k: v for k, v in summary.to_json().items() if k != "retries"})
+    # The ids of failed jobs are in report.json; one log line holds only their count.
+    numbers = summary.to_json()
+    numbers["failed_keys"] = len(summary.failed_keys)
+    log.info("run.finished", **numbers)
     return summary
 
 

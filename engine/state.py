@@ -38,6 +38,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from sys import intern
 from types import TracebackType
 from typing import Any, Self
 
@@ -375,7 +376,8 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
             st[_PT] = pt
     elif e == "failed":
         pid, attempt = obj["p"], _int(obj["a"])
-        err, cls, perm = _str(obj["err"]), _str(obj["cls"]), obj["perm"] is True
+        # Failed jobs of one batch mostly share their messages: keep one copy of each.
+        err, cls, perm = intern(_str(obj["err"])), intern(_str(obj["cls"])), obj["perm"] is True
         if pid is not None:
             st[_PID] = _str(pid)
         st[_STATUS], st[_ATTEMPTS], st[_SINCE], st[_DIGEST] = (
@@ -383,7 +385,7 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
         )  # fmt: skip
         st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM] = None, err, cls, perm
     elif e == "canceled":
-        pid, why = obj["p"], _str(obj["why"])
+        pid, why = obj["p"], intern(_str(obj["why"]))
         if pid is not None:
             st[_PID] = _str(pid)
         st[_STATUS], st[_SINCE], st[_DIGEST] = _S.CANCELED, None, None
