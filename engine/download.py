@@ -22,6 +22,7 @@ import hashlib
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Generator
 from pathlib import Path
 from types import TracebackType
@@ -155,6 +156,7 @@ class Downloader:
         self.api = api
         self.chunk_size = chunk_size
         self.retry = retry or RetryPolicy()
+        self.retries: Counter[str] = Counter()  # retried download errors, by class
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Self:
@@ -218,7 +220,7 @@ class Downloader:
         if self._client is None:
             raise RuntimeError("Downloader is not open: use 'async with Downloader(...)'")
         etag: list[str] = []  # the first answer's ETag, so a resume asks If-Range
-        async for attempt in self.retry.retrying(retry_download):
+        async for attempt in self.retry.retrying(retry_download, self.retries):
             with attempt:
                 return await self._fetch_once(url, dest, label, etag, progress)
         raise AssertionError("unreachable: stamina either returns or raises")

@@ -17,6 +17,7 @@ import math
 import re
 import ssl
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -250,6 +251,7 @@ class Gateway:
         self.api = api
         self.limits = limits
         self.retry = retry
+        self.retries: Counter[str] = Counter()  # retried call errors, by class
         self._client: Client | None = None
         self._http: httpx.AsyncClient | None = None
         self._token = ""
@@ -503,7 +505,7 @@ class Gateway:
         model: str | None = None,
     ) -> T:
         attempt = 0
-        async for attempt_ctx in self.retry.retrying(on):
+        async for attempt_ctx in self.retry.retrying(on, self.retries):
             with attempt_ctx:
                 attempt += 1
                 exchange = _Exchange()

@@ -12,6 +12,7 @@ out. Stamina's own backoff stays small on top of that.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -54,19 +55,25 @@ class RetryPolicy:
         """Build the per-call policy of a run from its configuration."""
         return cls(attempts=config.call_attempts, timeout=config.call_timeout)
 
-    def retrying(self, on: Predicate) -> AsyncIterator[stamina.Attempt]:
-        """Return stamina's retry context for this policy, retrying when ``on`` says so."""
+    def retrying(
+        self, on: Predicate, counts: Counter[str] | None = None
+    ) -> AsyncIterator[stamina.Attempt]:
+        """Return stamina's retry context for this policy, retrying when ``on`` says so.
+
+        ``counts`` (if given) counts the errors ``on`` decided to retry, by class name, for
+        the run's report.
+        """
+        if counts is not None:
+            decide = on
+
+            def on(exc: Exception) -> bool | float:
+                verdict = decide(exc)
+                if verdict:
+                    counts[type(exc).__name__] += 1
+                return verdict
+
         return stamina.retry_context(
             on=on,
-            attempts=self.attempts,
-            timeout=self.timeout,
-            wait_initial=self.wait_initial,
-            wait_max=self.wait_max,
-        )
-
-    def caller(self) -> stamina.AsyncRetryingCaller:
-        """Return an `stamina.AsyncRetryingCaller` configured with this policy."""
-        return stamina.AsyncRetryingCaller(
             attempts=self.attempts,
             timeout=self.timeout,
             wait_initial=self.wait_initial,

@@ -111,6 +111,8 @@ async def run_jobs(
             outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
         if control.cancel_requested and ctx.in_flight:
             await _cancel_in_flight(ctx)
+        stats.retries.update(gateway.retries)
+        stats.retries.update(downloader.retries)
 
     summary = stats.summary(
         throttled_429=limits.create.throttled + limits.read.throttled,

@@ -23,6 +23,7 @@ from engine.errors import (
     ConfigError,
     DownloadError,
     EngineError,
+    ModelError,
     OutputExpiredError,
     ServerError,
     StorageError,
@@ -271,7 +272,7 @@ class _Lifecycle:
             return False
         if prediction.status is PredictionStatus.FAILED:
             permanent = is_permanent_failure(prediction.error)
-            error = _PredictionFailedError(prediction.error or "prediction failed")
+            error = ModelError(prediction, permanent=permanent)
             if permanent:
                 await self._fail(prediction.id, error, permanent=True)
                 return False
@@ -345,10 +346,6 @@ class _Lifecycle:
             )
             stored.append(stored_file)
         return stored
-
-
-class _PredictionFailedError(EngineError):
-    """A failed prediction's error, carried into the journal and the report."""
 
 
 def _maybe_stored(exc: EngineError) -> bool:

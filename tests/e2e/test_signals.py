@@ -13,7 +13,7 @@ import pytest
 
 from engine.emulator import EmulatorConfig
 from engine.emulator.config import ModelTiming
-from tests.e2e.helpers import FLUX, cli_env, image_jobs, journal_records, write_jsonl
+from tests.e2e.helpers import FLUX, VIDEO, cli_env, image_jobs, journal_records, write_jsonl
 
 ENGINE = [sys.executable, "-m", "engine"]
 
@@ -96,3 +96,30 @@ def test_second_sigint_cancels_running_predictions_on_the_server(emulator_server
     assert canceled == {"p0000", "p0001", "p0002", "p0003"}
     requests = emulator_server.emulator.stats.snapshot()["requests"]
     assert requests.get("predictions.cancel 200") == 4
+
+
+def test_a_second_sigint_during_the_drain_cancels_running_predictions(emulator_server, tmp_path):
+    # A big video keeps the first drain busy downloading while the flux jobs still run.
+    emulator_server.emulator.update(video_size=400 * 1024 * 1024)
+    write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": "video", "model": VIDEO, "input": {"prompt": "waves"}}, *image_jobs(3)],
+    )
+    journal = tmp_path / "out" / "journal.jsonl"
+    proc = start_run(tmp_path, cli_env(emulator_server), "--concurrency", "4")
+    deadline = time.monotonic() + 20
+    while not (journal.exists() and any(r["e"] == "succeeded" for r in journal_records(journal))):
+        assert time.monotonic() < deadline, "the video never succeeded"
+        time.sleep(0.01)
+
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.2)  # let the first signal land before the second: two stages, not one
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130, stderr
+    assert "canceling running predictions" in stderr
+    canceled = {r["k"] for r in journal_records(journal) if r["e"] == "canceled"}
+    assert canceled == {"p0000", "p0001", "p0002"}
+    requests = emulator_server.emulator.stats.snapshot()["requests"]
+    assert requests.get("predictions.cancel 200") == 3
