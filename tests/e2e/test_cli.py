@@ -189,13 +189,21 @@ def test_validate_reports_each_schema_violation_with_its_line_and_creates_nothin
             {"id": "type", "model": FLUX, "input": {"prompt": 3}},
             {"id": "missing", "model": FLUX, "input": {"num_outputs": 1}},
             {"id": "unknown", "model": FLUX, "input": {"prompt": "x", "colour": "red"}},
+            {"id": "enum", "model": FLUX, "input": {"prompt": "x", "output_format": "gif"}},
         ],
     )
 
     result = run_cli("validate", str(manifest), env=cli_env(emulator_server), cwd=tmp_path)
 
     assert result.returncode == 2
-    for line, field in ((2, "num_outputs"), (3, "prompt"), (4, "prompt"), (5, "colour")):
+    expected = (
+        (2, "num_outputs"),
+        (3, "prompt"),
+        (4, "prompt"),
+        (5, "colour"),
+        (6, "output_format"),
+    )
+    for line, field in expected:
         assert f"m.jsonl:{line}: input.{field}" in result.stderr
     assert "m.jsonl:1" not in result.stderr
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0

@@ -1,0 +1,30 @@
+"""The progress display follows a run from its events and agrees with the summary."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import read_manifest, run_jobs
+from engine.display import Progress
+from tests.e2e.helpers import FAILS, engine_config, image_jobs, write_jsonl
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_progress_counts_agree_with_the_summary(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [*image_jobs(6), {"id": "bad", "model": FAILS, "input": {"prompt": "x"}}],
+    )
+    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    progress = Progress(total=7, create_rate=config.create_rate, live=False)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config, on_event=progress.record)
+
+    snap = progress.snapshot()
+    assert (snap["done"], snap["failed"], snap["in_flight"], snap["queued"]) == (6, 1, 0, 0)
+    assert snap["done"] == summary.done
+    assert snap["bytes_downloaded"] == summary.bytes_downloaded > 0
+    assert snap["eta_seconds"] is None  # nothing left to do
+    table = progress.render()
+    assert table.row_count == 7
