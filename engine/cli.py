@@ -180,7 +180,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
         return EXIT_USAGE
-    _print_summary(summary, config)
+    _print_summary(summary, config, total)
     return summary.exit_code
 
 
@@ -315,10 +315,11 @@ def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
     return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
 
 
-def _print_summary(summary: RunSummary, config: EngineConfig) -> None:
+def _print_summary(summary: RunSummary, config: EngineConfig, total: int) -> None:
     from engine.display import render_summary  # noqa: PLC0415
 
-    render_summary(summary, config.output_dir)
+    # With --only, the run is meant to reach a subset: the manifest's size says nothing.
+    render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
 
 
 def _positive_int(text: str) -> int:

@@ -20,15 +20,22 @@ __all__ = ["Progress", "render_summary"]
 
 
 def render_summary(
-    summary: RunSummary, output_dir: Path, *, console: Console | None = None
+    summary: RunSummary,
+    output_dir: Path,
+    *,
+    manifest_jobs: int | None = None,
+    console: Console | None = None,
 ) -> None:
-    """Print the summary table a person reads in the morning."""
+    """Print the summary table a person reads in the morning.
+
+    ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
+    """
     console = console or Console(file=sys.stdout)
     table = Table(title="Run summary", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value", justify="right")
     rows: list[tuple[str, str]] = [
-        ("jobs", str(summary.total)),
+        ("jobs", _jobs_row(summary.total, manifest_jobs)),
         ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
         ("failed", str(summary.failed)),
         ("not started / left running", str(summary.deferred)),
@@ -63,6 +70,12 @@ def render_summary(
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
         console.print(f"failed jobs: {shown}{more}")
     console.print(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+
+
+def _jobs_row(reached: int, manifest_jobs: int | None) -> str:
+    if manifest_jobs is None or manifest_jobs == reached:
+        return str(reached)
+    return f"{manifest_jobs} ({reached} reached before the stop)"
 
 
 def _secs(value: float | None) -> str:
