@@ -1,0 +1,205 @@
+"""Read budget with many predictions in flight: reads per minute, 429s, completion lag.
+
+N predictions (default 1,000) run R seconds each (default 60) at once, against a read
+budget of 3,000/min (Replicate's). Contenders, each in its own client subprocess against
+its own fresh emulator subprocess:
+
+  engine   `engine.run_jobs` with read_rate = the budget (its PollPacer shares it)
+  client   replicate's own `async_wait`, polling every 0.5 s per prediction
+
+For every prediction the child records when it *noticed* the end (the engine's
+``succeeded`` event, or `async_wait` returning); the parent reads each prediction's
+``completed_at`` from the emulator and reports the lag p50/p95. Reads per minute are
+the emulator's answered ``predictions.get`` over the polling window.
+
+    python bench/polling.py                          # 1,000 x 60 s, ~3 min
+    python bench/polling.py --jobs 300 --run-seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._common import FLUX, emulator, flux_jobs, run_child, table, tempdir, write_jsonl
+
+CONTENDERS = ("engine", "client")
+
+
+def knobs(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "create_rate_per_min": 1_000_000,
+        "create_burst": 100_000,
+        "read_rate_per_min": args.read_budget,
+        "read_burst": max(1, int(args.read_budget / 60)),  # one second's worth
+        "model_timings": {FLUX: {"cold_start": 0.0, "run_time": args.run_seconds}},
+    }
+
+
+async def child_engine(args: argparse.Namespace) -> dict[str, Any]:
+    from engine import ApiConfig, EngineConfig, JobEventKind, read_manifest, run_jobs  # noqa: PLC0415
+    from engine.logging import configure_logging  # noqa: PLC0415
+
+    configure_logging(json=True, file=Path(args.out) / "engine.log")
+    noticed: dict[str, float] = {}
+
+    def on_event(event: Any) -> None:
+        if event.kind is JobEventKind.SUCCEEDED and event.prediction_id:
+            noticed[event.prediction_id] = time.time()
+
+    config = EngineConfig(
+        api=ApiConfig.from_env(),
+        output_dir=Path(args.out),
+        concurrency=args.jobs,
+        create_rate=1_000_000.0,
+        read_rate=args.read_budget,
+    )
+    manifest = Path(args.manifest)
+    summary = await run_jobs(lambda: read_manifest(manifest), config, on_event=on_event)
+    return {"noticed": noticed, "failed": summary.failed}
+
+
+async def child_client(args: argparse.Namespace) -> dict[str, Any]:
+    import replicate  # noqa: PLC0415
+
+    client = replicate.Client()
+    client.poll_interval = 0.5
+    jobs = [json.loads(line) for line in Path(args.manifest).read_text().splitlines()]
+    noticed: dict[str, float] = {}
+    failed = 0
+
+    async def one(job: dict[str, Any]) -> None:
+        nonlocal failed
+        try:
+            p = await client.predictions.async_create(model=job["model"], input=job["input"])
+            await p.async_wait()
+            noticed[p.id] = time.time()
+        except Exception:
+            failed += 1
+
+    await asyncio.gather(*(one(j) for j in jobs))
+    return {"noticed": noticed, "failed": failed}
+
+
+def completed_at(emu: Any) -> dict[str, float]:
+    """Read every prediction's completion time from the emulator (newest first, paged)."""
+    out: dict[str, float] = {}
+    with emu.client() as http:
+        url: str | None = f"{emu.base_url}/v1/predictions"
+        while url:
+            page = http.get(url, headers={"Authorization": "Bearer r8_emulator_token"})
+            if page.status_code == 429:
+                time.sleep(float(page.headers.get("retry-after", "1")))
+                continue
+            body = page.json()
+            for p in body["results"]:
+                if p.get("completed_at"):
+                    ts = datetime.fromisoformat(p["completed_at"].replace("Z", "+00:00"))
+                    out[p["id"]] = ts.timestamp()
+            url = body.get("next")
+    return out
+
+
+def quantile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--run-seconds", type=float, default=60.0)
+    parser.add_argument("--read-budget", type=float, default=3000.0, help="reads per minute")
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        fn = child_engine if args.child == "engine" else child_client
+        t0 = time.time()
+        result = asyncio.run(fn(args))
+        result.update(started=t0, ended=time.time())
+        print(json.dumps(result))
+        return 0
+
+    work = tempdir("polling")
+    manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
+    rows: list[list[object]] = []
+    for name in args.contenders:
+        out = work / name
+        out.mkdir(parents=True)
+        with emulator(knobs(args), out / "emu") as emu:
+            res = run_child(
+                [
+                    __file__,
+                    "--child",
+                    name,
+                    "--manifest",
+                    str(manifest),
+                    "--out",
+                    str(out),
+                    "--jobs",
+                    str(args.jobs),
+                    "--read-budget",
+                    str(args.read_budget),
+                ],
+                emu.env(),
+                args.timeout,
+            )
+            stats = emu.stats()
+            done_at = completed_at(emu)
+        lags = [res["noticed"][p] - done_at[p] for p in res["noticed"] if p in done_at]
+        gets = sum(n for k, n in stats["requests"].items() if k.startswith("predictions.get "))
+        window_min = (res["ended"] - res["started"]) / 60.0
+        reads_per_min = gets / window_min if window_min > 0 else float("nan")
+        rows.append(
+            [
+                name,
+                f"{reads_per_min:,.0f}",
+                f"{reads_per_min / args.read_budget * 100:.1f}%",
+                stats["throttled"],
+                len(res["noticed"]),
+                res["failed"],
+                round(quantile(lags, 0.5), 2),
+                round(quantile(lags, 0.95), 2),
+                round(res["ended"] - res["started"], 1),
+            ]
+        )
+    print(
+        f"{args.jobs} predictions x {args.run_seconds:g} s at once, "
+        f"read budget {args.read_budget:g}/min"
+    )
+    print(
+        table(
+            [
+                "contender",
+                "reads/min",
+                "% of read budget",
+                "429s",
+                "completions noticed",
+                "failed",
+                "lag p50 s",
+                "lag p95 s",
+                "wall s",
+            ],
+            rows,
+            title="Read budget with many in flight (target: <= 95% of budget, 0 429s)",
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
