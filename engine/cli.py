@@ -275,7 +275,11 @@ async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -
         tg.start_soon(_handle_signals, control, config.cancel_on_exit, tg.cancel_scope)
         tg.start_soon(progress.run)
         summary = await run_jobs(
-            lambda: read_manifest(manifest), config, control=control, on_event=progress.record
+            # checked_job_count read the whole file (or its stamp vouches for it).
+            lambda: read_manifest(manifest, checked=True),
+            config,
+            control=control,
+            on_event=progress.record,
         )
         tg.cancel_scope.cancel()
     return summary

@@ -80,8 +80,9 @@ def _compact(key: str) -> int | str:
 class Builder:
     """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
 
-    def __init__(self, path: Path, source: str) -> None:
+    def __init__(self, path: Path, source: str, *, unique: bool = True) -> None:
         self.source = source
+        self.unique = unique  # False: the file was checked whole before; skip the index
         self.base = path.parent.absolute()
         self.index = 0
         self.seen = _Seen()
@@ -166,7 +167,8 @@ class Builder:
             self.job_id(value["id"], *where("id")) if explicit else canonical_key(model, canonical)
         )
         stem = self.output(value, key, model, index, where)
-        self.check_unique(key, stem, explicit, entry.line, label)
+        if self.unique:
+            self.check_unique(key, stem, explicit, entry.line, label)
         return Job(
             key=key,
             model=model,

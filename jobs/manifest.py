@@ -39,13 +39,15 @@ class ManifestSummary:
         return not self.errors
 
 
-def read_manifest(path: Path) -> Iterator[Job]:
+def read_manifest(path: Path, *, checked: bool = False) -> Iterator[Job]:
     """Yield the jobs of the manifest at ``path`` in order; raise the first `ManifestError`.
 
     The format follows the suffix: ``.yaml``/``.yml`` or ``.jsonl``/``.ndjson``. Memory
-    stays at one job plus one short entry per job for duplicate detection.
+    stays at one job plus one short entry per job for duplicate detection. ``checked``
+    says the whole file was already read without error (duplicates included), so the
+    duplicate index is not built again: memory then stays at one job.
     """
-    for item in _entries(path):
+    for item in _entries(path, unique=not checked):
         if isinstance(item, ManifestError):
             raise item
         yield item
@@ -77,7 +79,7 @@ def check_manifest(path: Path, *, max_errors: int = 1000) -> ManifestSummary:
     return ManifestSummary(str(path), count, by_model, tuple(errors), truncated)
 
 
-def _entries(path: Path) -> Iterator[Job | ManifestError]:
+def _entries(path: Path, *, unique: bool = True) -> Iterator[Job | ManifestError]:
     source = str(path)
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
@@ -93,7 +95,7 @@ def _entries(path: Path) -> Iterator[Job | ManifestError]:
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ManifestError(f"cannot read the manifest: it {problem}", path=source)
-    builder = Builder(path, source)
+    builder = Builder(path, source, unique=unique)
     try:
         for entry in reader(path, source):
             if isinstance(entry, ManifestError):

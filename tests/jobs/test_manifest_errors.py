@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import ManifestError, check_manifest
+from jobs import ManifestError, check_manifest, read_manifest
 from tests.jobs.helpers import Write, assert_located, manifest_error
 
 FLUX = "black-forest-labs/flux-schnell"
@@ -221,6 +221,15 @@ def test_duplicate_identical_jobs_name_both_lines(write: Write) -> None:
     path = write("m.jsonl", f"{job}\n\n{same}\n")
     error = manifest_error(path)
     assert_located(error, path, 3, None, "same model and input as line 1")
+
+
+def test_a_checked_manifest_is_read_again_without_the_duplicate_index(write: Write) -> None:
+    # `checked=True` is the caller's promise that the whole file was read without error
+    # before (the CLI's pre-run check): the second read keeps no per-job index.
+    job = '{"model": "a/b", "input": {"x": 1}}'
+    path = write("m.jsonl", f"{job}\n{job}\n")
+    assert len(list(read_manifest(path, checked=True))) == 2
+    assert "same model and input as line 1" in str(manifest_error(path))
 
 
 def test_outputs_written_twice_are_rejected(write: Write) -> None:
