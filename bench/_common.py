@@ -8,6 +8,7 @@ Traffic goes to 127.0.0.1 only.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -162,3 +163,15 @@ def creates_per_min(times: Sequence[float], trim: float = 0.1) -> float:
     lo, hi = int(len(ts) * trim), int(len(ts) * (1 - trim)) - 1
     span = ts[hi] - ts[lo]
     return (hi - lo) / span * 60.0 if span > 0 else float("nan")
+
+
+def engine_run(manifest: Path, out: Path, *flags: str) -> list[str]:
+    """Return the argv of ``python -m engine run MANIFEST --output-dir OUT FLAGS...``."""
+    return [PY, "-m", "engine", "run", str(manifest), "--output-dir", str(out), *flags]
+
+
+def add_child_arguments(parser: Any, contenders: Sequence[str]) -> None:
+    """Add the hidden options a benchmark passes to its own child process."""
+    parser.add_argument("--child", choices=contenders, help=argparse.SUPPRESS)
+    parser.add_argument("--manifest", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)

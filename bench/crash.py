@@ -30,7 +30,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl
+from bench._common import (
+    FLUX,
+    ROOT,
+    emulator,
+    engine_run,
+    flux_jobs,
+    table,
+    tempdir,
+    write_jsonl,
+)
 
 
 def knobs(seed: int) -> dict[str, object]:
@@ -49,23 +58,8 @@ def knobs(seed: int) -> dict[str, object]:
 
 
 def cli(manifest: Path, out: Path) -> list[str]:
-    return [
-        PY,
-        "-m",
-        "engine",
-        "run",
-        str(manifest),
-        "--output-dir",
-        str(out),
-        "--rate-limit",
-        "1500",
-        "--read-rate-limit",
-        "7500",
-        "--poll-interval",
-        "0.1",
-        "--concurrency",
-        "32",
-    ]
+    flags = ["--rate-limit", "1500", "--read-rate-limit", "7500", "--poll-interval", "0.1"]
+    return engine_run(manifest, out, *flags, "--concurrency", "32")
 
 
 def main(argv: list[str] | None = None) -> int:

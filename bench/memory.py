@@ -29,7 +29,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, PY, ROOT, emulator, flux_jobs, table, tempdir, write_jsonl
+from bench._common import (
+    FLUX,
+    PY,
+    ROOT,
+    emulator,
+    engine_run,
+    flux_jobs,
+    table,
+    tempdir,
+    write_jsonl,
+)
 
 HUGE = 10_000_000.0
 KNOBS = {
@@ -45,23 +55,8 @@ def run_cli(
     manifest: Path, out: Path, env: dict[str, str], prefix: int | None, timeout: float
 ) -> dict[str, Any]:
     """Run the CLI; return peak RSS (MB), wall time, exit code and spawn time (unix)."""
-    argv = [
-        PY,
-        "-m",
-        "engine",
-        "run",
-        str(manifest),
-        "--output-dir",
-        str(out),
-        "--rate-limit",
-        str(HUGE),
-        "--read-rate-limit",
-        str(HUGE),
-        "--poll-interval",
-        "0.05",
-        "--concurrency",
-        "32",
-    ]
+    flags = ["--rate-limit", str(HUGE), "--read-rate-limit", str(HUGE), "--poll-interval", "0.05"]
+    argv = engine_run(manifest, out, *flags, "--concurrency", "32")
     if prefix is not None:
         argv += ["--max-predictions", str(prefix)]
     spawned, t0 = time.time(), time.monotonic()

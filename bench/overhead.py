@@ -31,7 +31,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, emulator, flux_jobs, table, tempdir, write_jsonl
+from bench._common import (
+    FLUX,
+    add_child_arguments,
+    emulator,
+    flux_jobs,
+    table,
+    tempdir,
+    write_jsonl,
+)
 
 CONTENDERS = ("bare", "engine")
 HUGE = 10_000_000.0
@@ -121,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.05, help="poll interval, both sides")
     parser.add_argument("--rounds", type=int, default=1, help="alternate contenders N times")
     parser.add_argument("--timeout", type=float, default=300.0)
-    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
-    parser.add_argument("--manifest", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_child_arguments(parser, CONTENDERS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args)

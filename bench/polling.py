@@ -29,7 +29,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import FLUX, emulator, flux_jobs, run_child, table, tempdir, write_jsonl
+from bench._common import (
+    FLUX,
+    add_child_arguments,
+    emulator,
+    flux_jobs,
+    run_child,
+    table,
+    tempdir,
+    write_jsonl,
+)
 
 CONTENDERS = ("engine", "client")
 
@@ -122,9 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--read-budget", type=float, default=3000.0, help="reads per minute")
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--timeout", type=float, default=600.0)
-    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
-    parser.add_argument("--manifest", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_child_arguments(parser, CONTENDERS)
     args = parser.parse_args(argv)
     if args.child:
         fn = child_engine if args.child == "engine" else child_client

@@ -31,6 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
+    add_child_arguments,
     creates_per_min,
     emulator,
     flux_jobs,
@@ -152,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=400)
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--timeout", type=float, default=240.0, help="per contender, seconds")
-    parser.add_argument("--child", choices=CONTENDERS, help=argparse.SUPPRESS)
-    parser.add_argument("--manifest", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help=argparse.SUPPRESS)
+    add_child_arguments(parser, CONTENDERS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args)
