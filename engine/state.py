@@ -323,7 +323,7 @@ _STATUS, _PID, _ATTEMPTS, _SINCE, _DIGEST, _OUTPUTS, _FILES, _ERROR, _CLS, _PERM
 
 
 def _thaw(state: JobState) -> list[Any]:
-    files = [(f.name, f.size, f.sha256) for f in state.files]
+    files = tuple([(f.name, f.size, f.sha256) for f in state.files])
     return [
         state.status, state.prediction_id, state.attempts, state.creating_since,
         state.input_digest, state.outputs, files, state.error, state.error_class,
@@ -347,20 +347,20 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
     e = obj["e"]
     if e == "file":
         item = (_str(obj["n"]), _int(obj["sz"]), _str(obj["sha"]))
-        files = st[_FILES]
-        # A download redone after a crash journals its file again: keep the latest.
-        files[:] = [f for f in files if f[0] != item[0]]
-        files.append(item)
+        # A download redone after a crash journals its file again: keep the latest. A
+        # tuple, shared empty by default: most jobs of a long journal have no file list
+        # to grow, and an empty list per job is 72 bytes times a million.
+        st[_FILES] = (*[f for f in st[_FILES] if f[0] != item[0]], item)
     elif e == "created":
         pid, attempt = _str(obj["p"]), _int(obj["a"])
         if pid != st[_PID]:
-            st[_FILES] = []  # files of an earlier prediction are not this one's outputs
+            st[_FILES] = ()  # files of an earlier prediction are not this one's outputs
         st[_STATUS : _DIGEST + 1] = _S.RUNNING, pid, max(st[_ATTEMPTS], attempt), None, None
         st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM], st[_PT] = None, None, None, False, None
     elif e == "creating":
         attempt, since, digest = _int(obj["a"]), _num(obj["ts"]), _str(obj["ih"])
         # A new attempt starts clean: only the attempt count carries over.
-        st[:] = [_S.CREATING, None, attempt, since, digest, None, [], None, None, False, None]
+        st[:] = [_S.CREATING, None, attempt, since, digest, None, (), None, None, False, None]
     elif e == "succeeded":
         pid, urls, pt = _str(obj["p"]), obj["o"], _opt_num(obj.get("pt"))
         if urls is not None:
@@ -454,7 +454,7 @@ class _Replayer:
                 else:
                     st = jobs.get(key)
                     if st is None:
-                        st = [_S.PENDING, None, 0, None, None, None, [], None, None, False, None]
+                        st = [_S.PENDING, None, 0, None, None, None, (), None, None, False, None]
                         apply(st, obj)
                         jobs[key] = st
                     else:
