@@ -23,6 +23,7 @@ from engine.errors import (
     ConfigError,
     DownloadError,
     EngineError,
+    InvalidRequestError,
     ModelError,
     OutputExpiredError,
     ServerError,
@@ -79,9 +80,25 @@ class WorkerContext:
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
-    """Run ``job`` to a final state, resuming from its journaled ``state``."""
+    """Run ``job`` to a final state, resuming from its journaled ``state``.
+
+    An API or network error that outlasted its retries ends only this job, as deferred:
+    the journal keeps what it knew, so the next run picks the job up where it stood. Errors
+    that concern the whole run (bad token or configuration, a journal that cannot be
+    written) stop the run.
+    """
     with structlog.contextvars.bound_contextvars(job=job.key):
-        await _Lifecycle(job, state, ctx).run()
+        lifecycle = _Lifecycle(job, state, ctx)
+        try:
+            await lifecycle.run()
+        except (AuthenticationError, ConfigError, StorageError):
+            raise
+        except EngineError as exc:
+            prediction_id = lifecycle.prediction_id
+            if prediction_id is not None:
+                ctx.in_flight.pop(prediction_id, None)
+            log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
+            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc)))
 
 
 class _Lifecycle:
@@ -95,6 +112,7 @@ class _Lifecycle:
         self.tries = 0  # predictions created by this run, for --max-retries
         # The create's answer is the first poll: a fast model may already be done.
         self.created: Prediction | None = None
+        self.prediction_id: str | None = None  # the prediction being waited on, if any
 
     async def run(self) -> None:
         ctx, job, state = self.ctx, self.job, self.state
@@ -108,7 +126,21 @@ class _Lifecycle:
                     return
             else:
                 await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
-            prediction = await self._wait(prediction_id)
+            self.prediction_id = prediction_id
+            try:
+                prediction = await self._wait(prediction_id)
+            except InvalidRequestError as exc:
+                if exc.status != 404:
+                    raise
+                # Unknown to this account (another token, a restarted emulator): its
+                # outputs can never be had. Like an expired output, only a new prediction
+                # brings them back.
+                ctx.in_flight.pop(prediction_id, None)
+                log.warning("job.prediction_not_found", prediction_id=prediction_id)
+                if not await self._retry_or_fail(prediction_id, exc):
+                    return
+                prediction_id = None
+                continue
             if prediction is None:
                 await ctx.emit(
                     JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running")
@@ -174,6 +206,9 @@ class _Lifecycle:
                 await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
                 error = exc
                 continue
+            # In flight from this moment: a Ctrl-C that lands while the id is being
+            # journaled must still cancel this prediction on exit.
+            ctx.in_flight[prediction.id] = job.key
             await self._journal(
                 JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
                 durable=True,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import stamina
 
 from engine import JobEventKind, open_run, read_manifest, run_jobs
+from engine.state import JournalRecord
 from tests.e2e.helpers import (
     FAILS,
     FLUX,
@@ -189,3 +191,55 @@ async def test_in_flight_predictions_never_exceed_concurrency(emulator_server, t
     await run_jobs(lambda: read_manifest(manifest), config)
 
     assert emulator_server.emulator.stats.snapshot()["peak_concurrent"] <= 4
+
+
+async def test_a_journaled_prediction_the_server_does_not_know_is_created_once_more(
+    emulator_server, tmp_path
+):
+    # What a run leaves when its token or its (emulated) server changes before a resume:
+    # a prediction id this server answers 404 for.
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(3))
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out)
+    out.mkdir()
+    config.journal_path.write_bytes(
+        JournalRecord.run().to_line()
+        + JournalRecord.created("p0001", prediction_id="gone0000000000000000000000", attempt=1)
+        .to_line()
+    )
+
+    summary = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (summary.done, summary.failed, summary.exit_code) == (3, 0, 0)
+    assert (out / "p0001.png").exists()
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
+    records = [r for r in journal_records(config.journal_path) if r["k"] == "p0001"]
+    assert [r["e"] for r in records] == [
+        *("created", "failed"),  # the unknown prediction, given up
+        *("creating", "created", "succeeded", "file", "done"),  # one new prediction
+    ]
+    assert records[1]["cls"] == "InvalidRequestError"
+    assert records[-1]["p"] != "gone0000000000000000000000"
+
+
+async def test_polls_failing_past_their_retries_defer_the_job_and_the_next_run_reattaches(
+    emulator_server, tmp_path
+):
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out, call_attempts=2)
+    # 500, which the replicate client does not retry itself: only our (test-fast) retries run.
+    emulator_server.emulator.update(get_5xx_first=1_000, fault_status=500)
+
+    with stamina.set_testing(True, attempts=2):
+        first = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (first.done, first.failed, first.deferred, first.exit_code) == (0, 0, 1, 1)
+    assert not (out / "p0000.png").exists()
+    emulator_server.emulator.update(get_5xx_first=0)
+
+    second = await run_jobs(lambda: read_manifest(manifest), config)
+
+    assert (second.done, second.reattached, second.predictions_created) == (1, 1, 0)
+    assert (out / "p0000.png").exists()
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 1
