@@ -204,8 +204,9 @@ async def test_a_journaled_prediction_the_server_does_not_know_is_created_once_m
     out.mkdir()
     config.journal_path.write_bytes(
         JournalRecord.run().to_line()
-        + JournalRecord.created("p0001", prediction_id="gone0000000000000000000000", attempt=1)
-        .to_line()
+        + JournalRecord.created(
+            "p0001", prediction_id="gone0000000000000000000000", attempt=1
+        ).to_line()
     )
 
     summary = await run_jobs(lambda: read_manifest(manifest), config)
