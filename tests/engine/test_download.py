@@ -250,3 +250,33 @@ def test_only_the_api_origin_and_replicate_delivery_are_trusted() -> None:
     ]
     assert all(auth.trusted(httpx.URL(u)) for u in trusted)
     assert not any(auth.trusted(httpx.URL(u)) for u in foreign)
+
+
+async def test_a_cancelled_transfer_stops_keeps_its_part_and_resumes_later(
+    downloader: Downloader, api: ApiConfig, server: Any, tmp_path: Path
+) -> None:
+    size = 32 * 1024 * 1024
+    server.emulator.update(video_size=size)
+    [url] = await output_urls(api, VIDEO, {"prompt": "long"})
+    dest = tmp_path / "long.mp4"
+    seen: list[int] = []
+
+    with anyio.fail_after(10), anyio.CancelScope() as scope:
+
+        def cancel_after_first_megabyte(n: int) -> None:
+            seen.append(n)
+            if sum(seen) >= 1024 * 1024 and not scope.cancel_called:
+                anyio.from_thread.run_sync(scope.cancel)  # from the transfer's thread
+
+        await downloader.fetch(url, dest, progress=cancel_after_first_megabyte)
+
+    assert scope.cancelled_caught
+    part = dest.with_name("long.mp4.part")
+    assert not dest.exists()
+    assert 1024 * 1024 <= part.stat().st_size < size  # stopped early, bytes kept
+
+    result = await downloader.fetch(url, dest)
+
+    assert result.size == size == dest.stat().st_size
+    assert result.sha256 == sha256_of(dest)
+    assert requests(server).get("outputs.get 206") == 1  # only the rest was asked for
