@@ -114,6 +114,9 @@ async def run_jobs(
         stats.retries.update(gateway.retries)
         stats.retries.update(downloader.retries)
 
+    # The replayed states of a long journal are the biggest thing alive: free them before
+    # the summary and the report add their own peak.
+    del replay, states
     summary = stats.summary(
         throttled_429=limits.create.throttled + limits.read.throttled,
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
