@@ -77,7 +77,11 @@ class RunSummary:
 
 @dataclass(slots=True)
 class RunStats:
-    """Accumulate a run's numbers from job events and timings (single event loop, no locks)."""
+    """Accumulate a run's numbers from job events and timings (single event loop, no locks).
+
+    A run's job keys are unique (the manifest reader refuses duplicates), so a skipped job
+    is only counted: a resume can skip a million of them.
+    """
 
     started: float = field(default_factory=time.monotonic)
     total: int = 0
@@ -91,7 +95,8 @@ class RunStats:
     download_seconds: list[float] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
-    final: dict[str, JobEventKind] = field(default_factory=dict)
+    final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
+    skipped_failed: list[str] = field(default_factory=list)
     in_flight: int = 0
     queued: int = 0
 
@@ -109,9 +114,9 @@ class RunStats:
             self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
         elif kind is JobEventKind.SKIPPED and event.detail == "done":
             self.skipped_done += 1
-            self.final[event.key] = JobEventKind.DONE
         elif kind is JobEventKind.SKIPPED and event.detail == "failed":
-            self.final[event.key] = JobEventKind.FAILED
+            # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
+            self.skipped_failed.append(event.key)
         if kind in (
             JobEventKind.DONE,
             JobEventKind.FAILED,
@@ -132,12 +137,14 @@ class RunStats:
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`."""
         finals = Counter(self.final.values())
-        failed_keys = sorted(k for k, v in self.final.items() if v is JobEventKind.FAILED)
+        failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
+        failed_keys += self.skipped_failed
+        failed_keys.sort()
         return RunSummary(
             total=self.total,
-            done=finals[JobEventKind.DONE],
+            done=finals[JobEventKind.DONE] + self.skipped_done,
             skipped_done=self.skipped_done,
-            failed=finals[JobEventKind.FAILED],
+            failed=len(failed_keys),
             deferred=finals[JobEventKind.DEFERRED],
             canceled=finals[JobEventKind.CANCELED],
             predictions_created=self.predictions_created,

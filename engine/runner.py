@@ -147,7 +147,7 @@ async def _produce(
                 continue
             ctx.stats.total += 1
             state = states.get(job.key)
-            if state is not None and await _skip(job, state, config, ctx):
+            if state is not None and await _skip(state, config, ctx):
                 continue
             await send.send((job, state))
 
@@ -174,15 +174,16 @@ def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
             yield job
 
 
-async def _skip(job: Job, state: JobState, config: EngineConfig, ctx: WorkerContext) -> bool:
+async def _skip(state: JobState, config: EngineConfig, ctx: WorkerContext) -> bool:
     """Return True (and say so) when the journal says there is nothing to do."""
+    # The replay's key, not the manifest's equal copy: the report keeps skipped failed keys.
     if state.status is JobStatus.DONE and all(
         is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
-        await ctx.emit(JobEvent(job.key, JobEventKind.SKIPPED, state.prediction_id, "done"))
+        await ctx.emit(JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done"))
         return True
     if state.status in (JobStatus.FAILED, JobStatus.CANCELED) and not config.retry_failed:
-        await ctx.emit(JobEvent(job.key, JobEventKind.SKIPPED, state.prediction_id, "failed"))
+        await ctx.emit(JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed"))
         return True
     return False
 

@@ -285,13 +285,16 @@ class JournalRecord:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """The replayed state of one job; absent from the replay means pending.
+    """The replayed state of the job ``key``; absent from the replay means pending.
 
+    ``key`` is the very string the replay's mapping is keyed by: a run that keeps a key
+    (the report lists skipped failed jobs) keeps this one instead of a copy per job.
     ``creating_since``/``input_digest`` are set only while ``status`` is creating, to find
     a prediction whose create was in flight at a crash. ``files`` are the outputs verified
     so far, ``outputs`` the URLs still to fetch (None: re-GET the prediction).
     """
 
+    key: str
     status: JobStatus
     prediction_id: str | None = None
     attempts: int = 0
@@ -331,10 +334,10 @@ def _thaw(state: JobState) -> list[Any]:
     ]  # fmt: skip
 
 
-def _freeze(st: list[Any]) -> JobState:
+def _freeze(key: str, st: list[Any]) -> JobState:
     files = tuple(OutputFile(n, sz, sha) for n, sz, sha in st[_FILES])
     return JobState(
-        st[_STATUS], st[_PID], st[_ATTEMPTS], st[_SINCE], st[_DIGEST], st[_OUTPUTS], files,
+        key, st[_STATUS], st[_PID], st[_ATTEMPTS], st[_SINCE], st[_DIGEST], st[_OUTPUTS], files,
         st[_ERROR], st[_CLS], st[_PERM], st[_PT],
     )  # fmt: skip
 
@@ -483,7 +486,7 @@ class _Replayer:
         # Freeze in place so each list is freed as its state is built: a lower peak.
         jobs: dict[str, Any] = self.jobs
         for key, st in jobs.items():
-            jobs[key] = _freeze(st)
+            jobs[key] = _freeze(key, st)
         self.jobs = {}
         return Replay(jobs, self.records, self.runs, torn, corrupt)
 

@@ -144,6 +144,9 @@ async def test_failed_jobs_are_rerun_only_with_retry_failed(emulator_server, tmp
 
     skipped = await run_jobs(lambda: read_manifest(manifest), config)
     assert (skipped.failed, skipped.predictions_created) == (4, 0)
+    assert skipped.failed_keys == ["p0000", "p0001", "p0002", "p0003"]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["failed"], report["failed_keys"]) == (4, skipped.failed_keys)
 
     retried = await run_jobs(
         lambda: read_manifest(manifest), config.with_changes(retry_failed=True)

@@ -34,7 +34,9 @@ def test_a_job_goes_from_creating_to_done() -> None:
             R.done("a", prediction_id="p1"),
         )
     )
-    assert result.jobs == {"a": JobState(JobStatus.DONE, "p1", 1, files=(PNG,), predict_time=2.0)}
+    assert result.jobs == {
+        "a": JobState("a", JobStatus.DONE, "p1", 1, files=(PNG,), predict_time=2.0)
+    }
     assert (result.records, result.runs, result.torn_lines, result.corrupt_lines) == (6, 1, 0, 0)
 
 
@@ -73,7 +75,7 @@ def test_a_retried_create_counts_attempts_and_keeps_the_latest_prediction() -> N
             R.created("a", prediction_id="p3", attempt=3),
         )
     )
-    assert result.jobs["a"] == JobState(JobStatus.RUNNING, "p3", 3)
+    assert result.jobs["a"] == JobState("a", JobStatus.RUNNING, "p3", 3)
 
 
 def test_failed_keeps_attempts_and_error() -> None:
@@ -141,6 +143,19 @@ def test_fragment_closed_by_a_reopen_counts_as_torn() -> None:
     )
     assert (result.torn_lines, result.corrupt_lines, result.runs) == (1, 0, 2)
     assert result.jobs["a"].status is JobStatus.RUNNING
+
+
+def test_each_state_holds_the_very_key_string_it_is_filed_under() -> None:
+    # A run keeps the keys of skipped jobs for its report: it must not keep a copy each.
+    result = replay(
+        lines(
+            R.creating("a", attempt=1, input_digest="d", ts=1.0),
+            R.created("a", prediction_id="p", attempt=1),
+            R.done("b", prediction_id="q"),
+        )
+    )
+    assert [state.key for state in result.jobs.values()] == ["a", "b"]
+    assert all(state.key is key for key, state in result.jobs.items())
 
 
 def test_str_lines_and_blank_lines() -> None:
