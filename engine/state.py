@@ -320,29 +320,66 @@ class Replay:
 
 
 _S = JobStatus
-# The fold works on one mutable list per job, in `JobState` field order, and freezes each
-# job once at the end: building a frozen dataclass per line would double the load time.
-_STATUS, _PID, _ATTEMPTS, _SINCE, _DIGEST, _OUTPUTS, _FILES, _ERROR, _CLS, _PERM, _PT = range(11)
 
 
-def _thaw(state: JobState) -> list[Any]:
-    files = tuple([(f.name, f.size, f.sha256) for f in state.files])
-    return [
-        state.status, state.prediction_id, state.attempts, state.creating_since,
-        state.input_digest, state.outputs, files, state.error, state.error_class,
-        state.permanent, state.predict_time,
-    ]  # fmt: skip
+class _Fold:
+    """One job's state while the journal is folded: `JobState`'s fields, but mutable.
+
+    Each job is frozen once at the end: building a frozen dataclass per line would double
+    the load time. Slotted, a fold is as big as the `JobState` it becomes (a list of the
+    fields takes 160 bytes in two blocks), so freezing one frees the very block the
+    next state takes instead of leaving holes beside the key strings.
+    """
+
+    __slots__ = (
+        "attempts",
+        "creating_since",
+        "error",
+        "error_class",
+        "files",
+        "input_digest",
+        "outputs",
+        "permanent",
+        "predict_time",
+        "prediction_id",
+        "status",
+    )
+
+    status: JobStatus
+    prediction_id: str | None
+    attempts: int
+    creating_since: float | None
+    input_digest: str | None
+    outputs: tuple[str, ...] | None
+    files: tuple[tuple[str, int, str], ...]  # (name, size, sha256): no OutputFile per line
+    error: str | None
+    error_class: str | None
+    permanent: bool
+    predict_time: float | None
+
+    def __init__(self) -> None:
+        self.status, self.prediction_id, self.attempts = _S.PENDING, None, 0
+        self.creating_since, self.input_digest, self.outputs, self.files = None, None, None, ()
+        self.error, self.error_class, self.permanent, self.predict_time = None, None, False, None
+
+    @classmethod
+    def thaw(cls, state: JobState) -> _Fold:
+        st = cls()
+        for name in cls.__slots__:
+            setattr(st, name, getattr(state, name))
+        st.files = tuple([(f.name, f.size, f.sha256) for f in state.files])
+        return st
+
+    def freeze(self, key: str) -> JobState:
+        files = tuple([OutputFile(n, sz, sha) for n, sz, sha in self.files]) if self.files else ()
+        return JobState(
+            key, self.status, self.prediction_id, self.attempts, self.creating_since,
+            self.input_digest, self.outputs, files, self.error, self.error_class,
+            self.permanent, self.predict_time,
+        )  # fmt: skip
 
 
-def _freeze(key: str, st: list[Any]) -> JobState:
-    files = tuple(OutputFile(n, sz, sha) for n, sz, sha in st[_FILES])
-    return JobState(
-        key, st[_STATUS], st[_PID], st[_ATTEMPTS], st[_SINCE], st[_DIGEST], st[_OUTPUTS], files,
-        st[_ERROR], st[_CLS], st[_PERM], st[_PT],
-    )  # fmt: skip
-
-
-def _apply(st: list[Any], obj: dict[str, Any]) -> None:
+def _apply(st: _Fold, obj: dict[str, Any]) -> None:
     """Apply the record ``obj`` to ``st``; raise KeyError/TypeError/ValueError if bad.
 
     Every field is read and checked before ``st`` changes, so a bad record changes nothing.
@@ -353,46 +390,51 @@ def _apply(st: list[Any], obj: dict[str, Any]) -> None:
         # A download redone after a crash journals its file again: keep the latest. A
         # tuple, shared empty by default: most jobs of a long journal have no file list
         # to grow, and an empty list per job is 72 bytes times a million.
-        st[_FILES] = (*[f for f in st[_FILES] if f[0] != item[0]], item)
+        st.files = (*[f for f in st.files if f[0] != item[0]], item)
     elif e == "created":
         pid, attempt = _str(obj["p"]), _int(obj["a"])
-        if pid != st[_PID]:
-            st[_FILES] = ()  # files of an earlier prediction are not this one's outputs
-        st[_STATUS : _DIGEST + 1] = _S.RUNNING, pid, max(st[_ATTEMPTS], attempt), None, None
-        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM], st[_PT] = None, None, None, False, None
+        if pid != st.prediction_id:
+            st.files = ()  # files of an earlier prediction are not this one's outputs
+        st.status, st.prediction_id, st.attempts = _S.RUNNING, pid, max(st.attempts, attempt)
+        st.creating_since = st.input_digest = st.outputs = st.error = st.error_class = None
+        st.permanent, st.predict_time = False, None
     elif e == "creating":
         attempt, since, digest = _int(obj["a"]), _num(obj["ts"]), _str(obj["ih"])
         # A new attempt starts clean: only the attempt count carries over.
-        st[:] = [_S.CREATING, None, attempt, since, digest, None, (), None, None, False, None]
+        st.status, st.prediction_id, st.attempts = _S.CREATING, None, attempt
+        st.creating_since, st.input_digest, st.outputs, st.files = since, digest, None, ()
+        st.error = st.error_class = st.predict_time = None
+        st.permanent = False
     elif e == "succeeded":
         pid, urls, pt = _str(obj["p"]), obj["o"], _opt_num(obj.get("pt"))
         if urls is not None:
             urls = tuple([_str(u) for u in urls])
-        st[_STATUS], st[_PID], st[_SINCE], st[_DIGEST] = _S.SUCCEEDED, pid, None, None
-        st[_OUTPUTS], st[_PT] = urls, pt
-        st[_ERROR], st[_CLS], st[_PERM] = None, None, False
+        st.status, st.prediction_id, st.outputs, st.predict_time = _S.SUCCEEDED, pid, urls, pt
+        st.creating_since = st.input_digest = st.error = st.error_class = None
+        st.permanent = False
     elif e == "done":
         pid, pt = _str(obj["p"]), _opt_num(obj.get("pt"))
-        st[_STATUS], st[_PID], st[_SINCE], st[_DIGEST] = _S.DONE, pid, None, None
-        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM] = None, None, None, False
+        st.status, st.prediction_id = _S.DONE, pid
+        st.creating_since = st.input_digest = st.outputs = st.error = st.error_class = None
+        st.permanent = False
         if pt is not None:
-            st[_PT] = pt
+            st.predict_time = pt
     elif e == "failed":
         pid, attempt = obj["p"], _int(obj["a"])
         # Failed jobs of one batch mostly share their messages: keep one copy of each.
         err, cls, perm = intern(_str(obj["err"])), intern(_str(obj["cls"])), obj["perm"] is True
         if pid is not None:
-            st[_PID] = _str(pid)
-        st[_STATUS], st[_ATTEMPTS], st[_SINCE], st[_DIGEST] = (
-            _S.FAILED, max(st[_ATTEMPTS], attempt), None, None,
-        )  # fmt: skip
-        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM] = None, err, cls, perm
+            st.prediction_id = _str(pid)
+        st.status, st.attempts = _S.FAILED, max(st.attempts, attempt)
+        st.creating_since = st.input_digest = st.outputs = None
+        st.error, st.error_class, st.permanent = err, cls, perm
     elif e == "canceled":
         pid, why = obj["p"], intern(_str(obj["why"]))
         if pid is not None:
-            st[_PID] = _str(pid)
-        st[_STATUS], st[_SINCE], st[_DIGEST] = _S.CANCELED, None, None
-        st[_OUTPUTS], st[_ERROR], st[_CLS], st[_PERM] = None, why, None, False
+            st.prediction_id = _str(pid)
+        st.status, st.error = _S.CANCELED, why
+        st.creating_since = st.input_digest = st.outputs = st.error_class = None
+        st.permanent = False
     else:
         raise ValueError(f"unknown event {e!r}")
 
@@ -428,10 +470,10 @@ class _Replayer:
     """Fold lines into states; the mutable core behind `replay` and `load_journal`."""
 
     def __init__(self, start: Replay | None) -> None:
-        self.jobs: dict[str, list[Any]] = {}
+        self.jobs: dict[str, _Fold] = {}
         self.records = self.runs = self.torn = self.corrupt = 0
         if start is not None:
-            self.jobs = {key: _thaw(state) for key, state in start.jobs.items()}
+            self.jobs = {key: _Fold.thaw(state) for key, state in start.jobs.items()}
             self.records, self.runs = start.records, start.runs
             self.torn, self.corrupt = start.torn_lines, start.corrupt_lines
         # The last unparsable line: torn if a run header (a reopen) or the end follows it.
@@ -439,7 +481,7 @@ class _Replayer:
 
     def feed(self, lines: Iterable[str | bytes]) -> None:
         """Apply each line in turn, counting the ones that are not records."""
-        jobs, scan, apply, check = self.jobs, _scan_once, _apply, _str
+        jobs, scan, apply, check, fold = self.jobs, _scan_once, _apply, _str, _Fold
         for line in lines:
             if not line or line.isspace():
                 continue
@@ -457,7 +499,7 @@ class _Replayer:
                 else:
                     st = jobs.get(key)
                     if st is None:
-                        st = [_S.PENDING, None, 0, None, None, None, (), None, None, False, None]
+                        st = fold()
                         apply(st, obj)
                         jobs[key] = st
                     else:
@@ -483,10 +525,10 @@ class _Replayer:
                 corrupt += 1
             else:
                 torn += 1
-        # Freeze in place so each list is freed as its state is built: a lower peak.
+        # Freeze in place so each fold is freed as its state is built: a lower peak.
         jobs: dict[str, Any] = self.jobs
         for key, st in jobs.items():
-            jobs[key] = _freeze(key, st)
+            jobs[key] = st.freeze(key)
         self.jobs = {}
         return Replay(jobs, self.records, self.runs, torn, corrupt)
 
