@@ -261,8 +261,12 @@ class Gateway:
         headers: dict[str, str] = {}
         if self.api.cancel_after is not None:
             headers["Cancel-After"] = f"{max(1, math.ceil(self.api.cancel_after))}s"
+        # Keep every connection the pool opens: httpx keeps 20 by default, and with more
+        # requests in flight than that each extra one paid a fresh TLS handshake.
+        pool = httpx.Limits(max_connections=100, max_keepalive_connections=100)
         transport = BudgetTransport(
-            httpx.AsyncHTTPTransport(verify=ssl_context(self.api.ca_file)), self.limits
+            httpx.AsyncHTTPTransport(verify=ssl_context(self.api.ca_file), limits=pool),
+            self.limits,
         )
         self._client = Client(
             api_token=self._token,
