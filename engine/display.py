@@ -119,12 +119,15 @@ class Progress:
     def record(self, event: JobEvent) -> None:
         """Fold one job event into the counters (the runner's ``on_event`` hook)."""
         kind = event.kind
-        now = time.monotonic()
-        if kind in (JobEventKind.CREATED, JobEventKind.REATTACHED):
+        # Skips first: a resume can skip a million jobs before any other event.
+        if kind is JobEventKind.SKIPPED:
+            self.done += event.detail == "done"
+            self.failed += event.detail == "failed"
+        elif kind in (JobEventKind.CREATED, JobEventKind.REATTACHED):
             self.in_flight += 1
             if kind is JobEventKind.CREATED:
                 self.created += 1
-                self._create_times.append(now)
+                self._create_times.append(time.monotonic())
         elif kind is JobEventKind.DOWNLOADED:
             self.bytes += event.size
         elif kind is JobEventKind.RETRYING:
@@ -136,9 +139,6 @@ class Progress:
             self.failed += kind is not JobEventKind.DONE
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
-        elif kind is JobEventKind.SKIPPED:
-            self.done += event.detail == "done"
-            self.failed += event.detail == "failed"
         elif kind is JobEventKind.DEFERRED:
             self.deferred += 1
             if event.prediction_id is not None:

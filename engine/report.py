@@ -103,6 +103,14 @@ class RunStats:
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
         kind = event.kind
+        # Skips first: a resume can skip a million jobs before any other event.
+        if kind is JobEventKind.SKIPPED:
+            if event.detail == "failed":
+                # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
+                self.skipped_failed.append(event.key)
+            elif event.detail == "done":
+                self.skipped_done += 1
+            return
         if kind is JobEventKind.CREATED:
             self.predictions_created += 1
         elif kind is JobEventKind.REATTACHED:
@@ -112,11 +120,6 @@ class RunStats:
             self.bytes_downloaded += event.size
         elif kind is JobEventKind.RETRYING:
             self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
-        elif kind is JobEventKind.SKIPPED and event.detail == "done":
-            self.skipped_done += 1
-        elif kind is JobEventKind.SKIPPED and event.detail == "failed":
-            # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
-            self.skipped_failed.append(event.key)
         if kind in (
             JobEventKind.DONE,
             JobEventKind.FAILED,

@@ -77,7 +77,8 @@ async def run_jobs(
             )
         if on_event is not None:
             result = on_event(event)
-            if inspect.isawaitable(result):
+            # isawaitable's ABC check on None would cost a resume more than its own skipping.
+            if result is not None and inspect.isawaitable(result):
                 await result
 
     async with (

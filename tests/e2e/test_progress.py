@@ -28,3 +28,20 @@ async def test_progress_counts_agree_with_the_summary(emulator_server, tmp_path)
     assert snap["eta_seconds"] is None  # nothing left to do
     table = progress.render()
     assert table.row_count == 7
+
+
+async def test_progress_counts_the_jobs_a_resume_skips(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [*image_jobs(6), {"id": "bad", "model": FAILS, "input": {"prompt": "x"}}],
+    )
+    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    await run_jobs(lambda: read_manifest(manifest), config)
+    progress = Progress(total=7, create_rate=config.create_rate, live=False)
+
+    again = await run_jobs(lambda: read_manifest(manifest), config, on_event=progress.record)
+
+    assert (again.done, again.skipped_done, again.failed, again.predictions_created) == (6, 6, 1, 0)
+    assert again.failed_keys == ["bad"]
+    snap = progress.snapshot()
+    assert (snap["done"], snap["failed"], snap["in_flight"], snap["queued"]) == (6, 1, 0, 0)
