@@ -80,9 +80,11 @@ def _compact(key: str) -> int | str:
 class Builder:
     """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
 
-    def __init__(self, path: Path, source: str, *, unique: bool = True) -> None:
+    def __init__(self, path: Path, source: str, *, checked: bool = False) -> None:
         self.source = source
-        self.unique = unique  # False: the file was checked whole before; skip the index
+        # The file was read whole without error before: skip the duplicate index and the
+        # checks that cannot fail again on the same bytes.
+        self.checked = checked
         self.base = path.parent.absolute()
         self.index = 0
         self.seen = _Seen()
@@ -158,16 +160,15 @@ class Builder:
         # canonical_json below refuses non-string field names (YAML allows `1: x`).
         merged = {**self.default_input, **given_input} if self.default_input else given_input
         job_input, key_input = self.files(merged, where)
-        try:
-            canonical = canonical_json(key_input)
-        except (TypeError, ValueError) as exc:
-            raise self.error(f"not JSON: {exc}", *where("input")) from None
         explicit = "id" in value
+        # An explicit id needs the canonical input only as a check that it is JSON, which
+        # a checked file passed: rendering it is the dearest step of reading a job.
+        canonical = "" if explicit and self.checked else self.canonical(key_input, where)
         key = (
             self.job_id(value["id"], *where("id")) if explicit else canonical_key(model, canonical)
         )
         stem = self.output(value, key, model, index, where)
-        if self.unique:
+        if not self.checked:
             self.check_unique(key, stem, explicit, entry.line, label)
         return Job(
             key=key,
@@ -179,6 +180,12 @@ class Builder:
             index=index,
             explicit_id=explicit,
         )
+
+    def canonical(self, key_input: dict[str, Any], where: _Where) -> str:
+        try:
+            return canonical_json(key_input)
+        except (TypeError, ValueError) as exc:
+            raise self.error(f"not JSON: {exc}", *where("input")) from None
 
     def model(self, value: object, line: int, field: str | None = None) -> ModelRef:
         if not isinstance(value, str):

@@ -45,9 +45,10 @@ def read_manifest(path: Path, *, checked: bool = False) -> Iterator[Job]:
     The format follows the suffix: ``.yaml``/``.yml`` or ``.jsonl``/``.ndjson``. Memory
     stays at one job plus one short entry per job for duplicate detection. ``checked``
     says the whole file was already read without error (duplicates included), so the
-    duplicate index is not built again: memory then stays at one job.
+    duplicate index is not built again (memory then stays at one job), nor is an
+    explicit id's input rendered as canonical JSON only to check it.
     """
-    for item in _entries(path, unique=not checked):
+    for item in _entries(path, checked=checked):
         if isinstance(item, ManifestError):
             raise item
         yield item
@@ -79,7 +80,7 @@ def check_manifest(path: Path, *, max_errors: int = 1000) -> ManifestSummary:
     return ManifestSummary(str(path), count, by_model, tuple(errors), truncated)
 
 
-def _entries(path: Path, *, unique: bool = True) -> Iterator[Job | ManifestError]:
+def _entries(path: Path, *, checked: bool = False) -> Iterator[Job | ManifestError]:
     source = str(path)
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
@@ -95,7 +96,7 @@ def _entries(path: Path, *, unique: bool = True) -> Iterator[Job | ManifestError
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ManifestError(f"cannot read the manifest: it {problem}", path=source)
-    builder = Builder(path, source, unique=unique)
+    builder = Builder(path, source, checked=checked)
     try:
         for entry in reader(path, source):
             if isinstance(entry, ManifestError):
