@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -55,7 +55,7 @@ def read_jsonl(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
                 continue
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                value = _DECODER.decode(text)
+                value = _decode(text)
             except UnicodeDecodeError as exc:
                 yield ManifestError(f"not UTF-8: {exc.reason}", path=source, line=number)
                 continue
@@ -231,3 +231,18 @@ def _reject_constant(name: str) -> object:
 
 # One decoder for all lines: json.loads builds a new one per call when given a hook.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_SCAN: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _decode(text: str) -> object:
+    """Return the JSON value of one line; raise what `json.JSONDecoder.decode` raises."""
+    # The C scanner alone: decode()'s Python wrapper costs as much again on every line.
+    # Anything unusual (leading blanks, trailing data, an error) takes decode() itself,
+    # for its exact message.
+    try:
+        value, end = _SCAN(text, 0)
+    except (StopIteration, ValueError):
+        return _DECODER.decode(text)
+    if end != len(text) and not text[end:].isspace():
+        return _DECODER.decode(text)
+    return value

@@ -173,6 +173,8 @@ def test_yaml_error_is_located(
 JSONL_CASES = [
     ("bad-json", '{"model": "a/b"}\n{"model": \n', 2, None, "invalid JSON"),
     ("nan", '{"model": "a/b", "input": {"x": NaN}}\n', 1, None, "NaN is not JSON"),
+    ("extra-data", '{"model": "a/b"} {}\n', 1, None, "invalid JSON: Extra data (column 18)"),
+    ("bad-after-blank", '  {"model" "a/b"}\n', 1, None, "invalid JSON: Expecting ':' delimiter"),
     ("not-object", "[1, 2]\n", 1, None, "must be a mapping, not a list"),
     ("unknown-field", '{"model": "a/b", "ID": "x"}\n', 1, "ID", "did you mean 'id'?"),
     ("missing-model", '{"input": {}}\n', 1, None, "missing field 'model'"),

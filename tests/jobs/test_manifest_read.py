@@ -86,6 +86,12 @@ def test_jsonl_jobs_and_deployments(write: Write) -> None:
     assert c.output == f"text/{c.key}"
 
 
+def test_jsonl_lines_may_have_blanks_around_them_and_crlf_endings(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b' \t{"model": "a/b", "id": "a"}\r\n{"model": "a/b", "id": "b"}  \n')
+    assert [job.key for job in read_manifest(path)] == ["a", "b"]
+
+
 def test_ndjson_suffix_and_bom(tmp_path: Path) -> None:
     path = tmp_path / "m.NDJSON"
     path.write_bytes(b'\xef\xbb\xbf{"model": "a/b", "input": {"p": "\xc3\xa9"}}\n')
