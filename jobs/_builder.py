@@ -161,12 +161,15 @@ class Builder:
         merged = {**self.default_input, **given_input} if self.default_input else given_input
         job_input, key_input = self.files(merged, where)
         explicit = "id" in value
-        # An explicit id needs the canonical input only as a check that it is JSON, which
-        # a checked file passed: rendering it is the dearest step of reading a job.
-        canonical = "" if explicit and self.checked else self.canonical(key_input, where)
-        key = (
-            self.job_id(value["id"], *where("id")) if explicit else canonical_key(model, canonical)
-        )
+        if explicit and self.checked:
+            # The first read checked the id, and that the input is JSON: all an explicit
+            # id's canonical input is for. Rendering it is the dearest step of a job.
+            key: str = value["id"]
+        elif explicit:
+            self.canonical(key_input, where)
+            key = self.job_id(value["id"], *where("id"))
+        else:
+            key = canonical_key(model, self.canonical(key_input, where))
         stem = self.output(value, key, model, index, where)
         if not self.checked:
             self.check_unique(key, stem, explicit, entry.line, label)

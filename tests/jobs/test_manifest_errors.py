@@ -234,12 +234,15 @@ def test_a_checked_manifest_is_read_again_without_the_duplicate_index(write: Wri
     assert "same model and input as line 1" in str(manifest_error(path))
 
 
-def test_a_checked_manifest_is_not_rendered_again_for_an_explicit_id(write: Write) -> None:
+def test_a_checked_manifest_is_not_checked_again_for_an_explicit_id(write: Write) -> None:
     # An explicit id is the key: the canonical input was rendered only to check the input,
-    # and the first read did that. (A non-string field name is what the check refuses.)
+    # and the first read did that, and checked the id. (Both are refused below.)
     path = write("m.yaml", "jobs:\n  - id: a\n    model: a/b\n    input: {1: x}\n")
     assert [job.key for job in read_manifest(path, checked=True)] == ["a"]
     assert_located(manifest_error(path), path, 4, "jobs[0].input", "not JSON")
+    path = write("m.jsonl", '{"id": "a b", "model": "a/b"}\n')
+    assert [job.key for job in read_manifest(path, checked=True)] == ["a b"]
+    assert_located(manifest_error(path), path, 1, "id", "invalid id 'a b'")
 
 
 def test_outputs_written_twice_are_rejected(write: Write) -> None:
