@@ -40,7 +40,7 @@ from enum import StrEnum
 from pathlib import Path
 from sys import intern
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import anyio
 
@@ -323,35 +323,25 @@ _S = JobStatus
 
 
 class _Fold:
-    """One job's state while the journal is folded: `JobState`'s fields, but mutable.
+    """One job's state while the journal is folded: a mutable twin of `JobState`.
 
-    Each job is frozen once at the end: building a frozen dataclass per line would double
-    the load time. Slotted, a fold is as big as the `JobState` it becomes (a list of the
-    fields takes 160 bytes in two blocks), so freezing one frees the very block the
-    next state takes instead of leaving holes beside the key strings.
+    A frozen dataclass per line would double the load time, and even one per job at the
+    end costs 2 us a job (``object.__setattr__`` per field). The twin has the very slots
+    of `JobState`, so a finished fold becomes its state in place (Python allows
+    ``__class__`` assignment between classes of one layout): no second object, no copy.
+    Until then ``files`` holds (name, size, sha256) triples, not `OutputFile` values.
     """
 
-    __slots__ = (
-        "attempts",
-        "creating_since",
-        "error",
-        "error_class",
-        "files",
-        "input_digest",
-        "outputs",
-        "permanent",
-        "predict_time",
-        "prediction_id",
-        "status",
-    )
+    __slots__ = JobState.__slots__
 
+    key: str  # set by `freeze`
     status: JobStatus
     prediction_id: str | None
     attempts: int
     creating_since: float | None
     input_digest: str | None
     outputs: tuple[str, ...] | None
-    files: tuple[tuple[str, int, str], ...]  # (name, size, sha256): no OutputFile per line
+    files: tuple[Any, ...]
     error: str | None
     error_class: str | None
     permanent: bool
@@ -364,6 +354,7 @@ class _Fold:
 
     @classmethod
     def thaw(cls, state: JobState) -> _Fold:
+        """Return a fold holding a copy of ``state`` (which stays as it is)."""
         st = cls()
         for name in cls.__slots__:
             setattr(st, name, getattr(state, name))
@@ -371,12 +362,12 @@ class _Fold:
         return st
 
     def freeze(self, key: str) -> JobState:
-        files = tuple([OutputFile(n, sz, sha) for n, sz, sha in self.files]) if self.files else ()
-        return JobState(
-            key, self.status, self.prediction_id, self.attempts, self.creating_since,
-            self.input_digest, self.outputs, files, self.error, self.error_class,
-            self.permanent, self.predict_time,
-        )  # fmt: skip
+        """Turn this fold into the `JobState` of ``key``, in place, and return it."""
+        self.key = key
+        if self.files:
+            self.files = tuple([OutputFile(n, sz, sha) for n, sz, sha in self.files])
+        self.__class__ = JobState  # type: ignore[assignment]  # the twin's whole point
+        return cast(JobState, self)
 
 
 def _apply(st: _Fold, obj: dict[str, Any]) -> None:
@@ -525,12 +516,11 @@ class _Replayer:
                 corrupt += 1
             else:
                 torn += 1
-        # Freeze in place so each fold is freed as its state is built: a lower peak.
-        jobs: dict[str, Any] = self.jobs
+        jobs = self.jobs
         for key, st in jobs.items():
-            jobs[key] = st.freeze(key)
+            st.freeze(key)  # in place: the mapping now holds the states
         self.jobs = {}
-        return Replay(jobs, self.records, self.runs, torn, corrupt)
+        return Replay(cast(dict[str, JobState], jobs), self.records, self.runs, torn, corrupt)
 
 
 def replay(lines: Iterable[str | bytes], start: Replay | None = None) -> Replay:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -156,6 +159,14 @@ def test_each_state_holds_the_very_key_string_it_is_filed_under() -> None:
     )
     assert [state.key for state in result.jobs.values()] == ["a", "b"]
     assert all(state.key is key for key, state in result.jobs.items())
+
+
+def test_replayed_states_are_frozen_job_states() -> None:
+    state = replay(lines(R.file("a", output=PNG, prediction_id="p"))).jobs["a"]
+    assert type(state) is JobState
+    assert state.files == (PNG,)
+    with pytest.raises(FrozenInstanceError):
+        state.status = JobStatus.DONE  # type: ignore[misc]
 
 
 def test_str_lines_and_blank_lines() -> None:
