@@ -38,6 +38,7 @@ JobSource = Iterable[Job] | Callable[[], Iterable[Job]]
 EventHook = Callable[[JobEvent], Awaitable[None] | None]
 
 _RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEEDED})
+_GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without --retry-failed
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
 _QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
@@ -148,7 +149,9 @@ async def _produce(
                 continue
             ctx.stats.total += 1
             state = states.get(job.key)
-            if state is not None and await _skip(state, config, ctx):
+            skipped = None if state is None else _skipped(state, config)
+            if skipped is not None:
+                await ctx.emit(skipped)
                 continue
             await send.send((job, state))
 
@@ -175,18 +178,18 @@ def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
             yield job
 
 
-async def _skip(state: JobState, config: EngineConfig, ctx: WorkerContext) -> bool:
-    """Return True (and say so) when the journal says there is nothing to do."""
+def _skipped(state: JobState, config: EngineConfig) -> JobEvent | None:
+    """Return the SKIPPED event when the journal says there is nothing to do, else None."""
+    # Plain, not async: a resume decides this for a million jobs before its first create.
     # The replay's key, not the manifest's equal copy: the report keeps skipped failed keys.
-    if state.status is JobStatus.DONE and all(
+    status = state.status
+    if status is JobStatus.DONE and all(
         is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
-        await ctx.emit(JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done"))
-        return True
-    if state.status in (JobStatus.FAILED, JobStatus.CANCELED) and not config.retry_failed:
-        await ctx.emit(JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed"))
-        return True
-    return False
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done")
+    if status in _GAVE_UP and not config.retry_failed:
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed")
+    return None
 
 
 async def _work(
