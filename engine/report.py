@@ -80,7 +80,8 @@ class RunStats:
     """Accumulate a run's numbers from job events and timings (single event loop, no locks).
 
     A run's job keys are unique (the manifest reader refuses duplicates), so a skipped job
-    is only counted: a resume can skip a million of them.
+    needs no entry in ``final``: a done one is only counted, a failed one only listed for
+    the report. A resume can skip a million of them.
     """
 
     started: float = field(default_factory=time.monotonic)

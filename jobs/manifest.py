@@ -45,8 +45,8 @@ def read_manifest(path: Path, *, checked: bool = False) -> Iterator[Job]:
     The format follows the suffix: ``.yaml``/``.yml`` or ``.jsonl``/``.ndjson``. Memory
     stays at one job plus one short entry per job for duplicate detection. ``checked``
     says the whole file was already read without error (duplicates included), so the
-    duplicate index is not built again (memory then stays at one job), nor is an
-    explicit id's input rendered as canonical JSON only to check it.
+    duplicate index is not built again (memory then stays at one job), and an explicit
+    id and its input are not checked again.
     """
     for item in _entries(path, checked=checked):
         if isinstance(item, ManifestError):
