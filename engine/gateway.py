@@ -261,12 +261,11 @@ class Gateway:
         headers: dict[str, str] = {}
         if self.api.cancel_after is not None:
             headers["Cancel-After"] = f"{max(1, math.ceil(self.api.cancel_after))}s"
-        # Keep every connection the pool opens: httpx keeps 20 by default, and with more
-        # requests in flight than that each extra one paid a fresh TLS handshake.
-        pool = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+        # httpx's default pool (20 kept alive) on purpose: httpcore checks every idle
+        # connection on each request, and keeping 100 alive cost more CPU per create
+        # (~5.2 ms vs ~4.3) than the TLS handshakes it saved.
         transport = BudgetTransport(
-            httpx.AsyncHTTPTransport(verify=ssl_context(self.api.ca_file), limits=pool),
-            self.limits,
+            httpx.AsyncHTTPTransport(verify=ssl_context(self.api.ca_file)), self.limits
         )
         self._client = Client(
             api_token=self._token,
