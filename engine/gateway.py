@@ -494,7 +494,10 @@ class Gateway:
             if isinstance(body, Mapping) and body.get("status") == PredictionStatus.ABORTED:
                 return Prediction.from_json(body)
             raise UnexpectedResponseError(_scrub_text(str(exc), self._token)) from exc
-        return Prediction.from_json(obj.dict())
+        # The transport kept this answer's JSON: parsing it again is cheaper than pydantic's
+        # deep-copying .dict() of the model replicate built from it.
+        body = ex.body
+        return Prediction.from_json(body if isinstance(body, dict) else obj.dict())
 
     async def _call(
         self,

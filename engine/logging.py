@@ -2,8 +2,10 @@
 
 Event names are stable and dotted (``api.call``, ``download.completed``, ``job.finished``);
 per-job context is bound with `structlog.contextvars`. `redact` is usable on its own (the
-gateway runs error messages through it), and `redact_secrets` is the processor that applies
-it to every value of every event, whatever configuration is active.
+gateway runs error messages through it), and `redact_secrets` is a processor that applies
+it to every value of an event, for applications that configure structlog themselves.
+`configure_logging` masks the rendered line instead: one pass covers every value, key and
+traceback, at a fraction of the cost of walking each event.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def redact_secrets(
 
 
 def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
-    # Last line of defence: tracebacks are rendered by an earlier processor.
+    # After the renderer: whatever reached the line (values, keys, tracebacks) is masked.
     return redact(rendered) if isinstance(rendered, str) else rendered
 
 
@@ -92,7 +94,6 @@ def configure_logging(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        redact_secrets,
     ]
     if json:
         processors += [structlog.processors.dict_tracebacks]
