@@ -155,7 +155,9 @@ class Downloader:
     them, and a cancelled task stops its transfer at the next chunk.
 
     ``retry`` bounds the attempts of one file (network errors, 5xx, 429, short bodies); a
-    retry resumes from the part with ``Range`` when the server allows it.
+    retry resumes from the part with ``Range`` when the server allows it. ``chunk_size``
+    is the read size when a part is hashed again before resuming; the network is read in
+    httpcore's own 64 KiB reads (re-chunking them cost a third of the throughput).
     """
 
     def __init__(
