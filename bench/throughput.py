@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             res = json.loads(lines[-1])
             stats = emu.stats()
         rate = creates_per_min(res["created"])
+        by_call = {k: v for k, v in stats["requests"].items() if k.endswith(" 429")}
+        if by_call:
+            notes.append(f"{name}: 429s by call {by_call}")
         if res.get("error_kinds"):
             notes.append(
                 f"{name}: failures by kind {res['error_kinds']}; first: {res['first_error']}"
