@@ -18,7 +18,6 @@ poll interval grows with the number in flight instead of exceeding the budget.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -152,10 +151,6 @@ class Limits:
         )
 
 
-_RUN_TIME_HISTORY = 64
-_RUN_TIME_MIN_SAMPLES = 5
-
-
 class PollPacer:
     """Share the read budget among in-flight predictions, and poll old ones less often.
 
@@ -165,11 +160,6 @@ class PollPacer:
     capped at ``max_age_interval``. The last term notices a completion within about 10% of
     the prediction's run time while a 60 s video costs 15 polls, not 120, which leaves the
     budget (and the CPU) to the predictions that need it.
-
-    A new prediction's first poll waits for most of its model's usual run time: once a few
-    of the model's predictions have succeeded (`observe`), `first_interval` is 90% of
-    their fastest quarter, at most ``max_first_interval``. Polls before that would almost
-    all answer "still running".
     """
 
     def __init__(
@@ -180,7 +170,6 @@ class PollPacer:
         share: float = 0.9,
         age_factor: float = 0.1,
         max_age_interval: float = 5.0,
-        max_first_interval: float = 30.0,
     ) -> None:
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
@@ -189,9 +178,7 @@ class PollPacer:
         self.share = share
         self.age_factor = age_factor
         self.max_age_interval = max_age_interval
-        self.max_first_interval = max_first_interval
         self.in_flight = 0
-        self._run_times: dict[str, deque[float]] = {}  # model -> recent successful run times
 
     @contextmanager
     def track(self) -> Iterator[None]:
@@ -201,20 +188,6 @@ class PollPacer:
             yield
         finally:
             self.in_flight -= 1
-
-    def observe(self, model: str, seconds: float) -> None:
-        """Record how long one of ``model``'s predictions took, from create to success."""
-        if seconds > 0:
-            self._run_times.setdefault(model, deque(maxlen=_RUN_TIME_HISTORY)).append(seconds)
-
-    def first_interval(self, model: str) -> float:
-        """Return when to poll a prediction of ``model`` that was just created."""
-        base = self.interval(0.0)
-        times = self._run_times.get(model)
-        if times is None or len(times) < _RUN_TIME_MIN_SAMPLES:
-            return base
-        fast_quarter = sorted(times)[len(times) // 4]
-        return max(base, min(0.9 * fast_quarter, self.max_first_interval))
 
     def interval(self, age: float = 0.0) -> float:
         """Return when to poll a prediction ``age`` seconds old again, in seconds."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -72,24 +71,7 @@ class Prediction:
         )
 
     @property
-    def run_seconds(self) -> float | None:
-        """Return the seconds from creation to completion, by the server's clock."""
-        created, completed = _timestamp(self.created_at), _timestamp(self.completed_at)
-        if created is None or completed is None:
-            return None
-        return completed - created
-
-    @property
     def predict_time(self) -> float | None:
         """Return ``metrics.predict_time`` in seconds, when the server reported it."""
         value = (self.metrics or {}).get("predict_time")
         return float(value) if isinstance(value, int | float) else None
-
-
-def _timestamp(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

@@ -243,9 +243,6 @@ class _Lifecycle:
         ctx.in_flight[prediction_id] = self.job.key
         started = time.monotonic()
         timeout = ctx.config.job_timeout
-        model = str(self.job.model)
-        # Only a prediction we just created starts at age 0; a re-attached one may be old.
-        fresh = self.created is not None and self.created.id == prediction_id
         with ctx.pacer.track():
             while True:
                 known, self.created = self.created, None
@@ -256,9 +253,6 @@ class _Lifecycle:
                 if prediction.status.terminal:
                     ctx.in_flight.pop(prediction_id, None)
                     ctx.stats.prediction_seconds.append(time.monotonic() - started)
-                    run_seconds = prediction.run_seconds
-                    if prediction.status is PredictionStatus.SUCCEEDED and run_seconds:
-                        ctx.pacer.observe(model, run_seconds)
                     return prediction
                 if ctx.control.interrupted:
                     return None
@@ -267,12 +261,7 @@ class _Lifecycle:
                     canceled = await ctx.gateway.cancel(prediction_id)
                     ctx.in_flight.pop(prediction_id, None)
                     return canceled
-                if fresh:
-                    fresh = False
-                    interval = ctx.pacer.first_interval(model)
-                else:
-                    interval = ctx.pacer.interval(time.monotonic() - started)
-                with anyio.move_on_after(interval):
+                with anyio.move_on_after(ctx.pacer.interval(time.monotonic() - started)):
                     await ctx.control.wait_changed()
 
     # -- finish --------------------------------------------------------------------------

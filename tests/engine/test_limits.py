@@ -166,21 +166,3 @@ def test_older_predictions_are_polled_less_often_within_a_cap() -> None:
         assert pacer.interval(age=1.0) == 0.5  # young: the minimum
         assert pacer.interval(age=20.0) == pytest.approx(2.0)  # 10% of its age
         assert pacer.interval(age=600.0) == 5.0  # never slower than the cap
-
-
-def test_a_new_prediction_is_first_polled_near_its_models_usual_run_time() -> None:
-    pacer = PollPacer(Budget("read", 3000), min_interval=0.5, max_first_interval=30.0)
-    assert pacer.first_interval("a/model") == 0.5  # nothing known yet: the usual interval
-    for seconds in (8.0, 10.0, 10.0, 12.0):
-        pacer.observe("a/model", seconds)
-    assert pacer.first_interval("a/model") == 0.5  # four runs are not a pattern yet
-    pacer.observe("a/model", 11.0)
-    # 90% of the fastest quarter (10 s): most runs would still be going before that.
-    assert pacer.first_interval("a/model") == pytest.approx(9.0)
-    assert pacer.first_interval("another/model") == 0.5  # per model
-    for _ in range(5):
-        pacer.observe("slow/model", 3600.0)
-    assert pacer.first_interval("slow/model") == 30.0  # capped: a fast failure is not missed long
-    for _ in range(5):
-        pacer.observe("quick/model", 0.1)
-    assert pacer.first_interval("quick/model") == 0.5  # never sooner than the usual interval
