@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._common import TOKEN, VIDEO, emulator, table, tempdir
+from bench._common import TOKEN, VIDEO, emulator, run_child, table, tempdir
 
 
 def rss_now_mb() -> float:
@@ -145,23 +145,6 @@ def run_curl(curl: str, url: str, dest: Path, ca_file: Path, *, verify: bool) ->
     return {"wall": time.monotonic() - t0, "rss_growth": float("nan"), "size": dest.stat().st_size}
 
 
-def run_child(name: str, url: str, dest: Path, env: dict[str, str]) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--url", url, "--dest", str(dest)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        sys.stderr.write(proc.stderr[-2000:])
-        raise SystemExit(f"{name} failed")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=256)
@@ -194,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name.startswith("curl"):
                     res = run_curl(curl, url, dest, emu.ca_file, verify=name != "curl")
                 else:
-                    res = run_child(name, url, dest, env)
+                    res = run_child(
+                        [__file__, "--child", name, "--url", url, "--dest", str(dest)], env, 600
+                    )
                 if res["size"] != size:
                     raise SystemExit(f"{name}: got {res['size']} bytes, expected {size}")
                 mbps[name] = size / 1e6 / res["wall"]

@@ -30,25 +30,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
-    FLUX,
+    HUGE,
     PY,
     ROOT,
     emulator,
     engine_run,
     flux_jobs,
+    instant_knobs,
     table,
     tempdir,
     write_jsonl,
 )
 
-HUGE = 10_000_000.0
-KNOBS = {
-    "create_rate_per_min": HUGE,
-    "create_burst": 1_000_000,
-    "read_rate_per_min": HUGE,
-    "read_burst": 1_000_000,
-    "model_timings": {FLUX: {"cold_start": 0.0, "run_time": 0.0}},
-}
+KNOBS = instant_knobs()
 
 
 def run_cli(

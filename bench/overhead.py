@@ -36,27 +36,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
-    FLUX,
+    HUGE,
     add_child_arguments,
     emulator,
     flux_jobs,
+    instant_knobs,
+    run_child,
     table,
     tempdir,
     write_jsonl,
 )
 
 CONTENDERS = ("bare", "engine")
-HUGE = 10_000_000.0
-
-
-def knobs() -> dict[str, Any]:
-    return {
-        "create_rate_per_min": HUGE,
-        "create_burst": 1_000_000,
-        "read_rate_per_min": HUGE,
-        "read_burst": 1_000_000,
-        "model_timings": {FLUX: {"cold_start": 0.0, "run_time": 0.0}},
-    }
 
 
 async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
@@ -139,18 +130,15 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args)
         return 0
 
-    import subprocess  # noqa: PLC0415
-
     work = tempdir("overhead")
     manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
     results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
     for r in range(args.rounds):
         # Alternate who goes first: the machine's load drifts within a round.
         for name in CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]:
-            with emulator(knobs(), work / f"{name}{r}") as emu:
-                proc = subprocess.run(
+            with emulator(instant_knobs(), work / f"{name}{r}") as emu:
+                res = run_child(
                     [
-                        sys.executable,
                         __file__,
                         "--child",
                         name,
@@ -163,17 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                         "--concurrency",
                         str(args.concurrency),
                     ],
-                    env=emu.env(),
-                    capture_output=True,
-                    text=True,
-                    timeout=args.timeout,
-                    check=False,
+                    emu.env(),
+                    args.timeout,
                 )
-                lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-                if not lines:
-                    sys.stderr.write(proc.stderr[-2000:])
-                    raise SystemExit(f"{name} crashed")
-                res = json.loads(lines[-1])
                 if res.get("first_error"):
                     print(f"{name}: first failure: {res['first_error']}", file=sys.stderr)
                 res["requests"] = sum(emu.stats()["requests"].values())

@@ -35,6 +35,7 @@ from bench._common import (
     creates_per_min,
     emulator,
     flux_jobs,
+    run_child,
     table,
     tempdir,
     write_jsonl,
@@ -159,42 +160,33 @@ def main(argv: list[str] | None = None) -> int:
         child_main(args)
         return 0
 
-    import subprocess  # noqa: PLC0415
-
     work = tempdir("throughput")
     manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
     rows: list[list[object]] = []
     notes: list[str] = []
     for name in args.contenders:
         with emulator(emulator_knobs(args), work / name) as emu:
-            argv_child = [
-                sys.executable,
-                __file__,
-                "--child",
-                name,
-                "--manifest",
-                str(manifest),
-                "--out",
-                str(work / name / "out"),
-                "--budget",
-                str(args.budget),
-                "--concurrency",
-                str(args.concurrency),
-            ]
-            proc = subprocess.run(
-                argv_child,
-                env=emu.env(),
-                capture_output=True,
-                text=True,
-                timeout=args.timeout,
-                check=False,
-            )
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-            if not lines:
-                sys.stderr.write(proc.stderr[-2000:])
+            try:
+                res = run_child(
+                    [
+                        __file__,
+                        "--child",
+                        name,
+                        "--manifest",
+                        str(manifest),
+                        "--out",
+                        str(work / name / "out"),
+                        "--budget",
+                        str(args.budget),
+                        "--concurrency",
+                        str(args.concurrency),
+                    ],
+                    emu.env(),
+                    args.timeout,
+                )
+            except RuntimeError:  # run_child showed the child's stderr
                 rows.append([name, "crashed", "", "", "", "", ""])
                 continue
-            res = json.loads(lines[-1])
             stats = emu.stats()
         rate = creates_per_min(res["created"])
         by_call = {k: v for k, v in stats["requests"].items() if k.endswith(" 429")}
