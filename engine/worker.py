@@ -94,9 +94,7 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
         except (AuthenticationError, ConfigError, StorageError):
             raise
         except EngineError as exc:
-            prediction_id = lifecycle.prediction_id
-            if prediction_id is not None:
-                ctx.in_flight.pop(prediction_id, None)
+            prediction_id = lifecycle.waiting_on
             log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
             await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc)))
 
@@ -112,7 +110,7 @@ class _Lifecycle:
         self.tries = 0  # predictions created by this run, for --max-retries
         # The create's answer is the first poll: a fast model may already be done.
         self.created: Prediction | None = None
-        self.prediction_id: str | None = None  # the prediction being waited on, if any
+        self.waiting_on: str | None = None  # the prediction whose wait failed, if one did
 
     async def run(self) -> None:
         ctx, job, state = self.ctx, self.job, self.state
@@ -126,7 +124,6 @@ class _Lifecycle:
                     return
             else:
                 await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
-            self.prediction_id = prediction_id
             try:
                 prediction = await self._wait(prediction_id)
             except InvalidRequestError as exc:
@@ -135,8 +132,8 @@ class _Lifecycle:
                 # Unknown to this account (another token, a restarted emulator): its
                 # outputs can never be had. Like an expired output, only a new prediction
                 # brings them back.
-                ctx.in_flight.pop(prediction_id, None)
                 log.warning("job.prediction_not_found", prediction_id=prediction_id)
+                self.waiting_on = None  # given up for good, not left for the next run
                 if not await self._retry_or_fail(prediction_id, exc):
                     return
                 prediction_id = None
@@ -241,6 +238,17 @@ class _Lifecycle:
         """Poll until terminal, sharing the read budget; None when the run is interrupted."""
         ctx = self.ctx
         ctx.in_flight[prediction_id] = self.job.key
+        try:
+            prediction = await self._poll(prediction_id)
+        except EngineError:
+            # This run stops watching it (the next one re-attaches): exit must not cancel it.
+            ctx.in_flight.pop(prediction_id, None)
+            self.waiting_on = prediction_id
+            raise
+        return prediction
+
+    async def _poll(self, prediction_id: str) -> Prediction | None:
+        ctx = self.ctx
         started = time.monotonic()
         timeout = ctx.config.job_timeout
         with ctx.pacer.track():
