@@ -137,14 +137,6 @@ def _finish(part: Path, dest: Path) -> None:
     _fsync_dir(dest.parent)
 
 
-def _write_durably(part: Path, dest: Path, payload: bytes) -> None:
-    with part.open("wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
-    _finish(part, dest)
-
-
 class Downloader:
     """Own one HTTP client for output files; `fetch` them durably.
 
@@ -268,7 +260,11 @@ class Downloader:
         part = _part_path(dest)
         with _storage_errors(dest, part, None):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            _write_durably(part, dest, payload)
+            with part.open("wb") as out:
+                out.write(payload)
+                out.flush()
+                os.fsync(out.fileno())
+            _finish(part, dest)
 
     # -- one attempt, in a worker thread ---------------------------------------------------
 
