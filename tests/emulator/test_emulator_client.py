@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -21,15 +20,6 @@ PNG = b"\x89PNG\r\n\x1a\n"
 FLUX = "black-forest-labs/flux-schnell"
 SDXL = "stability-ai/sdxl:39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 LLAMA = "meta/meta-llama-3-70b-instruct"
-
-
-@pytest.fixture
-def client(replicate_env: EmulatorServer) -> Iterator[replicate.Client]:
-    """Return a client configured only by the environment, polling every 10 ms."""
-    c = replicate.Client()
-    c.poll_interval = 0.01
-    yield c
-    c._client.close()  # the client never closes its pool itself
 
 
 def requests(server: EmulatorServer) -> dict[str, int]:

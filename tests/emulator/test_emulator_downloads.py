@@ -19,14 +19,6 @@ FLUX = "black-forest-labs/flux-schnell"
 
 
 @pytest.fixture
-def client(replicate_env: EmulatorServer) -> Iterator[replicate.Client]:
-    c = replicate.Client()
-    c.poll_interval = 0.01
-    yield c
-    c._client.close()
-
-
-@pytest.fixture
 def http(replicate_env: EmulatorServer) -> Iterator[httpx.Client]:
     headers = {"Authorization": f"Bearer {replicate_env.token}"}
     with httpx.Client(headers=headers, verify=replicate_env.ssl_context()) as c:
