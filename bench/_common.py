@@ -187,3 +187,12 @@ def add_child_arguments(parser: Any, contenders: Sequence[str]) -> None:
     parser.add_argument("--child", choices=contenders, help=argparse.SUPPRESS)
     parser.add_argument("--manifest", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
+
+
+def child_argv(script: str, name: str, manifest: Path, out: Path, **options: object) -> list[str]:
+    """Return the argv that runs contender ``name`` of ``script`` (see `add_child_arguments`);
+    each keyword becomes ``--option value``."""
+    argv = [script, "--child", name, "--manifest", str(manifest), "--out", str(out)]
+    for option, value in options.items():
+        argv += [f"--{option.replace('_', '-')}", str(value)]
+    return argv

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (
     HUGE,
     add_child_arguments,
+    child_argv,
     emulator,
     flux_jobs,
     instant_knobs,
@@ -138,19 +139,14 @@ def main(argv: list[str] | None = None) -> int:
         for name in CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]:
             with emulator(instant_knobs(), work / f"{name}{r}") as emu:
                 res = run_child(
-                    [
+                    child_argv(
                         __file__,
-                        "--child",
                         name,
-                        "--manifest",
-                        str(manifest),
-                        "--out",
-                        str(work / f"{name}{r}" / "out"),
-                        "--poll",
-                        str(args.poll),
-                        "--concurrency",
-                        str(args.concurrency),
-                    ],
+                        manifest,
+                        work / f"{name}{r}" / "out",
+                        poll=args.poll,
+                        concurrency=args.concurrency,
+                    ),
                     emu.env(),
                     args.timeout,
                 )

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (
     FLUX,
     add_child_arguments,
+    child_argv,
     emulator,
     flux_jobs,
     run_child,
@@ -149,19 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True)
         with emulator(knobs(args), out / "emu") as emu:
             res = run_child(
-                [
-                    __file__,
-                    "--child",
-                    name,
-                    "--manifest",
-                    str(manifest),
-                    "--out",
-                    str(out),
-                    "--jobs",
-                    str(args.jobs),
-                    "--read-budget",
-                    str(args.read_budget),
-                ],
+                child_argv(
+                    __file__, name, manifest, out, jobs=args.jobs, read_budget=args.read_budget
+                ),
                 emu.env(),
                 args.timeout,
             )

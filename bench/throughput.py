@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (
     add_child_arguments,
+    child_argv,
     creates_per_min,
     emulator,
     flux_jobs,
@@ -168,19 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         with emulator(emulator_knobs(args), work / name) as emu:
             try:
                 res = run_child(
-                    [
+                    child_argv(
                         __file__,
-                        "--child",
                         name,
-                        "--manifest",
-                        str(manifest),
-                        "--out",
-                        str(work / name / "out"),
-                        "--budget",
-                        str(args.budget),
-                        "--concurrency",
-                        str(args.concurrency),
-                    ],
+                        manifest,
+                        work / name / "out",
+                        budget=args.budget,
+                        concurrency=args.concurrency,
+                    ),
                     emu.env(),
                     args.timeout,
                 )
