@@ -68,7 +68,7 @@ class EmulatorConfig:
     permanent_failure_rate: float = 0.0
     # Deterministic faults for tests.
     fail_first_per_input: int = 0  # first N predictions of each (model, input) fail
-    cut_first_downloads: int = 0  # first N full GETs of each output file are cut
+    cut_first_downloads: int = 0  # first N GETs of each output file are cut, any Range
     create_5xx_first: int = 0  # the next N creates answer fault_status
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429

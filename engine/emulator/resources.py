@@ -185,9 +185,8 @@ def _serve(
             headers={"content-range": f"bytes */{size}"},
         ) from None
     cut = bool(em.config.cut_download_rate) and em.rng.random() < em.config.cut_download_rate
-    if byte_range is None:
-        cut = cut or em.downloads[key] < em.config.cut_first_downloads
-        em.downloads[key] += 1
+    cut = cut or em.downloads[key] < em.config.cut_first_downloads
+    em.downloads[key] += 1
     etag = '"' + hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:32] + '"'
     return ByteRangeResponse(
         chunks,
