@@ -44,6 +44,7 @@ from engine.errors import (
 )
 from engine.limits import Budget, Limits
 from engine.logging import redact
+from engine.network import async_transport
 from engine.prediction import Prediction, PredictionStatus
 from engine.retry import Predicate, RetryPolicy, retry_create, retry_idempotent
 from jobs.model import ModelRef, RefKind
@@ -265,7 +266,7 @@ class Gateway:
         # connection on each request, and keeping 100 alive cost more CPU per create
         # (~5.2 ms vs ~4.3) than the TLS handshakes it saved.
         transport = BudgetTransport(
-            httpx.AsyncHTTPTransport(verify=ssl_context(self.api.ca_file)), self.limits
+            async_transport(verify=ssl_context(self.api.ca_file)), self.limits
         )
         self._client = Client(
             api_token=self._token,

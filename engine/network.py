@@ -1,0 +1,137 @@
+# httpcore's stream interface takes timeouts as arguments; they are passed through.
+# ruff: noqa: ASYNC109
+"""An httpx transport whose check of idle connections costs one poll each.
+
+On every request, httpcore asks each idle connection of the pool whether the server has
+closed it (``get_extra_info("is_readable")``). Through anyio's TLS stream, that lookup
+builds the stream's whole table of typed attributes, which calls ``getpeername`` along
+the way, before the one ``poll`` that answers. In bench/overhead.py this was a fifth of
+the event loop's CPU. The same lookup over a socket found once per connection costs
+just the ``poll``.
+
+The streams and their errors are still httpcore's own (`httpcore.AnyIOBackend`). Only
+this one question is answered differently, with the same meaning: a readable idle socket
+was closed by the server.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import ssl
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpcore
+import httpx
+import sniffio
+
+__all__ = ["async_library_known", "async_transport"]
+
+
+def async_transport(
+    *, verify: ssl.SSLContext, limits: httpx.Limits | None = None
+) -> httpx.AsyncHTTPTransport:
+    """Return an `httpx.AsyncHTTPTransport` (HTTP/1.1, no proxy) on the cheaper backend."""
+    limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+    # httpx has no parameter for httpcore's network backend: give the transport the pool
+    # it would have built, on ours.
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=verify,
+        max_connections=limits.max_connections,
+        max_keepalive_connections=limits.max_keepalive_connections,
+        keepalive_expiry=limits.keepalive_expiry,
+        network_backend=_Backend(),
+    )
+    return transport
+
+
+@contextmanager
+def async_library_known() -> Iterator[None]:
+    """Name the running async library once, for this task and the tasks it starts.
+
+    httpcore and anyio ask sniffio for it on every lock, event and cancel scope. Under
+    ``anyio.run`` the answer is a context variable. Under ``asyncio.run``, sniffio looks
+    up the current task each time: a tenth of the event loop's CPU in bench/overhead.py.
+    Setting the variable, as ``anyio.run`` does, makes every later question a lookup.
+    """
+    if sniffio.current_async_library_cvar.get() is not None:
+        yield
+        return
+    token = sniffio.current_async_library_cvar.set(sniffio.current_async_library())
+    try:
+        yield
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+
+
+def _readable(sock: socket.socket | None) -> bool:
+    """Tell whether reading ``sock`` would not block (data, EOF or error): not idle."""
+    fd = -1 if sock is None else sock.fileno()
+    if fd < 0:
+        return True  # closed: as good as readable, the next read returns EOF
+    if sys.platform == "win32":  # pragma: no cover - no poll() there
+        return bool(select.select([fd], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _Stream(httpcore.AsyncNetworkStream):
+    """httpcore's stream, with the socket looked up once instead of per question."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self._socket: socket.socket | None = inner.get_extra_info("socket")
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable":
+            return _readable(self._socket)
+        return self._inner.get_extra_info(info)
+
+
+class _Backend(httpcore.AsyncNetworkBackend):
+    def __init__(self) -> None:
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        stream = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _Stream(stream)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        return _Stream(await self._inner.connect_unix_socket(path, timeout, socket_options))
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
