@@ -24,6 +24,7 @@ from engine.errors import EngineError
 from engine.events import JobEvent, JobEventKind
 from engine.gateway import Gateway
 from engine.limits import Limits, PollPacer
+from engine.network import async_library_known
 from engine.report import RunStats, RunSummary, write_report
 from engine.retry import RetryPolicy
 from engine.state import JobState, Journal, JournalRecord, load_journal
@@ -59,6 +60,17 @@ async def run_jobs(
     ``config.journal_path``; writes ``report.json`` next to the outputs.
     Never calls ``asyncio.run``: it runs in the caller's event loop.
     """
+    with async_library_known():
+        return await _run(jobs, config, control=control, on_event=on_event)
+
+
+async def _run(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None,
+    on_event: EventHook | None,
+) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)

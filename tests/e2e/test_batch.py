@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+import sniffio
 import stamina
 
 from engine import JobEventKind, open_run, read_manifest, run_jobs
@@ -247,3 +249,19 @@ async def test_polls_failing_past_their_retries_defer_the_job_and_the_next_run_r
     assert (second.done, second.reattached, second.predictions_created) == (1, 1, 0)
     assert (out / "p0000.png").exists()
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 1
+
+
+def test_an_asyncio_app_runs_a_batch_and_gets_its_context_back(emulator_server, tmp_path):
+    # An app on plain asyncio.run (not anyio.run, which names the library for sniffio):
+    # the engine names it for its own run and leaves the app's context as it found it.
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(4))
+    out = tmp_path / "out"
+    config = engine_config(emulator_server, out)
+
+    async def app() -> tuple[int, str | None, str | None]:
+        before = sniffio.current_async_library_cvar.get()
+        summary = await run_jobs(lambda: read_manifest(manifest), config)
+        return summary.done, before, sniffio.current_async_library_cvar.get()
+
+    assert asyncio.run(app()) == (4, None, None)
+    assert assert_files_match_journal(out, config.journal_path) == 4
