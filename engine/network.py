@@ -19,7 +19,6 @@ from __future__ import annotations
 import select
 import socket
 import ssl
-import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -68,16 +67,30 @@ def async_library_known() -> Iterator[None]:
         sniffio.current_async_library_cvar.reset(token)
 
 
-def _readable(sock: socket.socket | None) -> bool:
-    """Tell whether reading ``sock`` would not block (data, EOF or error): not idle."""
-    fd = -1 if sock is None else sock.fileno()
-    if fd < 0:
-        return True  # closed: as good as readable, the next read returns EOF
-    if sys.platform == "win32":  # pragma: no cover - no poll() there
-        return bool(select.select([fd], [], [], 0)[0])
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(0))
+class _Readable:
+    """Tell whether a socket would not block a read (data, EOF or error): not idle.
+
+    One poll object per connection, registered once: the check runs for every idle
+    connection on every request, so it is one ``poll(0)`` call.
+    """
+
+    __slots__ = ("_poll", "_socket")
+
+    def __init__(self, sock: socket.socket | None) -> None:
+        self._socket = sock
+        self._poll: Any = None
+        fd = -1 if sock is None else sock.fileno()
+        if fd >= 0 and hasattr(select, "poll"):  # no poll() on Windows
+            self._poll = select.poll()
+            self._poll.register(fd, select.POLLIN)
+
+    def __call__(self) -> bool:
+        sock = self._socket
+        if sock is None or sock.fileno() < 0:
+            return True  # closed: as good as readable, the next read returns EOF
+        if self._poll is None:  # pragma: no cover - Windows
+            return bool(select.select([sock], [], [], 0)[0])
+        return bool(self._poll.poll(0))
 
 
 class _Stream(httpcore.AsyncNetworkStream):
@@ -85,7 +98,7 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
-        self._socket: socket.socket | None = inner.get_extra_info("socket")
+        self._readable = _Readable(inner.get_extra_info("socket"))
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         return await self._inner.read(max_bytes, timeout)
@@ -106,7 +119,7 @@ class _Stream(httpcore.AsyncNetworkStream):
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":
-            return _readable(self._socket)
+            return self._readable()
         return self._inner.get_extra_info(info)
 
 
