@@ -232,7 +232,8 @@ class Downloader:
             result = await self._store_bytes(payload, dest, label, content_type)
         else:
             result = await self._fetch_retrying(url, dest, label, progress)
-        log.info(
+        # Debug: at info, the job's own "done" line says it, once per job instead of per file.
+        log.debug(
             "download.completed",
             name=result.name,
             size=result.size,
