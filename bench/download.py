@@ -11,12 +11,16 @@ output URL is fetched by each contender, in alternating order for ``--rounds`` r
            work the engine does (verify and make durable), timed as one
   httpx-async  a plain `httpx.AsyncClient.stream` loop writing to a file, in a child:
            what an asyncio program gets from httpx (asyncio's SSL transport is the limit)
+  httpx-sync  a blocking `httpx.Client` stream that only reads: the network path alone
   httpx-sync+sha+fsync  a blocking `httpx.Client` stream with sha256 and one fsync: the
            engine's work without the engine, to attribute its own cost
 
 Reported: MB/s per contender, the engine's throughput as a ratio of curl's in the same
 round, and the Python children's RSS growth during the download (ru_maxrss after minus RSS
-before the download starts, so imports and TLS setup are excluded).
+before the download starts, so imports and TLS setup are excluded). CPU seconds of the
+client (the child process around the download, or curl and its helpers) and of the
+emulator, and how busy both kept the machine's cores: where the time goes when the
+server shares the machine.
 
     python bench/download.py                  # 256 MB, 2 rounds
     python bench/download.py --size-mb 1024
@@ -71,6 +75,20 @@ async def child_httpx_async(url: str, dest: Path) -> None:
                 f.write(chunk)
 
 
+def child_httpx_read(url: str, dest: Path) -> None:
+    import httpx  # noqa: PLC0415
+
+    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
+    size = 0
+    with httpx.Client(timeout=60, headers=headers) as client, client.stream("GET", url) as r:
+        r.raise_for_status()
+        for chunk in r.iter_raw():
+            size += len(chunk)
+    # A sparse file of the size read (no bytes written): main checks every contender's size.
+    dest.touch()
+    os.truncate(dest, size)
+
+
 def child_httpx_sync(url: str, dest: Path) -> None:
     import httpx  # noqa: PLC0415
 
@@ -92,16 +110,28 @@ def child_main(kind: str, url: str, dest: Path) -> None:
     import engine.download  # noqa: F401, PLC0415 - imports before the baseline RSS
 
     before = rss_now_mb()
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     if kind == "engine":
         asyncio.run(child_engine(url, dest))
     elif kind == "httpx-async":
         asyncio.run(child_httpx_async(url, dest))
+    elif kind == "httpx-sync":
+        child_httpx_read(url, dest)
     else:
         child_httpx_sync(url, dest)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall": wall, "rss_growth": peak - before, "size": dest.stat().st_size}))
+    result = {"wall": wall, "cpu": cpu, "rss_growth": peak - before}
+    print(json.dumps({**result, "size": dest.stat().st_size}))
+
+
+def process_cpu(pid: int) -> float:
+    """Return the CPU seconds (user + system) process ``pid`` has used; nan off Linux."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_output(emu: Any, timeout: float = 120.0) -> str:
@@ -125,7 +155,7 @@ def create_output(emu: Any, timeout: float = 120.0) -> str:
     raise TimeoutError("prediction did not finish")
 
 
-PYTHON_CONTENDERS = ("engine", "httpx-async", "httpx-sync+sha+fsync")
+PYTHON_CONTENDERS = ("engine", "httpx-async", "httpx-sync", "httpx-sync+sha+fsync")
 
 
 AUTH = f"Authorization: Bearer {TOKEN}"
@@ -133,7 +163,7 @@ AUTH = f"Authorization: Bearer {TOKEN}"
 
 def run_curl(curl: str, url: str, dest: Path, ca_file: Path, *, verify: bool) -> dict[str, Any]:
     """Time curl alone, or curl followed by sha256sum and a sync of the file."""
-    t0 = time.monotonic()
+    t0, before = time.monotonic(), os.times()
     subprocess.run(
         [curl, "-sS", "--fail", "-o", str(dest), "--cacert", str(ca_file), "-H", AUTH, url],
         check=True,
@@ -142,7 +172,14 @@ def run_curl(curl: str, url: str, dest: Path, ca_file: Path, *, verify: bool) ->
     if verify:
         subprocess.run(["sha256sum", str(dest)], check=True, capture_output=True, timeout=600)
         subprocess.run(["sync", str(dest)], check=True, timeout=600)
-    return {"wall": time.monotonic() - t0, "rss_growth": float("nan"), "size": dest.stat().st_size}
+    after = os.times()
+    cpu = after.children_user + after.children_system - before.children_user
+    return {
+        "wall": time.monotonic() - t0,
+        "cpu": cpu - before.children_system,
+        "rss_growth": float("nan"),
+        "size": dest.stat().st_size,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,22 +211,28 @@ def main(argv: list[str] | None = None) -> int:
             mbps: dict[str, float] = {}
             for name in order:
                 dest = work / f"{name}-{r}.bin"
+                emulator_cpu = process_cpu(emu.proc.pid)
                 if name.startswith("curl"):
                     res = run_curl(curl, url, dest, emu.ca_file, verify=name != "curl")
                 else:
                     res = run_child(
                         [__file__, "--child", name, "--url", url, "--dest", str(dest)], env, 600
                     )
+                emulator_cpu = process_cpu(emu.proc.pid) - emulator_cpu
                 if res["size"] != size:
                     raise SystemExit(f"{name}: got {res['size']} bytes, expected {size}")
                 mbps[name] = size / 1e6 / res["wall"]
                 growth = res["rss_growth"]
+                busy = (res["cpu"] + emulator_cpu) / (res["wall"] * (os.cpu_count() or 1))
                 rows.append(
                     [
                         r + 1,
                         name,
                         mbps[name],
                         res["wall"],
+                        res["cpu"],
+                        emulator_cpu,
+                        f"{busy:.0%}",
                         "-" if growth != growth else f"{growth:.1f}",
                     ]
                 )
@@ -201,7 +244,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         table(
-            ["round", "contender", "MB/s", "wall s", "RSS growth MB"],
+            [
+                "round",
+                "contender",
+                "MB/s",
+                "wall s",
+                "client CPU s",
+                "emulator CPU s",
+                "cores busy",
+                "RSS growth MB",
+            ],
             rows,
             title="Download throughput",
         )
@@ -209,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for base, note in (
         ("curl", "  (target >= 0.8; RSS growth <= 50 MB)"),
+        ("httpx-sync", "  (the network path alone, no hash, no write)"),
         ("curl+sha256+sync", "  (the same verify + durable work)"),
         ("httpx-sync+sha+fsync", "  (the engine's own cost)"),
     ):
