@@ -16,6 +16,8 @@ sha256 of files, and paces two budgets: that is the overhead being measured.
 
     python bench/overhead.py                 # 5,000 jobs x 3 rounds, ~4 min
     python bench/overhead.py --jobs 1000 --rounds 5
+    git worktree add /tmp/before <commit>    # then, to see what a change did:
+    python bench/overhead.py --earlier /tmp/before
 
 The machine is shared and noisy, so contenders alternate within each round, and the
 verdict is the median of the per-round ratios.
@@ -125,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll", type=float, default=0.05, help="poll interval, both sides")
     parser.add_argument("--rounds", type=int, default=3, help="alternate contenders N times")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        help="also run the engine of this checkout (e.g. a git worktree) in the same rounds",
+    )
     add_child_arguments(parser, CONTENDERS)
     args = parser.parse_args(argv)
     if args.child:
@@ -133,15 +140,21 @@ def main(argv: list[str] | None = None) -> int:
 
     work = tempdir("overhead")
     manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
-    results: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+    # contender -> (script, child): "earlier" is the engine child of the other checkout.
+    runs = {name: (__file__, name) for name in CONTENDERS}
+    if args.earlier is not None:
+        runs["earlier"] = (str(args.earlier.resolve() / "bench" / "overhead.py"), "engine")
+    names = list(runs)
+    results: dict[str, list[dict[str, Any]]] = {c: [] for c in names}
     for r in range(args.rounds):
         # Alternate who goes first: the machine's load drifts within a round.
-        for name in CONTENDERS if r % 2 == 0 else CONTENDERS[::-1]:
+        for name in names if r % 2 == 0 else names[::-1]:
+            script, child = runs[name]
             with emulator(instant_knobs(), work / f"{name}{r}") as emu:
                 res = run_child(
                     child_argv(
-                        __file__,
-                        name,
+                        script,
+                        child,
                         manifest,
                         work / f"{name}{r}" / "out",
                         poll=args.poll,
@@ -155,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 res["requests"] = sum(emu.stats()["requests"].values())
                 results[name].append(res)
     rows = []
-    for name in CONTENDERS:
+    for name in names:
         for res in results[name]:
             rows.append(
                 [
@@ -185,6 +198,15 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{x:.2f}" for x in ratios)
         + f"; median {statistics.median(ratios):.2f}  (target <= 1.5)"
     )
+    if args.earlier is not None:
+        for top, bottom in (("earlier", "bare"), ("engine", "earlier")):
+            pairs = zip(results[top], results[bottom], strict=True)
+            per_round = [a["cpu"] / b["cpu"] for a, b in pairs]
+            print(
+                f"{top}/{bottom} CPU ratio per round: "
+                + ", ".join(f"{x:.2f}" for x in per_round)
+                + f"; median {statistics.median(per_round):.2f}"
+            )
     return 0
 
 
