@@ -43,6 +43,9 @@ _GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without 
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
 _QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
+# Steps at debug, outcomes at info: one line per finished job. The journal keeps every
+# prediction id durably; the done, failed and deferred lines name theirs.
+_DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
 
 
 async def run_jobs(
@@ -82,7 +85,8 @@ async def _run(
     async def emit(event: JobEvent) -> None:
         stats.record(event)
         if event.kind not in _QUIET_EVENTS:
-            log.info(
+            emit_log = log.debug if event.kind in _DEBUG_EVENTS else log.info
+            emit_log(
                 f"job.{event.kind}",
                 job=event.key,
                 prediction_id=event.prediction_id,
