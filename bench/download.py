@@ -14,6 +14,9 @@ output URL is fetched by each contender, in alternating order for ``--rounds`` r
   httpx-sync  a blocking `httpx.Client` stream that only reads: the network path alone
   httpx-sync+sha+fsync  a blocking `httpx.Client` stream with sha256 and one fsync: the
            engine's work without the engine, to attribute its own cost
+  2threads+sha+fsync  the same work split over two threads, one reading the network and
+           one hashing and writing (hashlib and os.write release the GIL): whether the
+           idle core can take the work
 
 Reported: MB/s per contender, the engine's throughput as a ratio of curl's in the same
 round, and the Python children's RSS growth during the download (ru_maxrss after minus RSS
@@ -104,6 +107,39 @@ def child_httpx_sync(url: str, dest: Path) -> None:
             os.fsync(f.fileno())
 
 
+def child_two_threads(url: str, dest: Path) -> None:
+    import queue  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
+    batches: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=8)
+
+    def hash_and_write() -> None:
+        digest = hashlib.sha256()
+        with dest.open("wb", buffering=0) as f:
+            while (batch := batches.get()) is not None:
+                for chunk in batch:
+                    digest.update(chunk)
+                    f.write(chunk)
+            os.fsync(f.fileno())
+
+    writer = threading.Thread(target=hash_and_write)
+    writer.start()
+    with httpx.Client(timeout=60, headers=headers) as client, client.stream("GET", url) as r:
+        r.raise_for_status()
+        batch: list[bytes] = []
+        for chunk in r.iter_raw():
+            batch.append(chunk)
+            if len(batch) == 16:  # 1 MiB per handoff
+                batches.put(batch)
+                batch = []
+        batches.put(batch)
+        batches.put(None)
+    writer.join()
+
+
 def child_main(kind: str, url: str, dest: Path) -> None:
     import httpx  # noqa: F401, PLC0415
 
@@ -117,6 +153,8 @@ def child_main(kind: str, url: str, dest: Path) -> None:
         asyncio.run(child_httpx_async(url, dest))
     elif kind == "httpx-sync":
         child_httpx_read(url, dest)
+    elif kind == "2threads+sha+fsync":
+        child_two_threads(url, dest)
     else:
         child_httpx_sync(url, dest)
     wall, cpu = time.monotonic() - t0, time.process_time() - cpu0
@@ -155,7 +193,13 @@ def create_output(emu: Any, timeout: float = 120.0) -> str:
     raise TimeoutError("prediction did not finish")
 
 
-PYTHON_CONTENDERS = ("engine", "httpx-async", "httpx-sync", "httpx-sync+sha+fsync")
+PYTHON_CONTENDERS = (
+    "engine",
+    "httpx-async",
+    "httpx-sync",
+    "httpx-sync+sha+fsync",
+    "2threads+sha+fsync",
+)
 
 
 AUTH = f"Authorization: Bearer {TOKEN}"
