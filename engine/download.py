@@ -161,9 +161,10 @@ class Downloader:
     The first 256 KiB of a file are read on the event loop with an `httpx.AsyncClient`.
     The rest of a larger file is read in a worker thread with a blocking `httpx.Client`.
     Over TLS that reads 2-3x faster than an asyncio stream, whose SSL transport copies
-    every record in Python (see bench/RESULTS.md). File writes, sha256 and fsync always run
-    in a worker thread. ``threads`` bounds the worker threads in use at once. A cancelled
-    task stops its transfer at the next chunk.
+    every record in Python (see bench/RESULTS.md). A file that fits in the first read is
+    written on the loop, and its fsyncs and rename run in a worker thread; a larger file
+    is written, hashed and fsynced in its transfer's thread. ``threads`` bounds the worker
+    threads in use at once. A cancelled task stops its transfer at the next chunk.
 
     ``retry`` bounds the attempts of one file (network errors, 5xx, 429, short bodies); a
     retry resumes from the part with ``Range`` when the server allows it. ``chunk_size``
@@ -332,9 +333,10 @@ class Downloader:
         content_type: str | None,
         url: str | None = None,
     ) -> OutputFile:
-        """Store a small file durably: page-cache writes here, waits for the disk in a thread.
+        """Store a payload held in memory durably: page-cache writes here, disk waits in a thread.
 
-        Writing at most a few hundred KiB into a new file does not wait for the disk; the
+        Writing a payload this size (256 KiB at most from the network; ``data:`` URIs and
+        text outputs are rarely larger) into a new file does not wait for the disk; the
         fsyncs and the rename do, so only they go to a worker thread. Every system call a
         worker thread makes hands the GIL back and forth with the busy event loop, and with
         three calls instead of ten the store costs about half the CPU (bench/RESULTS.md).
