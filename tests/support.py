@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import trustme
 
 from engine import ApiConfig, Secret
 
@@ -21,3 +28,53 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+Answer = Callable[[str, dict[str, str]], bytes]
+
+
+@contextmanager
+def tls_server(ca_file: Path, answer: Answer) -> Iterator[tuple[str, threading.Semaphore]]:
+    """Serve HTTPS on loopback for behaviours the emulator does not have, one answer per
+    connection, then close it.
+
+    ``answer`` gets the request line and the headers (names in lower case) and returns the
+    raw response. Yields the base URL and a semaphore released once per connection closed.
+    The CA that clients must trust is written to ``ca_file``.
+    """
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    ca.cert_pem.write_to_path(str(ca_file))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1", key_type=trustme.KeyType.ECDSA).configure_cert(context)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.05)  # so the loop sees `stop`
+    stop = threading.Event()
+    closed = threading.Semaphore(0)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                raw, _ = listener.accept()
+            except TimeoutError:
+                continue
+            raw.settimeout(5)
+            try:
+                with context.wrap_socket(raw, server_side=True) as conn:
+                    request = b""
+                    while b"\r\n\r\n" not in request and (data := conn.recv(4096)):
+                        request += data
+                    line, *lines = request.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+                    fields = (h.partition(":") for h in lines)
+                    conn.sendall(answer(line, {k.strip().lower(): v.strip() for k, _, v in fields}))
+            except (ssl.SSLError, ConnectionError):
+                pass  # a client that went away mid-handshake: the next connection is served
+            closed.release()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{listener.getsockname()[1]}", closed
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
