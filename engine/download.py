@@ -4,7 +4,8 @@ A file is never visible under its final name until every byte is on disk: bytes 
 into ``name.part``, the size is checked against ``Content-Length``, the sha256 is computed
 on the way, the file and then its directory are fsynced around an atomic ``os.replace``.
 A cut transfer keeps its part, and the next attempt (or the next run) asks only for the
-missing bytes with ``Range``. Memory stays at one chunk whatever the file's size.
+missing bytes with ``Range``. Memory stays at one chunk plus the first 256 KiB whatever
+the file's size.
 
 Every download starts with a ``Range`` request for its first 256 KiB on the event loop.
 Most outputs (images, text) fit: they are done in that one request, with no worker thread
@@ -185,6 +186,7 @@ class Downloader:
         self.retry = retry or RetryPolicy()
         self.retries: Counter[str] = Counter()  # retried download errors, by class
         self._threads = anyio.CapacityLimiter(threads)
+        self._stores = anyio.Semaphore(threads)
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
 
@@ -229,9 +231,10 @@ class Downloader:
         """Download ``url`` to ``dest`` durably; return it verified, with its sha256.
 
         ``name`` is what `OutputFile.name` records (a path relative to the output folder);
-        it defaults to ``dest.name``. ``progress`` receives the size of each chunk written;
-        it is called from the transfer's worker thread, so it must be quick and
-        thread-safe (appending to a list or adding to a counter is).
+        it defaults to ``dest.name``. ``progress`` receives the size of each chunk received;
+        it is called on the event loop for the first 256 KiB and from the transfer's
+        worker thread after that, so it must be quick and thread-safe (appending to a list
+        or adding to a counter is).
         """
         start = time.perf_counter()
         label = name or dest.name
@@ -287,14 +290,15 @@ class Downloader:
         size = 0
         try:
             async with self._aclient.stream("GET", url, headers=headers) as response:
-                if response.status_code == 416 and _EMPTY_RANGE.fullmatch(
-                    response.headers.get("content-range", "")
-                ):
-                    return b"", 0, response.headers.get("content-type")  # an empty file
+                if response.status_code == 416:
+                    # Nothing at byte 0: an empty file, or a server that will not do ranges
+                    # (then the transfer asks again without Range).
+                    empty = _EMPTY_RANGE.fullmatch(response.headers.get("content-range", ""))
+                    return b"", 0 if empty else None, None
                 self._check_status(response, safe, None)
                 if "etag" in response.headers:
                     etag[:] = [response.headers["etag"]]
-                _, total = _plan(response, 0)
+                total = _probe_total(response)
                 async for chunk in response.aiter_raw():
                     received.append(chunk)
                     size += len(chunk)
@@ -302,6 +306,9 @@ class Downloader:
                         progress(len(chunk))
                     if size >= _PROBE_BYTES:
                         break  # a 200 to a server that ignored Range: the rest in a thread
+                else:
+                    if total is None and size < _PROBE_BYTES:
+                        total = size  # the body ended before the range did: that is the file
                 content_type = response.headers.get("content-type")
         except httpx.TransportError as exc:
             if received:
@@ -342,22 +349,30 @@ class Downloader:
         three calls instead of ten the store costs about half the CPU (bench/RESULTS.md).
         """
         part = _part_path(dest)
-        with _storage_errors(dest, part, _safe_url(url) if url else None):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                folder = os.open(dest.parent, os.O_RDONLY)
+        # Bounded like the threads, so that waiting stores do not pile up open files.
+        async with self._stores:
+            with _storage_errors(dest, part, _safe_url(url) if url else None):
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 try:
-                    await anyio.to_thread.run_sync(
-                        _commit, fd, part, dest, folder, limiter=self._threads
-                    )
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    folder = os.open(dest.parent, os.O_RDONLY)
+                    try:
+                        await anyio.to_thread.run_sync(
+                            _commit, fd, part, dest, folder, limiter=self._threads
+                        )
+                    finally:
+                        os.close(folder)
+                except BaseException:
+                    # Never leave a whole but unsynced part to be "resumed" (cancelled while
+                    # waiting for a thread, say). After a rename there is none to remove.
+                    with contextlib.suppress(OSError):
+                        part.unlink()
+                    raise
                 finally:
-                    os.close(folder)
-            finally:
-                os.close(fd)
+                    os.close(fd)
         return OutputFile(
             name=label,
             size=len(payload),
@@ -393,7 +408,9 @@ class Downloader:
         headers: dict[str, str] = {}
         if offset > 0:
             headers["Range"] = f"bytes={offset}-"
-            if etag:  # the representation must not have changed under our part
+            # The representation must not have changed under our part. A weak ETag may
+            # not be used in If-Range (RFC 9110): the server would resend the whole file.
+            if etag and not etag[0].startswith("W/"):
                 headers["If-Range"] = etag[0]
         try:
             with self._client.stream("GET", url, headers=headers) as response:
@@ -465,6 +482,20 @@ class Downloader:
                     raise IntegrityError(f"{part.name} shrank while resuming")
                 digest.update(chunk)
                 remaining -= len(chunk)
+
+
+def _probe_total(response: httpx.Response) -> int | None:
+    """Return the file's total size as the first ranged answer states it, or None.
+
+    A ``*`` total is unknown: Content-Length then counts only the range.
+    """
+    if response.status_code == 206:
+        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
+        if match is None or match.group(1) != "0":
+            raise IntegrityError("server answered a different range than asked; restarting")
+        return None if match.group(3) == "*" else int(match.group(3))
+    length = response.headers.get("content-length")
+    return int(length) if length else None
 
 
 def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
