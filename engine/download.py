@@ -143,6 +143,14 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _write_part(first_bytes: bytes, dest: Path, safe: str) -> None:
+    """Start ``dest``'s part with the file's first bytes, for a transfer to resume from."""
+    part = _part_path(dest)
+    with _storage_errors(dest, part, safe):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(first_bytes)
+
+
 def _commit(fd: int, part: Path, dest: Path, folder: int) -> None:
     """Make a written part durable, rename it into place, make the rename durable."""
     os.fsync(fd)
@@ -313,17 +321,10 @@ class Downloader:
         except httpx.TransportError as exc:
             if received:
                 await anyio.to_thread.run_sync(
-                    self._keep_part, b"".join(received), dest, safe, limiter=self._threads
+                    _write_part, b"".join(received), dest, safe, limiter=self._threads
                 )
             raise translate_httpx_error(exc, f"GET {safe}") from exc
         return b"".join(received), total, content_type
-
-    @staticmethod
-    def _keep_part(received: bytes, dest: Path, safe: str) -> None:
-        part = _part_path(dest)
-        with _storage_errors(dest, part, safe):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            part.write_bytes(received)
 
     async def write_inline(
         self, content: str | bytes, dest: Path, *, name: str | None = None
@@ -400,10 +401,10 @@ class Downloader:
         assert self._client is not None
         part = _part_path(dest)
         safe = _safe_url(url)
+        if prefix:
+            _write_part(prefix, dest, safe)
         with _storage_errors(dest, part, safe):
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if prefix:
-                part.write_bytes(prefix)
             offset = part.stat().st_size if part.exists() else 0
         headers: dict[str, str] = {}
         if offset > 0:

@@ -32,6 +32,18 @@ def asked(headers: dict[str, str]) -> tuple[int, int]:
     return start, len(BODY) if not last else min(len(BODY), int(last) + 1)
 
 
+def ranged(headers: dict[str, str], total: str, **extra: str) -> bytes:
+    """Answer the request's Range over BODY with a 206 stating ``total`` as the size."""
+    start, end = asked(headers)
+    return respond(
+        "206 Partial Content",
+        BODY[start:end],
+        Content_Length=str(end - start),
+        Content_Range=f"bytes {start}-{end - 1}/{total}",
+        **extra,
+    )
+
+
 async def fetch(tmp_path: Path, url: str) -> tuple[Path, str]:
     api = ApiConfig(
         token=Secret("r8_test"), base_url="https://api.invalid", ca_file=tmp_path / "ca.pem"
@@ -60,13 +72,7 @@ async def test_a_server_that_ignores_range_still_yields_the_whole_file(tmp_path:
 
 async def test_an_unknown_total_is_not_taken_for_the_end_of_the_file(tmp_path: Path) -> None:
     def answer(_line: str, headers: dict[str, str]) -> bytes:
-        start, end = asked(headers)
-        return respond(
-            "206 Partial Content",
-            BODY[start:end],
-            Content_Length=str(end - start),
-            Content_Range=f"bytes {start}-{end - 1}/*",
-        )
+        return ranged(headers, "*")
 
     with tls_server(tmp_path / "ca.pem", answer) as (url, _):
         dest, _ = await fetch(tmp_path, url)
@@ -113,14 +119,7 @@ async def test_a_weak_etag_is_not_sent_as_if_range(tmp_path: Path) -> None:
 
     def answer(_line: str, headers: dict[str, str]) -> bytes:
         seen.append(headers)
-        start, end = asked(headers)
-        return respond(
-            "206 Partial Content",
-            BODY[start:end],
-            Content_Length=str(end - start),
-            Content_Range=f"bytes {start}-{end - 1}/{len(BODY)}",
-            ETag='W/"v1"',
-        )
+        return ranged(headers, str(len(BODY)), ETag='W/"v1"')
 
     with tls_server(tmp_path / "ca.pem", answer) as (url, _):
         dest, _ = await fetch(tmp_path, url)
