@@ -41,6 +41,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +80,21 @@ async def child_httpx_async(url: str, dest: Path) -> None:
                 f.write(chunk)
 
 
-def child_httpx_read(url: str, dest: Path) -> None:
+@contextmanager
+def sync_chunks(url: str) -> Iterator[Iterator[bytes]]:
+    """Yield the raw chunks of a blocking `httpx.Client` GET of ``url`` (checked 2xx)."""
     import httpx  # noqa: PLC0415
 
     headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
-    size = 0
     with httpx.Client(timeout=60, headers=headers) as client, client.stream("GET", url) as r:
         r.raise_for_status()
-        for chunk in r.iter_raw():
+        yield r.iter_raw()
+
+
+def child_httpx_read(url: str, dest: Path) -> None:
+    size = 0
+    with sync_chunks(url) as chunks:
+        for chunk in chunks:
             size += len(chunk)
     # A sparse file of the size read (no bytes written): main checks every contender's size.
     dest.touch()
@@ -93,14 +102,10 @@ def child_httpx_read(url: str, dest: Path) -> None:
 
 
 def child_httpx_sync(url: str, dest: Path) -> None:
-    import httpx  # noqa: PLC0415
-
-    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
-    with httpx.Client(timeout=60, headers=headers) as client, client.stream("GET", url) as r:
-        r.raise_for_status()
+    with sync_chunks(url) as chunks:
         digest = hashlib.sha256()
         with dest.open("wb") as f:
-            for chunk in r.iter_raw():
+            for chunk in chunks:
                 f.write(chunk)
                 digest.update(chunk)
             f.flush()
@@ -111,9 +116,6 @@ def child_two_threads(url: str, dest: Path) -> None:
     import queue  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
-    import httpx  # noqa: PLC0415
-
-    headers = {"Authorization": f"Bearer {os.environ['REPLICATE_API_TOKEN']}"}
     batches: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=8)
 
     def hash_and_write() -> None:
@@ -127,10 +129,9 @@ def child_two_threads(url: str, dest: Path) -> None:
 
     writer = threading.Thread(target=hash_and_write)
     writer.start()
-    with httpx.Client(timeout=60, headers=headers) as client, client.stream("GET", url) as r:
-        r.raise_for_status()
+    with sync_chunks(url) as chunks:
         batch: list[bytes] = []
-        for chunk in r.iter_raw():
+        for chunk in chunks:
             batch.append(chunk)
             if len(batch) == 16:  # 1 MiB per handoff
                 batches.put(batch)
