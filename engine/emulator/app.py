@@ -18,8 +18,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.emulator import handlers, resources
+from engine.emulator.catalogue import MODELS, canonical_key
 from engine.emulator.config import EmulatorConfig
-from engine.emulator.lifecycle import PredictionRecord
+from engine.emulator.lifecycle import PredictionRecord, new_id
 from engine.emulator.problems import Problem, json_response, unauthenticated
 from engine.emulator.ratelimit import (
     LOW_CREDIT_BURST,
@@ -28,6 +29,7 @@ from engine.emulator.ratelimit import (
     retry_after_seconds,
     throttle_detail,
 )
+from engine.emulator.shapes import layout
 from engine.emulator.stats import Stats
 from engine.emulator.uploads import Upload
 from engine.emulator.webhooks import new_secret, watch_prediction
@@ -37,7 +39,12 @@ __all__ = ["Emulator"]
 # The limiter and fault class of an endpoint; "download" (output files) is never throttled.
 Kind = Literal["create", "get", "list", "cancel", "read", "download"]
 Handler = Callable[["Emulator", Request], Awaitable[Response]]
-_COUNTERS = ("create_5xx_first", "get_5xx_first", "throttle_next_creates")
+_COUNTERS = ("create_5xx_first", "get_5xx_first", "throttle_next_creates", "hang_creates")
+_INSUFFICIENT_CREDIT = (
+    "You have insufficient credit to run this model. "
+    "Go to https://replicate.com/account/billing#billing to purchase credit."
+)
+_WEB_INPUT_IMAGE = "https://replicate.delivery/emulator/web-input.png"
 
 
 class Emulator:
@@ -63,6 +70,8 @@ class Emulator:
         self.uploads: dict[str, Upload] = {}
         self.downloads: Counter[str] = Counter()
         self.remaining = {name: int(getattr(config, name)) for name in _COUNTERS}
+        self.foreign_pending = config.foreign_predictions  # made at the next API request
+        self.salt_changed = 0.0  # when output_salt last changed (files' Last-Modified floor)
         self.create_bucket = TokenBucket(*self._create_limits())
         self.read_bucket = TokenBucket(config.read_rate_per_min, config.read_burst)
         self._tasks: anyio.abc.TaskGroup | None = None
@@ -86,9 +95,74 @@ class Emulator:
                 self.remaining[name] = int(knobs[name])
         if "seed" in knobs:
             self.rng.seed(self.config.seed)
+        if "foreign_predictions" in knobs:
+            self.foreign_pending = int(knobs["foreign_predictions"])
+        if "output_salt" in knobs:
+            self.salt_changed = self.clock()
         self.create_bucket.reconfigure(*self._create_limits())
         self.read_bucket.reconfigure(self.config.read_rate_per_min, self.config.read_burst)
         return self.config
+
+    def add(self, record: PredictionRecord, base_url: str) -> None:
+        """Store a new prediction, deciding its output files (URLs on ``base_url``)."""
+        record.template, record.files = layout(
+            record.model.kind,
+            record.input,
+            canonical_key(record.model, record.input),
+            video_id=record.id,
+            video_size=record.video_size,
+        )
+        record.file_urls = [f"{base_url}/files/{record.id}/{f.name}" for f in record.files]
+        self.predictions[record.id] = record
+        self.order.append(record)
+
+    def _add_foreign(self, base_url: str) -> None:
+        """Add the pending predictions made "on the web": other models, other inputs."""
+        models = [m for m in MODELS.values() if m.kind != "fails"]
+        for k in range(self.foreign_pending):
+            model = models[k % len(models)]
+            props = model.input_schema.get("properties", {})
+            data: dict[str, Any] = {
+                name: _WEB_INPUT_IMAGE
+                if props.get(name, {}).get("format") == "uri"
+                else f"made on the web #{k}"
+                for name in model.input_schema.get("required", ())
+            }
+            now = self.clock()
+            timing = self.config.timing(model.ref, model.timing)
+            record = PredictionRecord(
+                id=new_id(),
+                seq=len(self.order),
+                model=model,
+                version=model.version_id,
+                input=data,
+                created=now,
+                started=now + timing.cold_start,
+                finished=now + timing.cold_start + timing.run_time,
+                video_size=self.config.video_size,
+                source="web",
+            )
+            self.add(record, base_url)
+        self.stats.foreign_predictions += self.foreign_pending
+        self.foreign_pending = 0
+
+    async def _refuse_create(self, request: Request) -> Problem | None:
+        """Return the answer of a create refused by a fault knob (402, or a hang's end)."""
+        if self.config.insufficient_credit:
+            return Problem(402, "Insufficient credit", _INSUFFICIENT_CREDIT)
+        if self.remaining["hang_creates"] > 0:
+            self.remaining["hang_creates"] -= 1
+            return await self._hang(request)
+        return None
+
+    async def _hang(self, request: Request) -> Problem:
+        """Read a create, then answer nothing until the client leaves (or ``hang_seconds``)."""
+        await request.body()
+        self.stats.hung_creates += 1
+        with anyio.move_on_after(self.config.hang_seconds):
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+        return Problem(504, "Gateway Timeout", "The request took too long to answer")
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -169,10 +243,15 @@ class Emulator:
         try:
             if request.headers.get("authorization") != f"Bearer {config.token}":
                 raise unauthenticated()
+            if self.foreign_pending:
+                self._add_foreign(resources.base_url(request))
             if kind != "download":
                 problem = self._throttle(kind)
                 if problem is not None:
                     raise problem
+            refusal = await self._refuse_create(request) if kind == "create" else None
+            if refusal is not None:
+                raise refusal
             fault = self._fault(kind)
             if fault and not (kind == "create" and config.create_5xx_after_store):
                 raise self._server_error()
@@ -187,7 +266,7 @@ class Emulator:
             bucket = self.create_bucket if kind == "create" else self.read_bucket
             response.headers.setdefault("ratelimit-remaining", str(bucket.remaining()))
             response.headers.setdefault("ratelimit-reset", "1")
-        self.stats.request(endpoint, response.status_code)
+        self.stats.request(endpoint, response.status_code, kind)
         return response
 
     def _server_error(self) -> Problem:

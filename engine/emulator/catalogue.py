@@ -19,7 +19,17 @@ __all__ = [
     "validate_input",
 ]
 
-Kind = Literal["image", "text", "video", "fails"]
+Kind = Literal[
+    "image",
+    "text",
+    "video",
+    "fails",
+    "caption",
+    "video_thumbnail",
+    "segment",
+    "detect",
+    "multiview",
+]
 _CREATED_AT = "2024-06-01T12:00:00.000000Z"
 
 
@@ -30,6 +40,34 @@ def _version_id(name: str) -> str:
 _PROMPT = {"type": "string", "title": "Prompt", "x-order": 0, "description": "Input prompt"}
 _SEED = {"type": "integer", "title": "Seed", "x-order": 9, "description": "Random seed"}
 _URI_LIST = {"type": "array", "items": {"type": "string", "format": "uri"}, "title": "Output"}
+
+
+_IMAGE_IN = {
+    "type": "string",
+    "format": "uri",
+    "title": "Image",
+    "x-order": 0,
+    "description": "Input image",
+}
+_URI = {"type": "string", "format": "uri"}
+
+
+def _int(title: str, default: int, low: int, high: int, order: int) -> dict[str, Any]:
+    return {
+        "type": "integer",
+        "title": title,
+        "default": default,
+        "minimum": low,
+        "maximum": high,
+        "x-order": order,
+    }
+
+
+def _object(title: str, props: Mapping[str, Any], required: list[str]) -> dict[str, Any]:
+    return {"type": "object", "title": title, "required": required, "properties": dict(props)}
+
+
+_BOX = {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4}
 
 
 def _image_input(max_outputs: int, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -211,6 +249,128 @@ _MODELS = (
         },
         {"type": "string", "title": "Output"},
         ModelTiming(0.1, 0.2),
+    ),
+    ModelSpec(
+        "emulator",
+        "captioner",
+        "caption",
+        "Image captioning: a caption and an annotated copy of the image",
+        _object(
+            "Input",
+            {
+                "image": _IMAGE_IN,
+                "prompt": {**_PROMPT, "x-order": 1, "description": "Optional question"},
+            },
+            ["image"],
+        ),
+        _object(
+            "ModelOutput",
+            {
+                "caption": {"type": "string", "title": "Caption"},
+                "image": {**_URI, "title": "Image"},
+            },
+            ["caption", "image"],
+        ),
+        ModelTiming(0.1, 0.3),
+    ),
+    ModelSpec(
+        "emulator",
+        "video-thumbnail",
+        "video_thumbnail",
+        "Text-to-video with a poster frame: {video, thumbnail}",
+        _object(
+            "Input",
+            {"prompt": _PROMPT, "duration": {"type": "integer", "enum": [5, 10], "default": 5}},
+            ["prompt"],
+        ),
+        _object(
+            "ModelOutput",
+            {"video": {**_URI, "title": "Video"}, "thumbnail": {**_URI, "title": "Thumbnail"}},
+            ["video", "thumbnail"],
+        ),
+        ModelTiming(0.3, 1.0),
+    ),
+    ModelSpec(
+        "emulator",
+        "segment-anything",
+        "segment",
+        "Segmentation: {masks: [url], boxes: [[x0, y0, x1, y1]], labels, scores}",
+        _object(
+            "Input", {"image": _IMAGE_IN, "max_masks": _int("Max Masks", 3, 1, 8, 1)}, ["image"]
+        ),
+        _object(
+            "ModelOutput",
+            {
+                "masks": {"type": "array", "items": _URI, "title": "Masks"},
+                "boxes": {"type": "array", "items": _BOX, "title": "Boxes"},
+                "labels": {"type": "array", "items": {"type": "string"}, "title": "Labels"},
+                "scores": {"type": "array", "items": {"type": "number"}, "title": "Scores"},
+            },
+            ["masks", "boxes", "labels", "scores"],
+        ),
+        ModelTiming(0.2, 0.5),
+    ),
+    ModelSpec(
+        "emulator",
+        "detect-objects",
+        "detect",
+        "Detection: a list of {mask, label, score, box}",
+        _object(
+            "Input", {"image": _IMAGE_IN, "max_objects": _int("Max Objects", 2, 1, 8, 1)}, ["image"]
+        ),
+        {
+            "type": "array",
+            "title": "Output",
+            "items": _object(
+                "Detection",
+                {
+                    "mask": {**_URI, "title": "Mask"},
+                    "label": {"type": "string", "title": "Label"},
+                    "score": {"type": "number", "title": "Score"},
+                    "box": {**_BOX, "title": "Box"},
+                },
+                ["mask", "label", "score", "box"],
+            ),
+        },
+        ModelTiming(0.2, 0.5),
+    ),
+    ModelSpec(
+        "emulator",
+        "multiview",
+        "multiview",
+        "Multi-view render: {preview, views: [{angle, image, depth: {map, range}}], meta}",
+        _object(
+            "Input", {"prompt": _PROMPT, "num_views": _int("Num Views", 2, 1, 6, 1)}, ["prompt"]
+        ),
+        _object(
+            "ModelOutput",
+            {
+                "preview": {**_URI, "title": "Preview"},
+                "views": {
+                    "type": "array",
+                    "title": "Views",
+                    "items": _object(
+                        "View",
+                        {
+                            "angle": {"type": "integer"},
+                            "image": _URI,
+                            "depth": _object(
+                                "Depth",
+                                {
+                                    "map": _URI,
+                                    "range": {"type": "array", "items": {"type": "number"}},
+                                },
+                                ["map", "range"],
+                            ),
+                        },
+                        ["angle", "image", "depth"],
+                    ),
+                },
+                "meta": {"type": "object", "title": "Meta"},
+            },
+            ["preview", "views", "meta"],
+        ),
+        ModelTiming(0.2, 0.6),
     ),
 )
 

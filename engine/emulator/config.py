@@ -47,6 +47,7 @@ class EmulatorConfig:
     data_uri_max: int = 256 * 1024  # sync (Prefer: wait) outputs below this become data: URIs
     sync_partial_on_expiry: bool = False  # answer an expired wait with processing + partial
     max_upload: int = 100 * 1024 * 1024
+    output_salt: str = ""  # mixed into every output file's bytes: change it to serve new bytes
     # Webhooks.
     webhook_secret: str | None = None  # None: a random whsec_ key per emulator
     webhook_retry_delays: tuple[float, ...] = (1.0, 5.0, 30.0)
@@ -72,6 +73,10 @@ class EmulatorConfig:
     create_5xx_first: int = 0  # the next N creates answer fault_status
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429
+    insufficient_credit: bool = False  # every create answers 402 (nothing is stored)
+    hang_creates: int = 0  # the next N creates are read, then never answered (nothing stored)
+    hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
+    foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)
 
     def timing(self, model: str, default: ModelTiming) -> ModelTiming:
         """Return the scaled timing of ``model``."""

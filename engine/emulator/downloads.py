@@ -1,4 +1,4 @@
-"""Serve output files like a CDN: Content-Length, ETag, Range, and optional mid-body cuts."""
+"""Serve output files like a CDN: validators, Range and If-Range, and optional mid-body cuts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from engine.emulator.stats import Stats
 
-__all__ = ["ByteRangeResponse", "Chunks", "parse_range"]
+__all__ = ["ByteRangeResponse", "Chunks", "if_range_matches", "parse_range"]
 
 Chunks = Callable[[int, int], Iterator[bytes]]
 
@@ -20,22 +20,41 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     """Return ``(start, end)`` (end exclusive) for one ``Range`` spec, or None for all.
 
-    Raises ``ValueError`` for a range that cannot be satisfied (the caller answers 416).
+    As RFC 9110 (14.2) allows, a header we do not answer with a part (another unit, a
+    malformed or inverted spec, several ranges) is ignored: the whole file is sent.
+    Raises ``ValueError`` for a valid range that cannot be satisfied (the caller answers
+    416): a start at or past the end, or an empty suffix.
     """
     if not header:
         return None
     match = _RANGE.match(header.strip())
     if match is None or match.group(1) == match.group(2) == "":
-        raise ValueError(header)
+        return None
     first, last = match.groups()
     if first == "":
-        start, end = max(0, size - int(last)), size
-    else:
-        start = int(first)
-        end = size if last == "" else min(size, int(last) + 1)
-    if start >= size or start >= end:
+        if int(last) == 0 or size == 0:
+            raise ValueError(header)
+        return max(0, size - int(last)), size
+    if last != "" and int(last) < int(first):
+        return None
+    start = int(first)
+    if start >= size:
         raise ValueError(header)
-    return start, end
+    return start, size if last == "" else min(size, int(last) + 1)
+
+
+def if_range_matches(header: str | None, etag: str, last_modified: str) -> bool:
+    """Return whether ``If-Range`` lets a ``Range`` apply (RFC 9110 13.1.5).
+
+    An entity tag must match strongly (a weak one never does); a date must equal the
+    ``Last-Modified`` exactly. No ``If-Range`` at all lets the range apply.
+    """
+    if header is None:
+        return True
+    value = header.strip()
+    if value.startswith(('"', "W/")):
+        return value == etag
+    return value == last_modified
 
 
 class ByteRangeResponse(Response):
@@ -53,6 +72,7 @@ class ByteRangeResponse(Response):
         byte_range: tuple[int, int] | None,
         media_type: str,
         etag: str,
+        last_modified: str,
         stats: Stats,
         cut: bool = False,
     ) -> None:
@@ -61,6 +81,7 @@ class ByteRangeResponse(Response):
         self.chunks, self.stats, self.cut = chunks, stats, cut
         self.headers["content-length"] = str(self.end - self.start)
         self.headers["etag"] = etag
+        self.headers["last-modified"] = last_modified
         self.headers["accept-ranges"] = "bytes"
         self.headers["cache-control"] = "public,max-age=3600"
         if byte_range:

@@ -19,9 +19,9 @@ from engine.emulator.catalogue import (
     validate_input,
 )
 from engine.emulator.lifecycle import TERMINAL, PredictionRecord, new_id
-from engine.emulator.media import png_bytes
 from engine.emulator.problems import Problem, json_response, not_found
 from engine.emulator.resources import base_url
+from engine.emulator.shapes import inline_output
 from engine.emulator.sse import stream_events
 
 if TYPE_CHECKING:
@@ -165,14 +165,8 @@ async def _create(
         video_size=em.config.video_size,
     )
     base = base_url(request)
-    if model.kind == "video":
-        record.file_urls = [f"{base}/files/{record.id}/output.mp4"]
-    elif model.kind == "image":
-        count = int(data.get("num_outputs", 1))
-        record.file_urls = [f"{base}/files/{record.id}/out-{i}.png" for i in range(count)]
-    em.predictions[record.id] = record
-    em.order.append(record)
-    em.stats.created(key, record.id, now, record.end()[0])
+    em.add(record, base)
+    em.stats.created(key, record.id, now, record.end()[0], model.ref)
     if record.webhook is not None:
         em.watch(record, base)
     prefer = _PREFER.match(request.headers.get("prefer", ""))
@@ -205,12 +199,14 @@ def _sync_body(em: Emulator, record: PredictionRecord, base: str) -> dict[str, A
         if not em.config.sync_partial_on_expiry:
             body.update(status="starting", output=None)
         return body
-    if record.model.kind == "image" and body["status"] == "succeeded":
-        images = [png_bytes(record.image_seed(i)) for i in range(len(record.file_urls))]
-        if sum(len(i) for i in images) <= em.config.data_uri_max:
-            body["output"] = [
-                "data:image/png;base64," + base64.b64encode(i).decode() for i in images
-            ]
+    if record.files and body["status"] == "succeeded":
+        body["output"] = inline_output(
+            record.template,
+            record.file_urls,
+            record.files,
+            em.config.data_uri_max,
+            em.config.output_salt,
+        )
     return body
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.emulator.catalogue import ModelSpec, canonical_key
+from engine.emulator.catalogue import ModelSpec
 from engine.emulator.media import tokens_for
+from engine.emulator.shapes import OutputFile, render_output
 
 __all__ = ["PredictionRecord", "iso", "new_id"]
 
@@ -51,6 +52,9 @@ class PredictionRecord:
     deadline: float | None = None
     canceled_at: float | None = None
     file_urls: list[str] = field(default_factory=list)
+    files: list[OutputFile] = field(default_factory=list)  # parallel to file_urls
+    template: Any = None  # the output with `Slot`s where the file URLs go
+    source: str = "api"  # "web": made outside the API (foreign_predictions)
     video_size: int = 0  # fixed at creation so a later config change cannot alter a file
     on_change: list[Callable[[], None]] = field(default_factory=list)
 
@@ -93,9 +97,7 @@ class PredictionRecord:
             return tokens[: int(len(tokens) * self.progress(now))]
         if status != "succeeded":
             return None
-        if self.model.kind == "video":
-            return self.file_urls[0]
-        return list(self.file_urls)
+        return render_output(self.template, self.file_urls)
 
     def log_lines(self, now: float) -> Iterator[str]:
         """Yield tqdm-like log lines written up to ``now``."""
@@ -133,7 +135,7 @@ class PredictionRecord:
             "data_removed": removed,
             "error": self.failure if status == "failed" else None,
             "status": status,
-            "source": "api",
+            "source": self.source,
             "created_at": iso(self.created),
             "urls": urls,
         }
@@ -157,9 +159,9 @@ class PredictionRecord:
             body["stream"] = True
         return body
 
-    def image_seed(self, index: int) -> str:
-        """Return the seed of output image ``index``: same input, same pixels."""
-        return f"{canonical_key(self.model, self.input)}#{index}"
+    def file(self, name: str) -> OutputFile | None:
+        """Return the output file called ``name``, if this prediction has one."""
+        return next((f for f in self.files if f.name == name), None)
 
     def notify(self) -> None:
         """Wake SSE streams and webhook senders waiting on this prediction."""

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from email.utils import formatdate
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from engine.emulator.catalogue import DEPLOYMENTS, MODELS, ModelSpec
-from engine.emulator.downloads import ByteRangeResponse, Chunks, parse_range
-from engine.emulator.media import iter_video, png_bytes
+from engine.emulator.downloads import ByteRangeResponse, Chunks, if_range_matches, parse_range
 from engine.emulator.problems import Problem, json_response, not_found
 from engine.emulator.uploads import Upload, parse_multipart
 
@@ -173,10 +173,22 @@ async def delete_file(em: Emulator, request: Request) -> Response:
 
 
 def _serve(
-    em: Emulator, request: Request, key: str, *, size: int, media_type: str, chunks: Chunks
+    em: Emulator,
+    request: Request,
+    key: str,
+    *,
+    size: int,
+    media_type: str,
+    chunks: Chunks,
+    etag: str,
+    modified: float,
 ) -> Response:
+    last_modified = formatdate(modified, usegmt=True)
+    header = request.headers.get("range")
+    if not if_range_matches(request.headers.get("if-range"), etag, last_modified):
+        header = None  # the client's part is of other bytes: send the whole file
     try:
-        byte_range = parse_range(request.headers.get("range"), size)
+        byte_range = parse_range(header, size)
     except ValueError:
         raise Problem(
             416,
@@ -187,13 +199,13 @@ def _serve(
     cut = bool(em.config.cut_download_rate) and em.rng.random() < em.config.cut_download_rate
     cut = cut or em.downloads[key] < em.config.cut_first_downloads
     em.downloads[key] += 1
-    etag = '"' + hashlib.sha256(f"{key}:{size}".encode()).hexdigest()[:32] + '"'
     return ByteRangeResponse(
         chunks,
         size=size,
         byte_range=byte_range,
         media_type=media_type,
         etag=etag,
+        last_modified=last_modified,
         stats=em.stats,
         cut=cut,
     )
@@ -213,30 +225,34 @@ async def download_upload(em: Emulator, request: Request) -> Response:
         size=len(upload.data),
         media_type=upload.content_type,
         chunks=chunks,
+        etag='"' + hashlib.sha256(upload.data).hexdigest()[:32] + '"',
+        modified=upload.created,
     )
 
 
 async def download_output(em: Emulator, request: Request) -> Response:
-    """Serve an output file like replicate.delivery: 404 once the output expired."""
+    """Serve an output file like replicate.delivery: 404 once the output expired.
+
+    The strong ETag is a digest of the bytes and ``Last-Modified`` the time they took
+    their present form, so both change when ``output_salt`` changes the bytes.
+    """
     record = em.predictions.get(request.path_params["id"])
-    name = request.path_params["name"]
+    file = None if record is None else record.file(request.path_params["name"])
     now = em.clock()
-    if record is None or not any(url.endswith(f"/{record.id}/{name}") for url in record.file_urls):
+    if record is None or file is None:
         raise not_found()
     end, status = record.end()
     if status != "succeeded" or now < end or now >= end + em.config.output_expiry:
         raise not_found()
-    key = f"{record.id}/{name}"
-    if record.model.kind == "video":
-        size, pid = record.video_size, record.id
-
-        def video(start: int, stop: int) -> Iterator[bytes]:
-            return iter_video(pid, size, start, stop)
-
-        return _serve(em, request, key, size=size, media_type="video/mp4", chunks=video)
-    data = png_bytes(record.image_seed(int(name.removeprefix("out-").removesuffix(".png"))))
-
-    def image(start: int, stop: int) -> Iterator[bytes]:
-        yield data[start:stop]
-
-    return _serve(em, request, key, size=len(data), media_type="image/png", chunks=image)
+    salt = em.config.output_salt
+    size = file.size if file.content == "mp4" else len(file.data(salt))
+    return _serve(
+        em,
+        request,
+        f"{record.id}/{file.name}",
+        size=size,
+        media_type=file.media_type,
+        chunks=file.chunks(salt),
+        etag=f'"{file.identity(salt)}"',
+        modified=max(end, em.salt_changed),
+    )

@@ -30,25 +30,35 @@ class Stats:
         self.bytes_served = 0
         self.downloads_cut = 0
         self.webhooks_sent: Counter[int] = Counter()  # by response status (0 = no answer)
+        self.creates_by_model: Counter[str] = Counter()  # stored predictions per model ref
+        self.creates_402 = 0  # creates refused for insufficient credit
+        self.hung_creates = 0  # creates read and never answered (hang_creates)
+        self.downloads_by_status: Counter[int] = Counter()  # output and upload file GETs
+        self.foreign_predictions = 0  # predictions added "from the web"
         self._recent_creates: deque[float] = deque()
         self._active: dict[str, float] = {}  # prediction id -> end time
         self._ends: list[tuple[float, str]] = []
 
-    def request(self, endpoint: str, status: int) -> None:
-        """Record one answered request."""
+    def request(self, endpoint: str, status: int, kind: str = "") -> None:
+        """Record one answered request (``kind`` is the route's limiter class)."""
         with self._lock:
             self.requests[endpoint, status] += 1
+            if kind == "download":
+                self.downloads_by_status[status] += 1
         if status == 429:
             self.throttled += 1
+        if status == 402 and kind == "create":
+            self.creates_402 += 1
 
     def webhook(self, status: int) -> None:
         """Record one webhook delivery attempt by its answer (0: no answer)."""
         with self._lock:
             self.webhooks_sent[status] += 1
 
-    def created(self, key: str, prediction_id: str, now: float, end: float) -> int:
+    def created(self, key: str, prediction_id: str, now: float, end: float, model: str) -> int:
         """Record a stored prediction; return how many with ``key`` existed before."""
         with self._lock:
+            self.creates_by_model[model] += 1
             return self._created(key, prediction_id, now, end)
 
     def _created(self, key: str, prediction_id: str, now: float, end: float) -> int:
@@ -107,4 +117,9 @@ class Stats:
             "bytes_served": self.bytes_served,
             "downloads_cut": self.downloads_cut,
             "webhooks_sent": {str(k): v for k, v in sorted(self.webhooks_sent.items())},
+            "creates_by_model": dict(sorted(self.creates_by_model.items())),
+            "creates_402": self.creates_402,
+            "hung_creates": self.hung_creates,
+            "downloads_by_status": {str(k): v for k, v in sorted(self.downloads_by_status.items())},
+            "foreign_predictions": self.foreign_predictions,
         }

@@ -58,16 +58,23 @@ def test_tokens_start_empty_and_are_deterministic() -> None:
         ("bytes=5-", (5, 100)),
         ("bytes=-10", (90, 100)),
         ("bytes=0-999", (0, 100)),
+        ("bytes=-1000", (0, 100)),
     ],
 )
 def test_parse_range(header: str | None, expected: tuple[int, int] | None) -> None:
     assert parse_range(header, 100) == expected
 
 
-@pytest.mark.parametrize("header", ["bytes=100-", "items=0-1", "bytes=-", "bytes=5-2"])
-def test_parse_range_rejects(header: str) -> None:
+@pytest.mark.parametrize("header", ["bytes=100-", "bytes=-0", "bytes=100-200"])
+def test_parse_range_rejects_unsatisfiable(header: str) -> None:
     with pytest.raises(ValueError):
         parse_range(header, 100)
+
+
+@pytest.mark.parametrize("header", ["items=0-1", "bytes=-", "bytes=5-2", "bytes=0-1,5-6", "junk"])
+def test_parse_range_ignores_what_it_does_not_answer(header: str) -> None:
+    # RFC 9110 14.2: a server may ignore Range; the whole file is then sent with 200.
+    assert parse_range(header, 100) is None
 
 
 def test_token_bucket_admits_a_burst_then_waits() -> None:
