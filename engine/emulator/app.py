@@ -128,7 +128,8 @@ class Emulator:
                 else f"made on the web #{k}"
                 for name in model.input_schema.get("required", ())
             }
-            now = self.clock()
+            # Strictly after the last one, so created_at orders them as the list does.
+            now = max(self.clock(), self.order[-1].created + 2e-6 if self.order else 0.0)
             timing = self.config.timing(model.ref, model.timing)
             record = PredictionRecord(
                 id=new_id(),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import anyio
 from starlette.requests import Request
@@ -227,8 +229,29 @@ async def cancel_prediction(em: Emulator, request: Request) -> Response:
     return json_response(record.render(now, base_url(request), em.config.output_expiry))
 
 
+def _instant(request: Request, name: str) -> datetime | None:
+    """Read an ISO 8601 query parameter (``created_after``/``created_before``)."""
+    text = request.query_params.get(name)
+    if not text:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        raise Problem(400, "Bad request", f"{name} must be an ISO 8601 date-time") from None
+
+
+def _created(record: PredictionRecord) -> datetime:
+    return datetime.fromtimestamp(record.created, UTC)
+
+
 async def list_predictions(em: Emulator, request: Request) -> Response:
-    """Return one page, newest first, with an absolute ``next`` cursor URL."""
+    """Return one page: 100 at most, newest first, every source, an absolute ``next`` URL.
+
+    The cursor names the position below which the next page starts, so predictions made
+    while a client pages (ours or "from the web") never shift the pages it has yet to read.
+    ``created_after`` and ``created_before`` filter (exclusive) and ride along in ``next``.
+    """
     cursor = request.query_params.get("cursor")
     stop = len(em.order)
     if cursor:
@@ -236,12 +259,24 @@ async def list_predictions(em: Emulator, request: Request) -> Response:
             stop = int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("s="))
         except ValueError:
             raise Problem(400, "Bad request", "Invalid cursor") from None
-    start = max(0, stop - PAGE_SIZE)
+    after, before = _instant(request, "created_after"), _instant(request, "created_before")
+    page: list[PredictionRecord] = []
+    position = min(stop, len(em.order))
+    while position > 0 and len(page) < PAGE_SIZE:
+        position -= 1
+        record = em.order[position]
+        created = _created(record)  # as rendered, so a listed created_at filters exactly
+        if (after is None or created > after) and (before is None or created < before):
+            page.append(record)
+    more = position > 0 and (after is None or _created(em.order[position - 1]) > after)
     now, base = em.clock(), base_url(request)
-    page = [r.render(now, base, em.config.output_expiry) for r in reversed(em.order[start:stop])]
-    token = base64.urlsafe_b64encode(f"s={start}".encode()).decode()
-    following = f"{base}/v1/predictions?cursor={token}" if start > 0 else None
-    return json_response({"previous": None, "next": following, "results": page})
+    following = None
+    if more:
+        token = base64.urlsafe_b64encode(f"s={position}".encode()).decode()
+        query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        following = f"{base}/v1/predictions?{urlencode({**query, 'cursor': token})}"
+    results = [r.render(now, base, em.config.output_expiry) for r in page]
+    return json_response({"previous": None, "next": following, "results": results})
 
 
 async def stream_prediction(em: Emulator, request: Request) -> Response:
