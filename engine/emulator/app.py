@@ -118,7 +118,7 @@ class Emulator:
 
     def _add_foreign(self, base_url: str) -> None:
         """Add the pending predictions made "on the web": other models, other inputs."""
-        models = [m for m in MODELS.values() if m.kind != "fails"]
+        models = [m for m in MODELS.values() if m.kind != "fails" and m.published]
         for k in range(self.foreign_pending):
             model = models[k % len(models)]
             props = model.input_schema.get("properties", {})
@@ -316,6 +316,7 @@ class Emulator:
             r("/v1/models/{owner}/{name}", res.get_model, "models.get", "read"),
             r("/v1/models/{owner}/{name}/versions", res.list_versions, "versions.list", "read"),
             r("/v1/models/{owner}/{name}/versions/{vid}", res.get_version, "versions.get", "read"),
+            r("/v1/deployments", res.list_deployments, "deployments.list", "read"),
             r("/v1/deployments/{owner}/{name}", res.get_deployment, "deployments.get", "read"),
             r("/v1/account", res.account, "account.get", "read"),
             r("/v1/hardware", res.hardware, "hardware.list", "read"),

@@ -100,6 +100,7 @@ class ModelSpec:
     timing: ModelTiming = field(default_factory=ModelTiming)
     version: str = ""
     streamable: bool = False
+    published: bool = True  # False: a model with no version yet (latest_version null)
 
     @property
     def ref(self) -> str:
@@ -141,7 +142,7 @@ class ModelSpec:
             "run_count": 0,
             "cover_image_url": None,
             "default_example": None,
-            "latest_version": self.version_json(),
+            "latest_version": self.version_json() if self.published else None,
             "created_at": _CREATED_AT,
             "is_official": False,
         }
@@ -372,16 +373,28 @@ _MODELS = (
         ),
         ModelTiming(0.2, 0.6),
     ),
+    ModelSpec(
+        "emulator",
+        "unpublished",
+        "image",
+        "A model created but with no version pushed yet: latest_version is null",
+        _image_input(1),
+        _URI_LIST,
+        published=False,
+    ),
 )
 
 MODELS: Mapping[str, ModelSpec] = {m.ref: m for m in _MODELS}
-DEPLOYMENTS: Mapping[str, str] = {
+# Deployment -> the model of its current release; None: created, never released.
+DEPLOYMENTS: Mapping[str, str | None] = {
     "emulator/flux": "black-forest-labs/flux-schnell",
     "emulator/sdxl": "stability-ai/sdxl",
     "emulator/llama": "meta/meta-llama-3-70b-instruct",
     "emulator/video": "kling-ai/kling-video",
+    "emulator/segment": "emulator/segment-anything",
+    "emulator/unreleased": None,
 }
-_BY_VERSION = {m.version_id: m for m in _MODELS}
+_BY_VERSION = {m.version_id: m for m in _MODELS if m.published}
 
 
 def by_version(version: str) -> ModelSpec | None:

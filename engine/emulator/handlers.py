@@ -93,6 +93,8 @@ async def create_by_model(em: Emulator, request: Request) -> Response:
     model = MODELS.get(f"{request.path_params['owner']}/{request.path_params['name']}")
     if model is None:
         raise not_found("The requested model could not be found.")
+    if not model.published:
+        raise not_found("The requested model has no published version.")
     return await _create(em, request, model, await _body(request))
 
 
@@ -101,9 +103,10 @@ async def create_by_deployment(em: Emulator, request: Request) -> Response:
     ref = f"{request.path_params['owner']}/{request.path_params['name']}"
     if ref not in DEPLOYMENTS:
         raise not_found("The requested deployment could not be found.")
-    return await _create(
-        em, request, MODELS[DEPLOYMENTS[ref]], await _body(request), deployment=ref
-    )
+    released = DEPLOYMENTS[ref]
+    if released is None:
+        raise not_found("The requested deployment has no current release.")
+    return await _create(em, request, MODELS[released], await _body(request), deployment=ref)
 
 
 def _failure(em: Emulator, model: ModelSpec, data: dict[str, Any], before: int) -> str | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +29,7 @@ __all__ = [
     "get_model",
     "get_version",
     "hardware",
+    "list_deployments",
     "list_files",
     "list_models",
     "list_versions",
@@ -82,25 +83,25 @@ async def get_model(_em: Emulator, request: Request) -> Response:
 
 async def list_versions(_em: Emulator, request: Request) -> Response:
     """Return the model's versions (one each) as a Page."""
-    return json_response(
-        {"previous": None, "next": None, "results": [_model(request).version_json()]}
-    )
+    model = _model(request)
+    versions = [model.version_json()] if model.published else []
+    return json_response({"previous": None, "next": None, "results": versions})
 
 
 async def get_version(_em: Emulator, request: Request) -> Response:
     """Return a Version with its OpenAPI schema (``run`` fetches it after each create)."""
     model = _model(request)
-    if request.path_params["vid"] != model.version_id:
+    if not model.published or request.path_params["vid"] != model.version_id:
         raise not_found("The requested version could not be found.")
     return json_response(model.version_json())
 
 
-async def get_deployment(_em: Emulator, request: Request) -> Response:
-    """Return a Deployment and its current release."""
-    ref = f"{request.path_params['owner']}/{request.path_params['name']}"
-    if ref not in DEPLOYMENTS:
-        raise not_found("The requested deployment could not be found.")
-    model = MODELS[DEPLOYMENTS[ref]]
+def _deployment(ref: str) -> dict[str, Any]:
+    owner, name = ref.split("/")
+    released = DEPLOYMENTS[ref]
+    if released is None:
+        return {"owner": owner, "name": name, "current_release": None}
+    model = MODELS[released]
     release = {
         "number": 1,
         "model": model.ref,
@@ -109,8 +110,21 @@ async def get_deployment(_em: Emulator, request: Request) -> Response:
         "created_by": _OWNER,
         "configuration": {"hardware": "gpu-a100-large", "min_instances": 0, "max_instances": 10},
     }
-    owner, name = ref.split("/")
-    return json_response({"owner": owner, "name": name, "current_release": release})
+    return {"owner": owner, "name": name, "current_release": release}
+
+
+async def list_deployments(_em: Emulator, _request: Request) -> Response:
+    """Return every deployment as one Page."""
+    results = [_deployment(ref) for ref in DEPLOYMENTS]
+    return json_response({"previous": None, "next": None, "results": results})
+
+
+async def get_deployment(_em: Emulator, request: Request) -> Response:
+    """Return a Deployment; ``current_release.version`` is a version id string (or no release)."""
+    ref = f"{request.path_params['owner']}/{request.path_params['name']}"
+    if ref not in DEPLOYMENTS:
+        raise not_found("The requested deployment could not be found.")
+    return json_response(_deployment(ref))
 
 
 async def account(_em: Emulator, _request: Request) -> Response:
