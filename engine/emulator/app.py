@@ -147,12 +147,14 @@ class Emulator:
         self.stats.foreign_predictions += self.foreign_pending
         self.foreign_pending = 0
 
-    async def _refuse_create(self, request: Request) -> Problem | None:
+    async def _refuse_create(self, request: Request, handler: Handler) -> Problem | None:
         """Return the answer of a create refused by a fault knob (402, or a hang's end)."""
         if self.config.insufficient_credit:
             return Problem(402, "Insufficient credit", _INSUFFICIENT_CREDIT)
         if self.remaining["hang_creates"] > 0:
             self.remaining["hang_creates"] -= 1
+            if self.config.hang_after_store:
+                await handler(self, request)  # stored (and billed); the answer is lost
             return await self._hang(request)
         return None
 
@@ -250,7 +252,7 @@ class Emulator:
                 problem = self._throttle(kind)
                 if problem is not None:
                     raise problem
-            refusal = await self._refuse_create(request) if kind == "create" else None
+            refusal = await self._refuse_create(request, handler) if kind == "create" else None
             if refusal is not None:
                 raise refusal
             fault = self._fault(kind)

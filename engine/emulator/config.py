@@ -77,6 +77,7 @@ class EmulatorConfig:
     hang_creates: int = 0  # the next N creates are read, then never answered (nothing stored)
     hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
     foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)
+    hang_after_store: bool = False  # a hung create stores its prediction first (an orphan)
 
     def timing(self, model: str, default: ModelTiming) -> ModelTiming:
         """Return the scaled timing of ``model``."""

@@ -68,6 +68,19 @@ def test_hung_create_ends_after_hang_seconds_with_504(
     assert replicate_env.emulator.stats.snapshot()["predictions_created"] == 0
 
 
+def test_hung_create_after_store_leaves_a_prediction_to_find(
+    client: replicate.Client, replicate_env: EmulatorServer, http: httpx.Client
+) -> None:
+    replicate_env.emulator.update(hang_creates=1, hang_after_store=True)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(f"/v1/models/{FLUX}/predictions", json={"input": {"prompt": "lost"}}, timeout=0.2)
+    [orphan] = client.predictions.list().results
+    assert orphan.input == {"prompt": "lost"}
+    stats = replicate_env.emulator.stats.snapshot()
+    assert stats["hung_creates"] == 1
+    assert stats["creates_by_model"] == {FLUX: 1}
+
+
 def test_server_shuts_down_while_a_create_hangs(tmp_path: Path) -> None:
     config = EmulatorConfig(hang_creates=1, hang_seconds=600.0)
     errors: list[BaseException] = []
