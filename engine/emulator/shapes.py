@@ -9,6 +9,7 @@ Everything is a pure function of the prediction's input, so tests can predict sh
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ __all__ = ["OutputFile", "Slot", "inline_output", "layout", "render_output"]
 
 Content = Literal["png", "mp4"]
 _MEDIA_TYPES: Mapping[Content, str] = {"png": "image/png", "mp4": "video/mp4"}
+# A download needs a PNG's size, digest and bytes: make each once, not per use.
+_png = functools.lru_cache(maxsize=512)(png_bytes)
 _LABELS = ("cat", "dog", "person", "car", "tree", "bicycle", "bird", "chair")
 
 
@@ -40,7 +43,7 @@ class OutputFile:
     def data(self, salt: str = "") -> bytes:
         """Return the whole file (PNGs only: videos are streamed, never held)."""
         assert self.content == "png", "videos are streamed"
-        return png_bytes(self.seed + salt)
+        return _png(self.seed + salt)
 
     def chunks(self, salt: str) -> Callable[[int, int], Iterator[bytes]]:
         """Return a reader of bytes ``[start, stop)``; ``salt`` changes every byte source."""
