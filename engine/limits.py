@@ -1,18 +1,21 @@
 """Pace requests to Replicate: create/read budgets, a shared 429 cooldown, poll scheduling.
 
 Replicate limits creates (600/min) and every other call (3000/min) separately, so a run
-has two `Budget` objects (`Limits`). A budget is smooth: it never admits a burst above its
-rate. A 429 answer sets a cooldown shared by every waiter on that budget (``Retry-After``
-is a floor); a low-credit answer lowers the rate for the rest of the run.
+has two `Budget` objects (`Limits`). Each paces with an `aiolimiter.AsyncLimiter` whose
+bucket holds ``burst`` requests (half a second's worth by default, well under the burst
+Replicate allows) and drains at the sustained rate. A bucket of one lost every late
+wake-up of a busy loop (the level was empty again before the next waiter ran); a bucket
+of a few requests keeps that time, because the level drains while the waiter is late.
 
-A budget hands out *slots* on a schedule (the generic cell rate algorithm): the n-th
-request is due one interval after the (n-1)-th was due, not after it was actually sent.
-A waiter woken a little late therefore costs the schedule nothing: the next slot is
-already due. A leaky bucket evaluated at wake-up time (aiolimiter at a burst of 1) loses
-every such delay. Only a few missed slots are made up, so a starved loop never catches
-up with one large burst.
+This module keeps only what aiolimiter lacks, as a thin layer over it:
 
-`PollPacer` spreads the polling of all in-flight predictions over the read budget, so the
+* the shared 429 cooldown: every waiter on the budget waits until ``Retry-After`` (a
+  floor) has passed, and a waiter admitted during a cooldown queues again after it;
+* the low-credit downgrade: a new, slower limiter for the rest of the run;
+* the headroom: the sustained rate leaves room for the burst, so that any 60 s window,
+  wherever it starts, holds at most the stated limit.
+
+`PollPacer` spreads the polling of in-flight predictions over the read budget, so the
 poll interval grows with the number in flight instead of exceeding the budget.
 """
 
@@ -24,26 +27,33 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import anyio
+from aiolimiter import AsyncLimiter
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig
 
-__all__ = ["Budget", "Limits", "PollPacer"]
+__all__ = ["Budget", "Limits", "PollPacer", "default_burst"]
 
-# Aim a hair under the stated limit so that any 60 s window, wherever it starts, stays
-# at or below the limit despite a waiter woken late and the burst on top.
-_HEADROOM = 0.98
-# How many slots a waiter woken late may make up for (see `Budget.reserve`).
-_CATCH_UP = 2
+# The sustained rate aims a hair under what is left after the burst, so that the burst
+# plus 60 s of sustained admissions stays under the limit even with rounding.
+_HEADROOM = 0.99
+
+
+def default_burst(rate_per_min: float) -> int:
+    """Return the bucket size for a rate: half a second's worth, at least two.
+
+    Two or more absorb a waiter woken late; more than a second's worth would exceed
+    the burst a rate-limited server (and the emulator's benchmarks) may allow.
+    """
+    return max(2, int(rate_per_min / 120))
 
 
 class Budget:
-    """Admit requests at no more than ``rate_per_min``, smoothly, with a shared cooldown.
+    """Admit requests at no more than ``rate_per_min``, with a shared 429 cooldown.
 
-    ``burst`` is how many requests may go back to back before pacing starts; the
-    sustained rate is lowered by the same amount so that any 60 s window holds at most
-    ``rate_per_min`` requests. ``clock`` returns seconds (tests pass a fake one and call
-    `reserve` directly).
+    ``burst`` requests may go back to back; the sustained rate is lowered by as much so
+    that any 60 s window holds at most ``rate_per_min``. ``clock`` returns seconds in the
+    event loop's time (tests run on a loop with virtual time).
     """
 
     def __init__(
@@ -61,20 +71,19 @@ class Budget:
         self.name = name
         self._clock = clock
         self._set_rate(rate_per_min, burst)
-        self._due = float("-inf")  # when the next slot is due, before the burst allowance
         self._cooldown_until = float("-inf")
-        self._turn = anyio.Lock()
         self.acquired = 0
         self.throttled = 0
         self.throttled_seconds = 0.0
 
     def _set_rate(self, rate_per_min: float, burst: int) -> None:
         self.rate_per_min = rate_per_min
-        self.burst = burst
-        # `burst` back to back plus the sustained rate must fit in any 60 s window.
-        sustained = max(rate_per_min - (burst - 1), rate_per_min / 2) * _HEADROOM
+        # A burst above half the rate would leave too little for the sustained rate.
+        self.burst = max(1, min(burst, int(rate_per_min / 2)))
+        sustained = max(rate_per_min - self.burst, rate_per_min / 2) * _HEADROOM  # per minute
         self._interval = 60.0 / sustained
-        self._tolerance = (burst - 1) * self._interval
+        # A bucket of `burst` that drains `burst` slots every `burst` intervals.
+        self._limiter = AsyncLimiter(self.burst, self.burst * self._interval)
 
     @property
     def min_interval(self) -> float:
@@ -86,32 +95,20 @@ class Budget:
         """Return how long every waiter still has to wait because of a 429."""
         return max(0.0, self._cooldown_until - self._clock())
 
-    def reserve(self) -> float:
-        """Take the next slot and return the clock time at which it may be used."""
-        now = self._clock()
-        # Slots missed by more than a few intervals are gone: a starved loop that caught
-        # up on all of them at once would send a burst the server may answer with 429.
-        self._due = max(self._due, now - _CATCH_UP * self._interval)
-        start = max(now, self._due - self._tolerance, self._cooldown_until)
-        self._due = max(self._due, start) + self._interval
-        return start
-
     async def acquire(self) -> None:
         """Wait until one request may be sent (after any cooldown, within the rate)."""
-        # One waiter at a time takes its slot and sleeps until it: slots taken in advance
-        # by many waiters would all come due together after a stall of the event loop,
-        # and go out as one burst.
-        async with self._turn:
-            while True:
-                start = self.reserve()
-                delay = start - self._clock()
-                if delay > 0:
-                    await anyio.sleep(delay)
-                # A throttle while we slept: take a new slot after the cooldown, so
-                # requests resume paced instead of as one herd.
-                if self.cooldown_remaining <= 0:
-                    self.acquired += 1
-                    return
+        while True:
+            wait = self.cooldown_remaining
+            if wait > 0:
+                await anyio.sleep(wait)
+                continue
+            limiter = self._limiter
+            await limiter.acquire()
+            # A throttle while we queued (or a lower rate): queue again behind it, so
+            # requests resume paced instead of as one herd.
+            if self.cooldown_remaining <= 0 and limiter is self._limiter:
+                self.acquired += 1
+                return
 
     def throttle(self, retry_after: float) -> None:
         """Make every waiter on this budget wait until ``now + retry_after``."""
@@ -146,8 +143,8 @@ class Limits:
     def from_config(cls, config: EngineConfig) -> Limits:
         """Build fresh budgets for one run (call inside the run, never at import)."""
         return cls(
-            create=Budget("create", config.create_rate),
-            read=Budget("read", config.read_rate),
+            create=Budget("create", config.create_rate, burst=default_burst(config.create_rate)),
+            read=Budget("read", config.read_rate, burst=default_burst(config.read_rate)),
         )
 
 
