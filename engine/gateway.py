@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import urlencode
 
 import anyio
 import httpx
@@ -76,6 +77,8 @@ class PredictionPage:
 
     results: list[Prediction]
     next: str | None = None
+    # Ids whose entry lacks ``output`` or ``metrics``: a GET has what the list left out.
+    lacking: frozenset[str] = frozenset()
 
     def __iter__(self) -> Iterator[Prediction]:
         """Iterate over the page's predictions, as the seed's ``for pred in page`` does."""
@@ -370,22 +373,34 @@ class Gateway:
             prediction_id=prediction_id,
         )
 
-    async def list(self, cursor: str | None = None) -> PredictionPage:
-        """Return one page of the account's predictions, newest first."""
-        client = self.client
+    async def list(
+        self, cursor: str | None = None, *, created_after: str | None = None
+    ) -> PredictionPage:
+        """Return one page of the account's predictions, newest first.
 
-        async def once(ex: _Exchange) -> PredictionPage:
-            try:
-                page = await client.predictions.async_list(... if cursor is None else cursor)
-            except ValueError as exc:
-                # See `_prediction`: one `aborted` entry fails the whole page's parse.
-                if isinstance(ex.body, Mapping) and isinstance(ex.body.get("results"), list):
-                    return PredictionPage(
-                        [Prediction.from_json(item) for item in ex.body["results"]],
-                        ex.body.get("next"),
-                    )
-                raise UnexpectedResponseError(_scrub_text(str(exc), self._token)) from exc
-            return PredictionPage([Prediction.from_json(p.dict()) for p in page.results], page.next)
+        ``created_after`` (ISO 8601, exclusive) starts a listing at that instant; the
+        server carries it along in ``next``. The JSON is read directly: replicate's
+        pydantic model per entry costs more than the sweep's whole page, and fails the
+        whole page on one ``aborted`` entry.
+        """
+        client = self.client
+        path = cursor or "/v1/predictions"
+        if cursor is None and created_after is not None:
+            path += "?" + urlencode({"created_after": created_after})
+
+        async def once(_ex: _Exchange) -> PredictionPage:
+            body = (await client._async_request("GET", path)).json()
+            results = body.get("results") if isinstance(body, Mapping) else None
+            if not isinstance(results, list):
+                raise UnexpectedResponseError("GET /v1/predictions: expected a page of results")
+            lacking = frozenset(
+                str(item.get("id"))
+                for item in results
+                if "output" not in item or "metrics" not in item
+            )
+            return PredictionPage(
+                [Prediction.from_json(item) for item in results], body.get("next"), lacking
+            )
 
         return await self._call("list", "GET", "/v1/predictions", retry_idempotent, once)
 

@@ -17,6 +17,7 @@ import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from engine._sweep import Sweeper
 from engine.config import EngineConfig
 from engine.control import RunControl
 from engine.download import Downloader, is_stored
@@ -109,6 +110,13 @@ async def _run(
             downloader=downloader,
             journal=journal,
             pacer=PollPacer(limits.read, min_interval=config.poll_interval),
+            sweeper=Sweeper(
+                gateway,
+                limits.read,
+                control,
+                min_interval=config.poll_interval,
+                lag_bound=4 * config.poll_interval,
+            ),
             control=control,
             stats=stats,
             emit=emit,
@@ -120,6 +128,7 @@ async def _run(
             workers_scope = CancelScope()
             outer.start_soon(_produce, jobs, states, config, ctx, send)
             outer.start_soon(_cancel_workers_on_request, control, workers_scope)
+            outer.start_soon(ctx.sweeper.run)
             if config.deadline is not None:
                 outer.start_soon(_drain_at_deadline, control, config.deadline)
             with workers_scope:

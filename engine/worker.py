@@ -7,6 +7,7 @@ output file is verified and renamed into place.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from engine._sweep import Sweeper
 from engine.config import EngineConfig
 from engine.control import RunControl
 from engine.download import Downloader, is_stored
@@ -47,13 +49,14 @@ log = structlog.get_logger("engine.worker")
 
 @dataclass(slots=True)
 class WorkerContext:
-    """What every worker shares: one gateway, downloader, journal, pacer and the counters."""
+    """What every worker shares: gateway, downloader, journal, pacer, sweeper, counters."""
 
     config: EngineConfig
     gateway: Gateway
     downloader: Downloader
     journal: Journal
     pacer: PollPacer
+    sweeper: Sweeper
     control: RunControl
     stats: RunStats
     emit: Callable[[JobEvent], Awaitable[None]]
@@ -248,29 +251,47 @@ class _Lifecycle:
         return prediction
 
     async def _poll(self, prediction_id: str) -> Prediction | None:
+        """Ask for the prediction until terminal, or wait for the list sweep to see it end.
+
+        While the sweep covers the prediction (many in flight) this worker sends nothing:
+        it wakes when the sweep delivers the terminal prediction, or asks for one GET
+        (the list lacked the output, or has missed the prediction for too long).
+        """
         ctx = self.ctx
         started = time.monotonic()
         timeout = ctx.config.job_timeout
-        with ctx.pacer.track():
+        with ctx.pacer.track(), ctx.sweeper.watch(prediction_id) as watch:
             while True:
                 known, self.created = self.created, None
+                listed = watch.take()
                 if known is not None and known.id == prediction_id:
                     prediction = known
-                else:
+                elif listed is not None:
+                    prediction = listed
+                elif watch.needs_get():
                     prediction = await ctx.gateway.get(prediction_id)
-                if prediction.status.terminal:
-                    ctx.in_flight.pop(prediction_id, None)
-                    ctx.stats.prediction_seconds.append(time.monotonic() - started)
-                    return prediction
+                else:
+                    prediction = None  # woken for nothing new (a change of the run's state)
+                if prediction is not None:
+                    watch.saw(prediction)
+                    if prediction.status.terminal:
+                        ctx.in_flight.pop(prediction_id, None)
+                        ctx.stats.prediction_seconds.append(time.monotonic() - started)
+                        return prediction
                 if ctx.control.interrupted:
                     return None
-                if timeout is not None and time.monotonic() - started > timeout:
+                age = time.monotonic() - started
+                if timeout is not None and age > timeout:
                     log.warning("job.timeout", prediction_id=prediction_id, timeout=timeout)
                     canceled = await ctx.gateway.cancel(prediction_id)
                     ctx.in_flight.pop(prediction_id, None)
                     return canceled
-                with anyio.move_on_after(ctx.pacer.interval(time.monotonic() - started)):
-                    await ctx.control.wait_changed()
+                if watch.covered:
+                    wait = math.inf if timeout is None else timeout - age + ctx.pacer.min_interval
+                else:
+                    wait = ctx.pacer.interval(age)
+                with anyio.move_on_after(wait):
+                    await watch.wait()
 
     # -- finish --------------------------------------------------------------------------
 

@@ -78,6 +78,12 @@ class EmulatorConfig:
     hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
     foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)
     hang_after_store: bool = False  # a hung create stores its prediction first (an orphan)
+    # The list is behind a get by this many seconds (unscaled): newer predictions are
+    # missing from it, and every entry shows its state as of that long ago.
+    list_lag: float = 0.0
+    # Page the list by offset from the newest, and let N web predictions appear after
+    # every page: the pages shift under a client while it pages.
+    list_shift: int = 0
 
     def timing(self, model: str, default: ModelTiming) -> ModelTiming:
         """Return the scaled timing of ``model``."""

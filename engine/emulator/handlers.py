@@ -255,6 +255,8 @@ async def list_predictions(em: Emulator, request: Request) -> Response:
     while a client pages (ours or "from the web") never shift the pages it has yet to read.
     ``created_after`` and ``created_before`` filter (exclusive) and ride along in ``next``.
     """
+    if em.config.list_shift:
+        return _list_by_offset(em, request)
     cursor = request.query_params.get("cursor")
     stop = len(em.order)
     if cursor:
@@ -263,21 +265,52 @@ async def list_predictions(em: Emulator, request: Request) -> Response:
         except ValueError:
             raise Problem(400, "Bad request", "Invalid cursor") from None
     after, before = _instant(request, "created_after"), _instant(request, "created_before")
+    now = em.clock()
+    shown = now - em.config.list_lag  # a list behind a get shows the past
     page: list[PredictionRecord] = []
     position = min(stop, len(em.order))
     while position > 0 and len(page) < PAGE_SIZE:
         position -= 1
         record = em.order[position]
         created = _created(record)  # as rendered, so a listed created_at filters exactly
+        if record.created > shown:
+            continue  # not in the list yet
         if (after is None or created > after) and (before is None or created < before):
             page.append(record)
     more = position > 0 and (after is None or _created(em.order[position - 1]) > after)
-    now, base = em.clock(), base_url(request)
+    base = base_url(request)
     following = None
     if more:
         token = base64.urlsafe_b64encode(f"s={position}".encode()).decode()
         query = {k: v for k, v in request.query_params.items() if k != "cursor"}
         following = f"{base}/v1/predictions?{urlencode({**query, 'cursor': token})}"
+    results = [r.render(shown, base, em.config.output_expiry) for r in page]
+    return json_response({"previous": None, "next": following, "results": results})
+
+
+def _list_by_offset(em: Emulator, request: Request) -> Response:
+    """Page by offset from the newest (the ``list_shift`` knob), then add web predictions."""
+    cursor = request.query_params.get("cursor")
+    offset = 0
+    if cursor:
+        try:
+            offset = int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("o="))
+        except ValueError:
+            raise Problem(400, "Bad request", "Invalid cursor") from None
+    after, before = _instant(request, "created_after"), _instant(request, "created_before")
+    matching = [
+        r
+        for r in reversed(em.order)
+        if (after is None or _created(r) > after) and (before is None or _created(r) < before)
+    ]
+    page = matching[offset : offset + PAGE_SIZE]
+    now, base = em.clock(), base_url(request)
+    following = None
+    if offset + PAGE_SIZE < len(matching):
+        token = base64.urlsafe_b64encode(f"o={offset + PAGE_SIZE}".encode()).decode()
+        query = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        following = f"{base}/v1/predictions?{urlencode({**query, 'cursor': token})}"
+    em.foreign_pending += em.config.list_shift  # made at the next request: the pages shift
     results = [r.render(now, base, em.config.output_expiry) for r in page]
     return json_response({"previous": None, "next": following, "results": results})
 

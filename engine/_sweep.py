@@ -1,0 +1,292 @@
+"""Notice completions of many in-flight predictions by sweeping the prediction list.
+
+Polling each prediction at its share of the read budget makes the time to notice a
+completion grow with the number in flight (1,000 in flight at 3,000 reads/min: one poll
+each every ~22 s). One page of ``GET /v1/predictions`` holds 100 predictions, newest
+first, so a sweep of ``ceil(in_flight / 100)`` pages, restricted with ``created_after``
+to the window since the oldest watched creation, sees every one of them at 1/100 of the
+cost. A terminal entry hands its prediction to the waiting worker; a GET follows only
+when the entry lacks what a GET has (``output``, ``metrics``).
+
+Per-prediction polls stay where they are as good: while ``in_flight / reads per second``
+(the budget-bound poll interval) is no longer than what one sweep costs, or the minimum
+interval, the `Sweeper` stays idle and workers poll as before.
+
+What a sweep meets on a real account, and what it does:
+
+* predictions made by other programs or on the web (``source: web``, other models):
+  only ids this run watches are looked at; the rest are skipped, never taken as ours;
+* pages that shift while paging (an offset cursor with new predictions on top): the
+  same id twice in one sweep is read once;
+* predictions older than the window (a sweep stopped at its page cap before reaching
+  them): their workers poll them directly, at the pacer's interval;
+* a list briefly behind a get: a watched prediction missing from a complete sweep for
+  longer than ``lag_bound`` is polled directly once, then watched again.
+
+Every page is one read of the shared budget (the gateway's transport takes it), so the
+sweep waits out a 429 cooldown like every other read.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import structlog
+
+from engine.control import RunControl
+from engine.gateway import Gateway
+from engine.limits import Budget
+from engine.prediction import Prediction
+
+__all__ = ["Sweeper", "Watch"]
+
+log = structlog.get_logger("engine.sweep")
+
+_PAGE_SIZE = 100
+
+
+class Watch:
+    """One in-flight prediction as the sweep sees it; its worker waits on it."""
+
+    __slots__ = ("_event", "covered", "created", "due", "id", "listed", "missing_since", "old")
+
+    def __init__(self, prediction_id: str) -> None:
+        self.id = prediction_id
+        self.created: datetime | None = None  # from the first answer about it
+        self.covered = False  # the sweep looks after it: its worker need not poll
+        self.old = False  # older than the window a sweep reached: polled directly
+        self.due = False  # poll it directly once (missing from the list, or lacking output)
+        self.listed: Prediction | None = None  # terminal, complete, as the list showed it
+        self.missing_since: float | None = None
+        self._event = anyio.Event()
+
+    def saw(self, prediction: Prediction) -> None:
+        """Note what an answer about this prediction said (its creation time)."""
+        if self.created is None and prediction.created_at:
+            self.created = _instant(prediction.created_at)
+
+    def take(self) -> Prediction | None:
+        """Return the terminal prediction the list delivered, once."""
+        listed, self.listed = self.listed, None
+        return listed
+
+    def needs_get(self) -> bool:
+        """Tell whether the worker should ask for the prediction itself now."""
+        due, self.due = self.due, False
+        return due or not self.covered
+
+    async def wait(self) -> None:
+        """Wait until the sweep has news for this prediction (or the run's state changed)."""
+        await self._event.wait()
+
+    def wake(self) -> None:
+        """Wake the worker waiting on this prediction."""
+        self._event.set()
+        self._event = anyio.Event()
+
+
+class Sweeper:
+    """Share one list sweep among all in-flight predictions of a run.
+
+    Run `run` in the run's task group; workers take a `watch` per prediction. ``share``
+    is the part of the read budget sweeps may use (the rest is for the GETs that follow
+    completions, direct polls and other reads).
+    """
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        read: Budget,
+        control: RunControl,
+        *,
+        min_interval: float = 0.5,
+        share: float = 0.8,
+        skew: float = 1.0,
+        lag_bound: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gateway = gateway
+        self.read = read
+        self.control = control
+        self.min_interval = min_interval
+        self.share = share
+        self.skew = timedelta(seconds=skew)
+        self.lag_bound = lag_bound
+        self._clock = clock
+        self.watches: dict[str, Watch] = {}
+        self.active = False
+        self.pages = 0  # pages read, for the report and the tests
+        self.sweeps = 0
+        self.duplicates = 0  # entries seen twice in one sweep (shifted pages)
+        self.delivered = 0  # completions handed over without a GET
+        self.missing = 0  # times a watched prediction was missing from a complete sweep
+        self.beyond = 0  # predictions handed to direct polls: older than a sweep reached
+        self._last_pages = 0
+
+    @contextmanager
+    def watch(self, prediction_id: str) -> Iterator[Watch]:
+        """Watch ``prediction_id`` while the block runs."""
+        watch = Watch(prediction_id)
+        self.watches[prediction_id] = watch
+        try:
+            yield watch
+        finally:
+            self.watches.pop(prediction_id, None)
+
+    def reads_per_second(self) -> float:
+        """Return the reads per second sweeps may use."""
+        return self.share * self.read.rate_per_min / 60.0
+
+    def worth_sweeping(self) -> bool:
+        """Tell whether a sweep notices completions sooner than per-prediction polls.
+
+        Polls come every ``max(min_interval, in_flight / reads per second)``; a sweep
+        every ``max(min_interval, pages / reads per second)``. Sweep when the first is
+        longer, that is when polls are bound by the budget and a sweep costs fewer reads.
+        """
+        n = len(self.watches)
+        if n == 0:
+            return False
+        pages = max(self._last_pages, math.ceil(n / _PAGE_SIZE))
+        rps = self.reads_per_second()
+        return n / rps > max(self.min_interval, pages / rps)
+
+    async def run(self) -> None:
+        """Sweep for as long as the run lasts (cancel the task to stop it)."""
+        try:
+            await self._run()
+        finally:
+            log.info(
+                "sweep.summary",
+                sweeps=self.sweeps,
+                pages=self.pages,
+                delivered=self.delivered,
+                duplicates=self.duplicates,
+                missing=self.missing,
+                beyond=self.beyond,
+            )
+
+    async def _run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._relay_control)
+            while True:
+                started = self._clock()
+                if self.worth_sweeping():
+                    if not self.active:
+                        log.debug("sweep.started", in_flight=len(self.watches))
+                    self.active = True
+                    pages = await self.sweep()
+                    period = max(self.min_interval, pages / self.reads_per_second())
+                else:
+                    if self.active:
+                        self._stand_down()
+                    period = self.min_interval
+                await anyio.sleep(max(0.0, started + period - self._clock()))
+
+    async def _relay_control(self) -> None:
+        """Wake every waiting worker when the run's state changes (interrupt, drain)."""
+        while True:
+            await self.control.wait_changed()
+            for watch in list(self.watches.values()):
+                watch.wake()
+
+    def _stand_down(self) -> None:
+        """Hand every watched prediction back to its worker's own polls."""
+        self.active = False
+        for watch in list(self.watches.values()):
+            if watch.covered:
+                watch.covered = False
+                watch.wake()
+
+    async def sweep(self) -> int:
+        """Page the list once over the window; deliver what changed; return pages read."""
+        window = [w for w in self.watches.values() if w.created is not None and not w.old]
+        if not window:
+            return 0
+        bound = min(w.created for w in window if w.created is not None) - self.skew
+        # A page cap keeps one sweep bounded when other programs fill the window: what
+        # lies beyond it is polled directly.
+        cap = 2 * math.ceil(len(window) / _PAGE_SIZE) + 2
+        started = self._clock()
+        seen: set[str] = set()
+        reached: datetime | None = None  # the oldest creation the pages came down to
+        cursor: str | None = None
+        complete = False
+        pages = 0
+        while pages < cap:
+            page = await self.gateway.list(cursor, created_after=_iso(bound))
+            pages += 1
+            for entry in page.results:
+                if entry.id in seen:
+                    self.duplicates += 1
+                    continue
+                seen.add(entry.id)
+                if entry.created_at:
+                    created = _instant(entry.created_at)
+                    reached = created if reached is None else min(reached, created)
+                watch = self.watches.get(entry.id)
+                if watch is None or not entry.status.terminal:
+                    continue  # not ours (another program, the web), or still running
+                self._deliver(watch, entry, complete=entry.id not in page.lacking)
+            if page.next is None:
+                complete = True
+                break
+            cursor = page.next
+        self.pages += pages
+        self.sweeps += 1
+        self._last_pages = pages
+        self._cover(window, seen, started, reached if not complete else None)
+        return pages
+
+    def _deliver(self, watch: Watch, entry: Prediction, *, complete: bool) -> None:
+        if complete:
+            watch.listed = entry
+            self.delivered += 1
+        else:
+            watch.due = True  # the list did not carry the output: the worker GETs it
+        watch.wake()
+
+    def _cover(
+        self, window: list[Watch], seen: set[str], started: float, reached: datetime | None
+    ) -> None:
+        """Decide, after a sweep, who the sweep covers and who is polled directly."""
+        for watch in window:
+            if watch.listed is not None or watch.due:
+                continue  # delivered in this sweep
+            created = watch.created
+            assert created is not None  # the window holds only these
+            if reached is not None and created < reached:
+                # Beyond the pages this sweep could afford: poll it directly from now on.
+                watch.old = True
+                self.beyond += 1
+                if watch.covered:
+                    watch.covered = False
+                    watch.wake()
+                continue
+            if watch.id in seen:
+                watch.missing_since = None
+            elif watch.missing_since is None:
+                watch.missing_since = started
+                self.missing += 1
+            elif started - watch.missing_since >= self.lag_bound:
+                # The list is behind (or lost it): ask for it directly, then watch again.
+                watch.missing_since = None
+                watch.due = True
+                watch.wake()
+            if not watch.covered:
+                watch.covered = True
+                watch.wake()  # a worker sleeping out a poll interval can wait on us now
+
+
+def _instant(text: str) -> datetime:
+    when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
