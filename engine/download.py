@@ -38,6 +38,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote_to_bytes
 
+import aiofiles
+import aiofiles.os
 import anyio
 import httpx
 import structlog
@@ -151,11 +153,11 @@ def _write_part(first_bytes: bytes, dest: Path, safe: str) -> None:
         part.write_bytes(first_bytes)
 
 
-def _commit(fd: int, part: Path, dest: Path, folder: int) -> None:
+def _commit(fd: int, part: Path, dest: Path) -> None:
     """Make a written part durable, rename it into place, make the rename durable."""
     os.fsync(fd)
     part.replace(dest)
-    os.fsync(folder)
+    _fsync_dir(dest.parent)
 
 
 def _finish(part: Path, dest: Path) -> None:
@@ -195,6 +197,7 @@ class Downloader:
         self.retries: Counter[str] = Counter()  # retried download errors, by class
         self._threads = anyio.CapacityLimiter(threads)
         self._stores = anyio.Semaphore(threads)
+        self._folders: set[Path] = set()  # output folders made by this downloader
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
 
@@ -341,39 +344,37 @@ class Downloader:
         content_type: str | None,
         url: str | None = None,
     ) -> OutputFile:
-        """Store a payload held in memory durably: page-cache writes here, disk waits in a thread.
+        """Store a payload held in memory durably, never blocking the event loop on the disk.
 
-        Writing a payload this size (256 KiB at most from the network; ``data:`` URIs and
-        text outputs are rarely larger) into a new file does not wait for the disk; the
-        fsyncs and the rename do, so only they go to a worker thread. Every system call a
-        worker thread makes hands the GIL back and forth with the busy event loop, and with
-        three calls instead of ten the store costs about half the CPU (bench/RESULTS.md).
+        A small output (256 KiB at most from the network; ``data:`` URIs and text outputs
+        are rarely larger) is opened and written through aiofiles, so a slow disk or a
+        network file system stalls a thread instead of the loop; the fsyncs and the rename
+        then go to one hop of our bounded worker threads. Large transfers keep writing in
+        their own transfer thread (`_transfer`): there the bytes already are in a thread,
+        and a hop to aiofiles per 64 KiB chunk would cost more than the write itself.
         """
         part = _part_path(dest)
         # Bounded like the threads, so that waiting stores do not pile up open files.
         async with self._stores:
             with _storage_errors(dest, part, _safe_url(url) if url else None):
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                if dest.parent not in self._folders:
+                    await aiofiles.os.makedirs(dest.parent, exist_ok=True)
+                    self._folders.add(dest.parent)
                 try:
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                    folder = os.open(dest.parent, os.O_RDONLY)
-                    try:
+                    # Unbuffered: the one write is one system call, and no flush is needed.
+                    async with aiofiles.open(part, "wb", buffering=0) as out:
+                        view = memoryview(payload)
+                        while view:  # a raw write may be short
+                            view = view[await out.write(view) :]
                         await anyio.to_thread.run_sync(
-                            _commit, fd, part, dest, folder, limiter=self._threads
+                            _commit, out.fileno(), part, dest, limiter=self._threads
                         )
-                    finally:
-                        os.close(folder)
                 except BaseException:
                     # Never leave a whole but unsynced part to be "resumed" (cancelled while
                     # waiting for a thread, say). After a rename there is none to remove.
                     with contextlib.suppress(OSError):
                         part.unlink()
                     raise
-                finally:
-                    os.close(fd)
         return OutputFile(
             name=label,
             size=len(payload),

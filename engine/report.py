@@ -10,9 +10,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import aiofiles
+import aiofiles.os
+
 from engine.events import JobEvent, JobEventKind
 
-__all__ = ["RunStats", "RunSummary", "percentile", "write_report"]
+__all__ = ["RunStats", "RunSummary", "percentile", "store_report", "write_report"]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -175,5 +178,18 @@ def write_report(summary: RunSummary, path: Path) -> None:
     """Write ``report.json`` atomically (a reader never sees half a report)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
+    tmp.write_text(_report_text(summary))
     tmp.replace(path)
+
+
+async def store_report(summary: RunSummary, path: Path) -> None:
+    """Write ``report.json`` atomically from the event loop, through aiofiles' threads."""
+    await aiofiles.os.makedirs(path.parent, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    async with aiofiles.open(tmp, "w", encoding="utf-8") as out:
+        await out.write(_report_text(summary))
+    await aiofiles.os.replace(tmp, path)
+
+
+def _report_text(summary: RunSummary) -> str:
+    return json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n"

@@ -26,7 +26,7 @@ from engine.events import JobEvent, JobEventKind
 from engine.gateway import Gateway
 from engine.limits import Limits, PollPacer
 from engine.network import async_library_known
-from engine.report import RunStats, RunSummary, write_report
+from engine.report import RunStats, RunSummary, store_report
 from engine.retry import RetryPolicy
 from engine.state import JobState, Journal, JournalRecord, load_journal
 from engine.worker import WorkerContext, run_job
@@ -150,7 +150,7 @@ async def _run(
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
     )
-    write_report(summary, config.output_dir / "report.json")
+    await store_report(summary, config.output_dir / "report.json")
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
