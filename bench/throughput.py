@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=400)
     parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--timeout", type=float, default=240.0, help="per contender, seconds")
+    parser.add_argument(
+        "--earlier",
+        type=Path,
+        help="also run the engine of this checkout (e.g. a git worktree), side by side",
+    )
     add_child_arguments(parser, CONTENDERS)
     args = parser.parse_args(argv)
     if args.child:
@@ -165,13 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
     rows: list[list[object]] = []
     notes: list[str] = []
-    for name in args.contenders:
+    runs = {name: (__file__, name) for name in args.contenders}
+    if args.earlier is not None:
+        runs["earlier"] = (str(args.earlier.resolve() / "bench" / "throughput.py"), "engine")
+    for name, (script, child) in runs.items():
         with emulator(emulator_knobs(args), work / name) as emu:
             try:
                 res = run_child(
                     child_argv(
-                        __file__,
-                        name,
+                        script,
+                        child,
                         manifest,
                         work / name / "out",
                         budget=args.budget,
