@@ -39,6 +39,7 @@ import anyio
 import structlog
 
 from engine.control import RunControl
+from engine.errors import AuthenticationError, ConfigError, EngineError
 from engine.gateway import Gateway
 from engine.limits import Budget
 from engine.prediction import Prediction
@@ -48,6 +49,7 @@ __all__ = ["Sweeper", "Watch"]
 log = structlog.get_logger("engine.sweep")
 
 _PAGE_SIZE = 100
+_FAILURES_TO_STAND_DOWN = 3
 
 
 class Watch:
@@ -127,6 +129,7 @@ class Sweeper:
         self.missing = 0  # times a watched prediction was missing from a complete sweep
         self.beyond = 0  # predictions handed to direct polls: older than a sweep reached
         self._last_pages = 0
+        self.failures = 0  # sweeps failed in a row
 
     @contextmanager
     def watch(self, prediction_id: str) -> Iterator[Watch]:
@@ -180,7 +183,21 @@ class Sweeper:
                     if not self.active:
                         log.debug("sweep.started", in_flight=len(self.watches))
                     self.active = True
-                    pages = await self.sweep()
+                    try:
+                        pages = await self.sweep()
+                    except (AuthenticationError, ConfigError):
+                        raise  # the workers' own calls would stop the run on these too
+                    except EngineError as exc:
+                        # Retries spent on a list page: after a few such sweeps, hand
+                        # everyone back to their own polls rather than stopping the run.
+                        # Three in a row: the list is down, not busy.
+                        self.failures += 1
+                        log.warning("sweep.failed", error=str(exc), failures=self.failures)
+                        if self.failures >= _FAILURES_TO_STAND_DOWN:
+                            self._stand_down()
+                        pages = self._last_pages
+                    else:
+                        self.failures = 0
                     period = max(self.min_interval, pages / self.reads_per_second())
                 else:
                     if self.active:
@@ -244,6 +261,8 @@ class Sweeper:
         return pages
 
     def _deliver(self, watch: Watch, entry: Prediction, *, complete: bool) -> None:
+        if watch.listed is not None or watch.due:
+            return  # delivered by an earlier sweep; its worker has not run since
         if complete:
             watch.listed = entry
             self.delivered += 1

@@ -70,6 +70,7 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
 _DELIVERY_SUFFIX = ".replicate.delivery"
 _PROBE_BYTES = 256 * 1024  # read on the event loop; the rest of a larger file in a thread
+_KEEP_ALIVE = 20  # connections engine.network keeps alive per client; probes at once
 _EMPTY_RANGE = re.compile(r"bytes \*/0")
 
 
@@ -198,6 +199,7 @@ class Downloader:
         self._threads = anyio.CapacityLimiter(threads)
         self._stores = anyio.Semaphore(threads)
         self._folders: set[Path] = set()  # output folders made by this downloader
+        self._probes = anyio.Semaphore(_KEEP_ALIVE)
         self._client: httpx.Client | None = None
         self._aclient: httpx.AsyncClient | None = None
 
@@ -273,7 +275,11 @@ class Downloader:
             with attempt:
                 prefix = b""
                 if not _part_path(dest).exists():  # a part left to resume goes to a thread
-                    prefix, total, content_type = await self._probe(url, dest, etag, progress)
+                    # As many probes at once as connections kept alive: a sweep hands over
+                    # completions a page at a time, and a burst beyond the pool would pay a
+                    # TLS handshake per file (measured: the lag p95 at 1,000 in flight).
+                    async with self._probes:
+                        prefix, total, content_type = await self._probe(url, dest, etag, progress)
                     if len(prefix) == total:
                         return await self._store_bytes(prefix, dest, label, content_type, url)
                 transfer = partial(self._transfer, prefix=prefix)

@@ -69,6 +69,7 @@ _LOW_CREDIT = re.compile(
     r"reduced to (\d+(?:\.\d+)?) requests? per minute(?: with a burst of (\d+))?", re.IGNORECASE
 )
 _JSON_BODY_LIMIT = 4 * 1024 * 1024
+_CREATES_IN_FLIGHT = 50  # half of the API pool (engine.network: 100 connections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,9 +171,18 @@ class BudgetTransport(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport, limits: Limits) -> None:
         self._inner = inner
         self._limits = limits
+        self._creates = anyio.Semaphore(_CREATES_IN_FLIGHT)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        budget = self._limits.create if _is_create(request) else self._limits.read
+        if _is_create(request):
+            # Creates never hold more than half the pool: under a generous create budget
+            # thousands queued for a connection ahead of the list sweep, and completions
+            # went unnoticed for as long (lag p95 12.6 s at 3,000 in flight).
+            async with self._creates:
+                return await self._send(request, self._limits.create)
+        return await self._send(request, self._limits.read)
+
+    async def _send(self, request: httpx.Request, budget: Budget) -> httpx.Response:
         await budget.acquire()
         exchange = _EXCHANGE.get()
         if exchange is not None:
@@ -274,7 +284,9 @@ class Gateway:
         self._client = Client(
             api_token=self._token,
             base_url=self.api.base_url,
-            timeout=httpx.Timeout(self.api.timeout, connect=10.0, pool=10.0),
+            # No pool timeout: a request queued for a connection was not sent, and the
+            # budgets already bound how many wait (a burst of 3,000 creates timed out here).
+            timeout=httpx.Timeout(self.api.timeout, connect=10.0, pool=None),
             transport=transport,
             headers=headers,
         )
@@ -374,19 +386,25 @@ class Gateway:
         )
 
     async def list(
-        self, cursor: str | None = None, *, created_after: str | None = None
+        self,
+        cursor: str | None = None,
+        *,
+        created_after: str | None = None,
+        created_before: str | None = None,
     ) -> PredictionPage:
         """Return one page of the account's predictions, newest first.
 
-        ``created_after`` (ISO 8601, exclusive) starts a listing at that instant; the
-        server carries it along in ``next``. The JSON is read directly: replicate's
+        ``created_after`` and ``created_before`` (ISO 8601, exclusive) bound a listing
+        in time; the server carries them along in ``next``. The JSON is read directly: replicate's
         pydantic model per entry costs more than the sweep's whole page, and fails the
         whole page on one ``aborted`` entry.
         """
         client = self.client
         path = cursor or "/v1/predictions"
-        if cursor is None and created_after is not None:
-            path += "?" + urlencode({"created_after": created_after})
+        window = {"created_after": created_after, "created_before": created_before}
+        query = {k: v for k, v in window.items() if v is not None}
+        if cursor is None and query:
+            path += "?" + urlencode(query)
 
         async def once(_ex: _Exchange) -> PredictionPage:
             body = (await client._async_request("GET", path)).json()

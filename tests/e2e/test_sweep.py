@@ -132,3 +132,12 @@ async def test_429s_on_list_calls_are_waited_out(emulator_server, tmp_path):
     )
     assert throttled_lists > 0
     assert summary.throttled_429 >= throttled_lists
+
+
+async def test_a_failing_list_hands_predictions_back_to_their_own_polls(emulator_server, tmp_path):
+    _slow(emulator_server, list_5xx_rate=1.0)  # every list call answers 503
+    summary, sweep = await _run(emulator_server, tmp_path, 20)
+    assert (summary.done, summary.failed) == (20, 0)
+    assert sweep["pages"] == 0
+    assert emulator_server.emulator.stats.snapshot()["requests"]["predictions.list 503"] > 0
+    assert _requests(emulator_server, "predictions.get") >= 20
