@@ -18,11 +18,16 @@ from pathlib import Path
 import anyio
 import structlog
 
-from engine.config import ApiConfig, EngineConfig, Secret
-from engine.control import RunControl
-from engine.display import Progress
-from engine.errors import AuthenticationError, ConfigError
-from engine.inspect import (
+from engine._config import ApiConfig, EngineConfig, Secret
+from engine._control import RunControl
+from engine._display import Progress
+from engine._errors import AuthenticationError, ConfigError
+from engine._logs import configure_logging
+from engine._precheck import checked_job_count
+from engine._report import RunSummary
+from engine._runner import run_jobs
+from engine._state import load_journal
+from engine._status import (
     default_output_dir,
     export_rows,
     print_status,
@@ -30,11 +35,6 @@ from engine.inspect import (
     status_report,
     write_export,
 )
-from engine.logging import configure_logging
-from engine.precheck import checked_job_count
-from engine.report import RunSummary
-from engine.runner import run_jobs
-from engine.state import load_journal
 from jobs import ManifestError, read_manifest
 
 __all__ = ["main"]
@@ -205,7 +205,7 @@ def _run_batch(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from engine.validate import validate_manifest  # noqa: PLC0415
+    from engine._validate import validate_manifest  # noqa: PLC0415
 
     configure_logging(json=not sys.stderr.isatty(), file=None)
     output_dir = args.output_dir or default_output_dir(args.manifest)
@@ -320,7 +320,7 @@ def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
 
 
 def _print_summary(summary: RunSummary, config: EngineConfig, total: int) -> None:
-    from engine.display import render_summary  # noqa: PLC0415
+    from engine._display import render_summary  # noqa: PLC0415
 
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from engine import read_manifest, run_jobs
-from engine.display import Progress
+from engine._display import Progress
 from tests.e2e.helpers import FAILS, engine_config, image_jobs, write_jsonl
 
 pytestmark = pytest.mark.anyio

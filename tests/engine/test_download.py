@@ -17,12 +17,12 @@ import httpx
 import pytest
 import stamina
 
-from engine.config import ApiConfig
-from engine.download import Downloader, _TrustedHostAuth
-from engine.errors import OutputExpiredError, StorageError
-from engine.gateway import Gateway
-from engine.limits import Budget, Limits
-from engine.retry import RetryPolicy
+from engine._config import ApiConfig
+from engine._download import Downloader, _TrustedHostAuth
+from engine._errors import OutputExpiredError, StorageError
+from engine._gateway import Gateway
+from engine._limits import Budget, Limits
+from engine._retry import RetryPolicy
 from jobs.model import ModelRef
 from tests.support import sha256_of
 

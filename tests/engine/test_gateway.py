@@ -13,8 +13,8 @@ import stamina
 import structlog
 from structlog.testing import capture_logs
 
-from engine.config import ApiConfig, Secret
-from engine.errors import (
+from engine._config import ApiConfig, Secret
+from engine._errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
@@ -22,11 +22,11 @@ from engine.errors import (
     ServerError,
     TransportError,
 )
-from engine.gateway import Gateway
-from engine.limits import Budget, Limits
-from engine.logging import configure_logging
-from engine.prediction import Prediction, PredictionStatus
-from engine.retry import RetryPolicy
+from engine._gateway import Gateway
+from engine._limits import Budget, Limits
+from engine._logs import configure_logging
+from engine._prediction import Prediction, PredictionStatus
+from engine._retry import RetryPolicy
 from jobs.model import ModelRef
 
 pytestmark = pytest.mark.anyio

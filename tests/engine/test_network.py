@@ -8,8 +8,8 @@ import anyio
 import httpx
 import pytest
 
-from engine.gateway import ssl_context
-from engine.network import async_transport
+from engine._gateway import ssl_context
+from engine._http import async_transport
 from tests.support import tls_server
 
 pytestmark = pytest.mark.anyio

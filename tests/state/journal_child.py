@@ -10,7 +10,7 @@ import sys
 
 import anyio
 
-from engine.state import Journal, JournalRecord
+from engine._state import Journal, JournalRecord
 
 
 async def main(path: str, prefix: str) -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from engine.errors import StorageError
-from engine.state import Journal, JournalRecord, compact, load_journal
+from engine._errors import StorageError
+from engine._state import Journal, JournalRecord, compact, load_journal
 from jobs.model import JobStatus
 
 pytestmark = pytest.mark.anyio

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from engine.state import MAX_ERROR_CHARS, JournalEvent, JournalRecord
+from engine._state import MAX_ERROR_CHARS, JournalEvent, JournalRecord
 from jobs.model import OutputFile
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.state import (
+from engine._state import (
     JobState,
     JournalRecord,
     Replay,

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from engine.config import EngineConfig
-from engine.control import RunControl
-from engine.download import Downloader, is_stored
-from engine.errors import (
+from engine._config import EngineConfig
+from engine._control import RunControl
+from engine._download import Downloader, is_stored
+from engine._errors import (
     ApiError,
     AuthenticationError,
     ConfigError,
@@ -30,14 +30,14 @@ from engine.errors import (
     StorageError,
     TransportError,
 )
-from engine.events import JobEvent, JobEventKind
-from engine.gateway import Gateway
-from engine.limits import PollPacer
-from engine.prediction import Prediction, PredictionStatus
-from engine.reconcile import find_created_prediction
-from engine.report import RunStats
-from engine.retry import is_permanent_failure
-from engine.state import JobState, Journal, JournalRecord
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._limits import PollPacer
+from engine._prediction import Prediction, PredictionStatus
+from engine._reconcile import find_created_prediction
+from engine._report import RunStats
+from engine._retry import is_permanent_failure
+from engine._state import JobState, Journal, JournalRecord
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
 
 __all__ = ["WorkerContext", "run_job"]

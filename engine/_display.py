@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from engine.events import JobEvent, JobEventKind
-from engine.report import RunSummary
+from engine._events import JobEvent, JobEventKind
+from engine._report import RunSummary
 
 __all__ = ["Progress", "render_summary"]
 

@@ -3,7 +3,7 @@
 This is the only module that calls replicate. `Gateway` owns the client and its async
 httpx client; every HTTP attempt (including the client's own internal GET retries) passes
 `BudgetTransport`, which takes the create or read `Budget` and turns a 429 into a shared
-cooldown. Errors leave as the engine's tree (`engine.errors`) with ``raise ... from exc``,
+cooldown. Errors leave as the engine's tree (`engine._errors`) with ``raise ... from exc``,
 built from problem details only, so a message never carries the token.
 """
 
@@ -30,8 +30,8 @@ import structlog
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
-from engine.config import ApiConfig
-from engine.errors import (
+from engine._config import ApiConfig
+from engine._errors import (
     ApiError,
     AuthenticationError,
     ConfigError,
@@ -42,11 +42,11 @@ from engine.errors import (
     TransportError,
     UnexpectedResponseError,
 )
-from engine.limits import Budget, Limits
-from engine.logging import redact
-from engine.network import async_transport
-from engine.prediction import Prediction, PredictionStatus
-from engine.retry import Predicate, RetryPolicy, retry_create, retry_idempotent
+from engine._http import async_transport
+from engine._limits import Budget, Limits
+from engine._logs import redact
+from engine._prediction import Prediction, PredictionStatus
+from engine._retry import Predicate, RetryPolicy, retry_create, retry_idempotent
 from jobs.model import ModelRef, RefKind
 
 __all__ = [

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine._errors import ConfigError
 
 __all__ = ["DEFAULT_BASE_URL", "ApiConfig", "EngineConfig", "Secret"]
 

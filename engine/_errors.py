@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from replicate.exceptions import ModelError as _ReplicateModelError
 
 if TYPE_CHECKING:
-    from engine.prediction import Prediction
+    from engine._prediction import Prediction
 
 __all__ = [
     "ApiError",

@@ -44,7 +44,7 @@ from typing import Any, Self, cast
 
 import anyio
 
-from engine.errors import StorageError
+from engine._errors import StorageError
 from jobs.model import JobStatus, OutputFile
 
 __all__ = [

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine.state import Replay, journal_summary, load_journal
+from engine._state import Replay, journal_summary, load_journal
 from jobs import JobStatus, canonical_json, read_manifest
 
 __all__ = ["default_output_dir", "export_rows", "status_report", "write_export"]

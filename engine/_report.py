@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.events import JobEvent, JobEventKind
+from engine._events import JobEvent, JobEventKind
 
 __all__ = ["RunStats", "RunSummary", "percentile", "write_report"]
 

@@ -17,18 +17,18 @@ import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine.config import EngineConfig
-from engine.control import RunControl
-from engine.download import Downloader, is_stored
-from engine.errors import EngineError
-from engine.events import JobEvent, JobEventKind
-from engine.gateway import Gateway
-from engine.limits import Limits, PollPacer
-from engine.network import async_library_known
-from engine.report import RunStats, RunSummary, write_report
-from engine.retry import RetryPolicy
-from engine.state import JobState, Journal, JournalRecord, load_journal
-from engine.worker import WorkerContext, run_job
+from engine._config import EngineConfig
+from engine._control import RunControl
+from engine._download import Downloader, is_stored
+from engine._errors import EngineError
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._http import async_library_known
+from engine._limits import Limits, PollPacer
+from engine._report import RunStats, RunSummary, write_report
+from engine._retry import RetryPolicy
+from engine._state import JobState, Journal, JournalRecord, load_journal
+from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]

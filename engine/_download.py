@@ -42,8 +42,8 @@ import anyio
 import httpx
 import structlog
 
-from engine.config import ApiConfig
-from engine.errors import (
+from engine._config import ApiConfig
+from engine._errors import (
     DownloadError,
     IntegrityError,
     OutputExpiredError,
@@ -51,10 +51,10 @@ from engine.errors import (
     ServerError,
     StorageError,
 )
-from engine.gateway import parse_retry_after, ssl_context, translate_httpx_error
-from engine.logging import redact
-from engine.network import async_transport
-from engine.retry import RetryPolicy, retry_download
+from engine._gateway import parse_retry_after, ssl_context, translate_httpx_error
+from engine._http import async_transport
+from engine._logs import redact
+from engine._retry import RetryPolicy, retry_download
 from jobs.model import OutputFile
 
 __all__ = ["Downloader", "is_stored"]
