@@ -83,7 +83,7 @@ def run_cli(
 
 def synthetic_journal(path: Path, jobs: int) -> None:
     """Write 3 records per job (creating, created, permanent failed) + the run header."""
-    from engine._state import JournalRecord  # noqa: PLC0415
+    from engine._journal import JournalRecord  # noqa: PLC0415
     from jobs import input_digest  # noqa: PLC0415
 
     ts = time.time() - 3600

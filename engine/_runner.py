@@ -24,10 +24,10 @@ from engine._errors import EngineError
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
+from engine._journal import JobState, Journal, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
 from engine._report import RunStats, RunSummary, write_report
 from engine._retry import RetryPolicy
-from engine._state import JobState, Journal, JournalRecord, load_journal
 from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
@@ -99,7 +99,7 @@ async def _run(
                 await result
 
     async with (
-        Journal.open(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
+        Journal(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
         Gateway(api, limits, policy) as gateway,
         Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
     ):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine._state import Replay, journal_summary, load_journal
+from engine._journal import Replay, load_journal
 from jobs import JobStatus, canonical_json, read_manifest
 
 __all__ = ["default_output_dir", "export_rows", "status_report", "write_export"]
@@ -113,3 +114,25 @@ def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     return count
+
+
+def journal_summary(result: Replay) -> dict[str, Any]:
+    """Count jobs by status and list failed keys with their errors (for ``status``)."""
+    counts = Counter(state.status for state in result.jobs.values())
+    return {
+        "jobs": len(result.jobs),
+        "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
+        "failed": {
+            key: {
+                "error": state.error,
+                "error_class": state.error_class,
+                "permanent": state.permanent,
+                "attempts": state.attempts,
+            }
+            for key, state in result.jobs.items()
+            if state.status is JobStatus.FAILED
+        },
+        "records": result.records,
+        "torn_lines": result.torn_lines,
+        "corrupt_lines": result.corrupt_lines,
+    }

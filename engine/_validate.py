@@ -14,9 +14,9 @@ from typing import Any
 from engine._config import EngineConfig
 from engine._errors import ApiError, AuthenticationError
 from engine._gateway import Gateway
+from engine._journal import load_journal
 from engine._limits import Limits
 from engine._retry import RetryPolicy
-from engine._state import load_journal
 from jobs import JobStatus, check_manifest, read_manifest
 from jobs.schema import check_input, input_schema
 

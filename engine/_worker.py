@@ -32,12 +32,12 @@ from engine._errors import (
 )
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
+from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._report import RunStats
 from engine._retry import is_permanent_failure
-from engine._state import JobState, Journal, JournalRecord
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
 
 __all__ = ["WorkerContext", "run_job"]

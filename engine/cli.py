@@ -22,11 +22,11 @@ from engine._config import ApiConfig, EngineConfig, Secret
 from engine._control import RunControl
 from engine._display import Progress
 from engine._errors import AuthenticationError, ConfigError
+from engine._journal import load_journal
 from engine._logs import configure_logging
 from engine._precheck import checked_job_count
 from engine._report import RunSummary
 from engine._runner import run_jobs
-from engine._state import load_journal
 from engine._status import (
     default_output_dir,
     export_rows,

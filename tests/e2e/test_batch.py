@@ -10,7 +10,7 @@ import sniffio
 import stamina
 
 from engine import JobEventKind, open_run, read_manifest, run_jobs
-from engine._state import JournalRecord
+from engine._journal import JournalRecord
 from tests.e2e.helpers import (
     FAILS,
     FLUX,
