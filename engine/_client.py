@@ -43,7 +43,8 @@ from engine._errors import (
     PredictionCanceledError,
     PredictionTimeoutError,
 )
-from engine._gateway import Gateway, PredictionPage, StreamEvent, ssl_context
+from engine._gateway import Gateway, PredictionPage, StreamEvent
+from engine._http import ssl_context
 from engine._limits import Limits
 from engine._prediction import Prediction, PredictionStatus
 from engine._retry import RetryPolicy, is_permanent_failure

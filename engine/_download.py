@@ -50,10 +50,10 @@ from engine._errors import (
     RateLimitedError,
     ServerError,
     StorageError,
+    translate_httpx_error,
 )
-from engine._gateway import parse_retry_after, ssl_context, translate_httpx_error
-from engine._http import async_transport
-from engine._logs import redact
+from engine._http import async_transport, parse_content_range, parse_retry_after, ssl_context
+from engine._redact import redact
 from engine._retry import RetryPolicy, retry_download
 from jobs.model import OutputFile
 
@@ -64,11 +64,9 @@ log = structlog.get_logger("engine.download")
 Progress = Callable[[int], None]
 
 _STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
 _DELIVERY_SUFFIX = ".replicate.delivery"
 _PROBE_BYTES = 256 * 1024  # read on the event loop; the rest of a larger file in a thread
-_EMPTY_RANGE = re.compile(r"bytes \*/0")
 
 
 class _TrustedHostAuth(httpx.Auth):
@@ -109,12 +107,6 @@ def is_stored(path: Path, size: int) -> bool:
 
 def _part_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".part")
-
-
-def _safe_url(url: str) -> str:
-    if url.startswith("data:"):
-        return url[:40] + ("..." if len(url) > 40 else "")
-    return redact(url)
 
 
 def _storage_error(exc: OSError, dest: Path, url: str | None) -> StorageError:
@@ -292,7 +284,7 @@ class Downloader:
         answer leaves what arrived in the part, like a cut transfer does.
         """
         assert self._aclient is not None
-        safe = _safe_url(url)
+        safe = redact(url)
         headers = {"Range": f"bytes=0-{_PROBE_BYTES - 1}"}
         received: list[bytes] = []
         size = 0
@@ -301,7 +293,8 @@ class Downloader:
                 if response.status_code == 416:
                     # Nothing at byte 0: an empty file, or a server that will not do ranges
                     # (then the transfer asks again without Range).
-                    empty = _EMPTY_RANGE.fullmatch(response.headers.get("content-range", ""))
+                    stated = parse_content_range(response.headers.get("content-range"))
+                    empty = stated is not None and stated.start is None and stated.total == 0
                     return b"", 0 if empty else None, None
                 self._check_status(response, safe, None)
                 if "etag" in response.headers:
@@ -352,7 +345,7 @@ class Downloader:
         part = _part_path(dest)
         # Bounded like the threads, so that waiting stores do not pile up open files.
         async with self._stores:
-            with _storage_errors(dest, part, _safe_url(url) if url else None):
+            with _storage_errors(dest, part, redact(url) if url else None):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 try:
@@ -400,7 +393,7 @@ class Downloader:
         """
         assert self._client is not None
         part = _part_path(dest)
-        safe = _safe_url(url)
+        safe = redact(url)
         if prefix:
             _write_part(prefix, dest, safe)
         with _storage_errors(dest, part, safe):
@@ -491,10 +484,10 @@ def _probe_total(response: httpx.Response) -> int | None:
     A ``*`` total is unknown: Content-Length then counts only the range.
     """
     if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match is None or match.group(1) != "0":
+        stated = parse_content_range(response.headers.get("content-range"))
+        if stated is None or stated.start != 0:
             raise IntegrityError("server answered a different range than asked; restarting")
-        return None if match.group(3) == "*" else int(match.group(3))
+        return stated.total
     length = response.headers.get("content-length")
     return int(length) if length else None
 
@@ -503,12 +496,11 @@ def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
     """Return (where to start writing in the part, expected total size or None)."""
     length = response.headers.get("content-length")
     if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match is None or int(match.group(1)) != offset:
+        stated = parse_content_range(response.headers.get("content-range"))
+        if stated is None or stated.start != offset:
             raise IntegrityError("server answered a different range than asked; restarting")
-        total = match.group(3)
-        if total != "*":
-            return offset, int(total)
+        if stated.total is not None:
+            return offset, stated.total
         return offset, offset + int(length) if length else None
     # 200: the server ignored Range (or none was sent): write from the start.
     return 0, int(length) if length else None
@@ -517,7 +509,7 @@ def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
 def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
     match = _DATA_URI.match(url)
     if match is None:
-        raise DownloadError("malformed data: URI", url=_safe_url(url))
+        raise DownloadError("malformed data: URI", url=redact(url))
     params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
     data = match["data"]
     try:
@@ -526,5 +518,5 @@ def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
         else:
             payload = unquote_to_bytes(data)
     except (binascii.Error, ValueError) as exc:
-        raise DownloadError(f"undecodable data: URI: {exc}", url=_safe_url(url)) from exc
+        raise DownloadError(f"undecodable data: URI: {exc}", url=redact(url)) from exc
     return payload, match["type"] or "text/plain"

@@ -1,6 +1,10 @@
 # httpcore's stream interface takes timeouts as arguments; they are passed through.
 # ruff: noqa: ASYNC109
-"""An httpx transport whose check of idle connections costs one poll each.
+"""HTTP plumbing the gateway and the downloader share: TLS, the transport, header parsing.
+
+`ssl_context` builds the one TLS context; `parse_retry_after` and `parse_content_range`
+read the two headers both sides act on. `async_transport` is an httpx transport whose
+check of idle connections costs one poll each.
 
 On every request, httpcore asks each idle connection of the pool whether the server has
 closed it (``get_extra_info("is_readable")``). Through anyio's TLS stream, that lookup
@@ -16,18 +20,85 @@ was closed by the server.
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
+import math
+import re
 import select
 import socket
 import ssl
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import httpcore
 import httpx
 import sniffio
 
-__all__ = ["async_library_known", "async_transport"]
+from engine._errors import ConfigError
+
+__all__ = [
+    "ContentRange",
+    "async_library_known",
+    "async_transport",
+    "parse_content_range",
+    "parse_retry_after",
+    "ssl_context",
+]
+
+_CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Return the TLS context for the API and downloads: ``ca_file`` or the default bundle.
+
+    The environment (``SSL_CERT_FILE``) was read at the edge into ``ApiConfig.ca_file``.
+    """
+    if ca_file is not None:
+        try:
+            return ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the CA bundle {ca_file} (SSL_CERT_FILE): {exc.strerror or exc}"
+            ) from exc
+    return httpx.create_ssl_context(trust_env=False)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return a ``Retry-After`` value (seconds or an HTTP date) in seconds, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+class ContentRange(NamedTuple):
+    """A ``Content-Range`` header: ``start``/``end`` None for ``bytes */total``."""
+
+    start: int | None
+    end: int | None
+    total: int | None  # None: ``*``, unknown
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    """Return the parsed ``Content-Range`` header, or None when it is absent or malformed."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    start, end, total = match.groups()
+    return ContentRange(
+        None if start is None else int(start),
+        None if end is None else int(end),
+        None if total == "*" else int(total),
+    )
 
 
 def async_transport(
