@@ -329,7 +329,7 @@ class _Lifecycle:
         return False
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
-        if self.tries <= self.ctx.config.max_retries and not self.ctx.control.stop_creating:
+        if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
             await self._journal(self._failed(prediction_id, exc, permanent=False))
             await self.ctx.emit(
                 JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))

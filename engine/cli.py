@@ -18,7 +18,7 @@ from pathlib import Path
 import anyio
 import structlog
 
-from engine._config import ApiConfig, EngineConfig, Secret
+from engine._config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path
 from engine._control import RunControl
 from engine._display import Progress
 from engine._errors import AuthenticationError, ConfigError
@@ -28,7 +28,6 @@ from engine._precheck import checked_job_count
 from engine._report import RunSummary
 from engine._runner import run_jobs
 from engine._status import (
-    default_output_dir,
     export_rows,
     print_status,
     resolve_journal,
@@ -42,6 +41,8 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = structlog.get_logger("engine.cli")
+# EngineConfig's field defaults are the only defaults: flags default to None (not given).
+_DEFAULTS = EngineConfig()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -76,20 +77,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path)
     run.add_argument("--output-dir", type=Path, default=None, help="default: ./outputs/<name>")
     run.add_argument("--state", type=Path, default=None, help="journal path")
-    run.add_argument("--concurrency", type=_positive_int, default=32)
+    run.add_argument("--concurrency", type=_positive_int, default=None)
     run.add_argument(
         "--rate-limit",
         type=_positive_float,
-        default=600.0,
-        help="prediction creates per minute (default 600)",
+        default=None,
+        help=f"prediction creates per minute (default {_DEFAULTS.create_rate:g})",
     )
     run.add_argument(
         "--read-rate-limit",
         type=_positive_float,
-        default=3000.0,
-        help="other API calls per minute (default 3000)",
+        default=None,
+        help=f"other API calls per minute (default {_DEFAULTS.read_rate:g})",
     )
-    run.add_argument("--max-retries", type=_non_negative_int, default=2)
+    run.add_argument("--max-retries", type=_non_negative_int, default=None)
     run.add_argument("--retry-failed", action="store_true")
     run.add_argument("--only", nargs="+", default=(), metavar="ID")
     run.add_argument("--job-timeout", type=_positive_float, default=None, metavar="SECONDS")
@@ -97,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predictions", type=_non_negative_int, default=None)
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
-    run.add_argument("--poll-interval", type=_positive_float, default=0.5)
+    run.add_argument("--poll-interval", type=_positive_float, default=None)
     run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
     run.add_argument(
         "--emulator",
@@ -111,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--output-dir", type=Path, default=None)
     val.add_argument("--state", type=Path, default=None)
     val.add_argument("--emulator", action="store_true")
-    val.add_argument("--read-rate-limit", type=_positive_float, default=3000.0)
+    val.add_argument("--read-rate-limit", type=_positive_float, default=None)
 
     st = sub.add_parser("status", help="counts and failures from the journal (no network)")
     st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
@@ -149,7 +150,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     output_dir = args.output_dir or default_output_dir(args.manifest)
-    state_dir = (args.state or output_dir / "journal.jsonl").parent
+    state_dir = journal_path(output_dir, args.state).parent
     try:
         total = checked_job_count(args.manifest, state_dir)
     except ManifestError as exc:
@@ -160,15 +161,17 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
         return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
+        given = {
+            "concurrency": args.concurrency,
+            "create_rate": args.rate_limit,
+            "read_rate": args.read_rate_limit,
+            "prediction_retries": args.max_retries,
+            "poll_interval": args.poll_interval,
+        }
         config = EngineConfig(
             api=api,
             output_dir=output_dir,
             state_path=args.state,
-            concurrency=args.concurrency,
-            create_rate=args.rate_limit,
-            read_rate=args.read_rate_limit,
-            max_retries=args.max_retries,
-            poll_interval=args.poll_interval,
             job_timeout=args.job_timeout,
             deadline=args.deadline,
             max_predictions=args.max_predictions,
@@ -176,6 +179,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             retry_failed=args.retry_failed,
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
+            **{name: value for name, value in given.items() if value is not None},
         )
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
@@ -211,8 +215,12 @@ def _validate(args: argparse.Namespace) -> int:
     output_dir = args.output_dir or default_output_dir(args.manifest)
     with ExitStack() as stack:
         api = _api_config(args, stack)
+        given = {"read_rate": args.read_rate_limit}
         config = EngineConfig(
-            api=api, output_dir=output_dir, state_path=args.state, read_rate=args.read_rate_limit
+            api=api,
+            output_dir=output_dir,
+            state_path=args.state,
+            **{name: value for name, value in given.items() if value is not None},
         )
         try:
             api.require_token()

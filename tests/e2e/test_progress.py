@@ -16,7 +16,7 @@ async def test_progress_counts_agree_with_the_summary(emulator_server, tmp_path)
         tmp_path / "m.jsonl",
         [*image_jobs(6), {"id": "bad", "model": FAILS, "input": {"prompt": "x"}}],
     )
-    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    config = engine_config(emulator_server, tmp_path / "out", prediction_retries=0)
     progress = Progress(total=7, create_rate=config.create_rate, live=False)
 
     summary = await run_jobs(lambda: read_manifest(manifest), config, on_event=progress.record)
@@ -35,7 +35,7 @@ async def test_progress_counts_the_jobs_a_resume_skips(emulator_server, tmp_path
         tmp_path / "m.jsonl",
         [*image_jobs(6), {"id": "bad", "model": FAILS, "input": {"prompt": "x"}}],
     )
-    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    config = engine_config(emulator_server, tmp_path / "out", prediction_retries=0)
     await run_jobs(lambda: read_manifest(manifest), config)
     progress = Progress(total=7, create_rate=config.create_rate, live=False)
 
