@@ -18,7 +18,7 @@ from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine._config import EngineConfig
-from engine._control import RunControl
+from engine._control import RunControl, Spending
 from engine._download import Downloader, is_stored
 from engine._errors import EngineError
 from engine._events import JobEvent, JobEventKind
@@ -26,8 +26,9 @@ from engine._gateway import Gateway
 from engine._http import async_library_known
 from engine._journal import JobState, Journal, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
-from engine._report import RunStats, RunSummary, write_report
+from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
+from engine._stats import RunStats
 from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
@@ -76,6 +77,11 @@ async def _run(
 ) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
+    spending = Spending(
+        control,
+        max_predictions=config.max_predictions,
+        max_predict_seconds=config.max_predict_seconds,
+    )
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     states = replay.jobs
     limits = Limits.from_config(config)
@@ -112,6 +118,7 @@ async def _run(
             control=control,
             stats=stats,
             emit=emit,
+            spending=spending,
         )
         send, receive = anyio.create_memory_object_stream[tuple[Job, JobState | None]](
             config.concurrency
@@ -136,6 +143,7 @@ async def _run(
     # the summary and the report add their own peak.
     del replay, states
     summary = stats.summary(
+        predict_seconds=spending.predict_seconds,
         throttled_429=limits.create.throttled + limits.read.throttled,
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
         interrupted=control.interrupted,
