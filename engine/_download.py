@@ -43,6 +43,7 @@ import httpx
 import structlog
 
 from engine._config import ApiConfig
+from engine._durable import commit, fsync_dir, write_all
 from engine._errors import (
     DownloadError,
     IntegrityError,
@@ -127,14 +128,6 @@ def _storage_errors(dest: Path, part: Path, url: str | None) -> Generator[None, 
         raise _storage_error(exc, dest, url) from exc
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_part(first_bytes: bytes, dest: Path, safe: str) -> None:
     """Start ``dest``'s part with the file's first bytes, for a transfer to resume from."""
     part = _part_path(dest)
@@ -143,17 +136,10 @@ def _write_part(first_bytes: bytes, dest: Path, safe: str) -> None:
         part.write_bytes(first_bytes)
 
 
-def _commit(fd: int, part: Path, dest: Path, folder: int) -> None:
-    """Make a written part durable, rename it into place, make the rename durable."""
-    os.fsync(fd)
-    part.replace(dest)
-    os.fsync(folder)
-
-
 def _finish(part: Path, dest: Path) -> None:
     """Rename the verified part into place and make the rename durable."""
     part.replace(dest)
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
 
 
 class Downloader:
@@ -349,13 +335,11 @@ class Downloader:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 try:
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, payload)
                     folder = os.open(dest.parent, os.O_RDONLY)
                     try:
                         await anyio.to_thread.run_sync(
-                            _commit, fd, part, dest, folder, limiter=self._threads
+                            commit, fd, part, dest, folder, limiter=self._threads
                         )
                     finally:
                         os.close(folder)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from engine._durable import write_durably
+
 __all__ = ["RunSummary", "write_report"]
 
 
@@ -62,8 +64,6 @@ class RunSummary:
 
 
 def write_report(summary: RunSummary, path: Path) -> None:
-    """Write ``report.json`` atomically (a reader never sees half a report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    """Write ``report.json`` durably (a reader or a crash never sees half a report)."""
+    text = json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n"
+    write_durably(path, text.encode())
