@@ -7,6 +7,7 @@ budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -50,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
         # The emulator has its own flags; argparse's REMAINDER cannot pass "--port" through.
+        _require_emulator_extra()
         from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
 
         code: int = serve_forever(argv[1:])
@@ -320,11 +322,27 @@ async def _handle_signals(
 def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
     if not args.emulator:
         return ApiConfig.from_env(os.environ)
+    _require_emulator_extra()
     from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
 
     server = stack.enter_context(EmulatorServer(EmulatorConfig()))
     print(f"emulator: serving the Replicate API at {server.base_url}", file=sys.stderr)
     return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
+
+
+_EMULATOR_STACK = ("starlette", "uvicorn", "trustme")
+
+
+def _require_emulator_extra() -> None:
+    """Exit 2 with one line naming the extra when the emulator's web stack is missing."""
+    missing = [name for name in _EMULATOR_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: the emulator needs {', '.join(missing)}: "
+            "pip install 'replicate-batch-engine[emulator]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE)
 
 
 def _print_summary(summary: RunSummary, config: EngineConfig, total: int) -> None:
