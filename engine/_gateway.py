@@ -279,12 +279,16 @@ class Gateway:
     # -- machinery ---------------------------------------------------------------------
 
     async def _get_json(self, name: str, path: str) -> dict[str, Any]:
-        client = self.client
+        http = self._http
+        if http is None:
+            raise RuntimeError("Gateway is not open: use 'async with Gateway(...)'")
 
         async def once(_ex: Exchange) -> dict[str, Any]:
             # replicate's Model/Version objects turn JSON into datetimes and drop fields;
-            # callers want the schema as JSON, so ask through the same client for raw JSON.
-            response = await client._async_request("GET", path)
+            # callers want the schema as JSON: ask the client's own httpx client (same
+            # base URL, auth, retries and pacing) instead of its private _async_request.
+            response = await http.get(path)
+            response.raise_for_status()
             data = response.json()
             if not isinstance(data, dict):
                 raise UnexpectedResponseError(f"GET {path}: expected a JSON object")
