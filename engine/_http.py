@@ -3,8 +3,9 @@
 """HTTP plumbing the gateway and the downloader share: TLS, the transport, header parsing.
 
 `ssl_context` builds the one TLS context; `parse_retry_after` and `parse_content_range`
-read the two headers both sides act on. `async_transport` is an httpx transport whose
-check of idle connections costs one poll each.
+read the two headers both sides act on; `decode_data_uri` reads a ``data:`` URL;
+`TrustedHostAuth` sends the token only where it belongs. `async_transport` is an httpx
+transport whose check of idle connections costs one poll each.
 
 On every request, httpcore asks each idle connection of the pool whether the server has
 closed it (``get_extra_info("is_readable")``). Through anyio's TLS stream, that lookup
@@ -20,6 +21,8 @@ was closed by the server.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import email.utils
 import math
@@ -28,26 +31,32 @@ import select
 import socket
 import ssl
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
 
 import httpcore
 import httpx
 import sniffio
 
-from engine._errors import ConfigError
+from engine._errors import ConfigError, DownloadError
+from engine._redact import redact
 
 __all__ = [
     "ContentRange",
+    "TrustedHostAuth",
     "async_library_known",
     "async_transport",
+    "decode_data_uri",
     "parse_content_range",
     "parse_retry_after",
     "ssl_context",
 ]
 
+_DELIVERY_SUFFIX = ".replicate.delivery"
+_DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
 _CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
 
 
@@ -136,6 +145,47 @@ def async_library_known() -> Iterator[None]:
         yield
     finally:
         sniffio.current_async_library_cvar.reset(token)
+
+
+def decode_data_uri(url: str) -> tuple[bytes, str | None]:
+    """Return a ``data:`` URI's bytes and media type; raise `DownloadError` if malformed."""
+    match = _DATA_URI.match(url)
+    if match is None:
+        raise DownloadError("malformed data: URI", url=redact(url))
+    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
+    data = match["data"]
+    try:
+        if "base64" in params:
+            payload = base64.b64decode(unquote_to_bytes(data), validate=False)
+        else:
+            payload = unquote_to_bytes(data)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError(f"undecodable data: URI: {exc}", url=redact(url)) from exc
+    return payload, match["type"] or "text/plain"
+
+
+class TrustedHostAuth(httpx.Auth):
+    """Send the token only to the API's own origin and to Replicate's delivery hosts.
+
+    httpx drops ``Authorization`` itself when a redirect leaves the origin.
+    """
+
+    def __init__(self, token: str | None, api_url: str) -> None:
+        self._token = token
+        api = httpx.URL(api_url)
+        self._api_origin = (api.scheme, api.host, api.port)
+
+    def trusted(self, url: httpx.URL) -> bool:
+        if (url.scheme, url.host, url.port) == self._api_origin:
+            return True
+        return url.scheme == "https" and (
+            url.host == "replicate.delivery" or url.host.endswith(_DELIVERY_SUFFIX)
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token and self.trusted(request.url):
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
 
 
 class _Readable:

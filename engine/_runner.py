@@ -19,13 +19,14 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
-from engine._download import Downloader, is_stored
+from engine._download import Downloader
 from engine._errors import EngineError
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
 from engine._journal import JobState, Journal, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
+from engine._parts import is_stored
 from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats

@@ -16,7 +16,7 @@ import structlog
 
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
-from engine._download import Downloader, is_stored
+from engine._download import Downloader
 from engine._errors import (
     ApiError,
     AuthenticationError,
@@ -34,6 +34,7 @@ from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
+from engine._parts import is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
