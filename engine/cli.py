@@ -7,6 +7,7 @@ budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -18,23 +19,22 @@ from pathlib import Path
 import anyio
 import structlog
 
-from engine.config import ApiConfig, EngineConfig, Secret
-from engine.control import RunControl
-from engine.display import Progress
-from engine.errors import AuthenticationError, ConfigError
-from engine.inspect import (
-    default_output_dir,
+from engine._config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path
+from engine._control import RunControl
+from engine._display import Progress
+from engine._errors import AuthenticationError, ConfigError
+from engine._journal import load_journal
+from engine._logs import configure_logging
+from engine._precheck import checked_job_count
+from engine._report import RunSummary
+from engine._runner import run_jobs
+from engine._status import (
     export_rows,
     print_status,
     resolve_journal,
     status_report,
     write_export,
 )
-from engine.logging import configure_logging
-from engine.precheck import checked_job_count
-from engine.report import RunSummary
-from engine.runner import run_jobs
-from engine.state import load_journal
 from jobs import ManifestError, read_manifest
 
 __all__ = ["main"]
@@ -42,6 +42,8 @@ __all__ = ["main"]
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 log = structlog.get_logger("engine.cli")
+# EngineConfig's field defaults are the only defaults: flags default to None (not given).
+_DEFAULTS = EngineConfig()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["emulator"]:
         # The emulator has its own flags; argparse's REMAINDER cannot pass "--port" through.
+        _require_emulator_extra()
         from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
 
         code: int = serve_forever(argv[1:])
@@ -76,20 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("manifest", type=Path)
     run.add_argument("--output-dir", type=Path, default=None, help="default: ./outputs/<name>")
     run.add_argument("--state", type=Path, default=None, help="journal path")
-    run.add_argument("--concurrency", type=_positive_int, default=32)
+    run.add_argument("--concurrency", type=_positive_int, default=None)
     run.add_argument(
         "--rate-limit",
         type=_positive_float,
-        default=600.0,
-        help="prediction creates per minute (default 600)",
+        default=None,
+        help=f"prediction creates per minute (default {_DEFAULTS.create_rate:g})",
     )
     run.add_argument(
         "--read-rate-limit",
         type=_positive_float,
-        default=3000.0,
-        help="other API calls per minute (default 3000)",
+        default=None,
+        help=f"other API calls per minute (default {_DEFAULTS.read_rate:g})",
     )
-    run.add_argument("--max-retries", type=_non_negative_int, default=2)
+    run.add_argument("--max-retries", type=_non_negative_int, default=None)
     run.add_argument("--retry-failed", action="store_true")
     run.add_argument("--only", nargs="+", default=(), metavar="ID")
     run.add_argument("--job-timeout", type=_positive_float, default=None, metavar="SECONDS")
@@ -97,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predictions", type=_non_negative_int, default=None)
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
-    run.add_argument("--poll-interval", type=_positive_float, default=0.5)
+    run.add_argument("--poll-interval", type=_positive_float, default=None)
     run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
     run.add_argument(
         "--emulator",
@@ -111,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--output-dir", type=Path, default=None)
     val.add_argument("--state", type=Path, default=None)
     val.add_argument("--emulator", action="store_true")
-    val.add_argument("--read-rate-limit", type=_positive_float, default=3000.0)
+    val.add_argument("--read-rate-limit", type=_positive_float, default=None)
 
     st = sub.add_parser("status", help="counts and failures from the journal (no network)")
     st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
@@ -149,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     output_dir = args.output_dir or default_output_dir(args.manifest)
-    state_dir = (args.state or output_dir / "journal.jsonl").parent
+    state_dir = journal_path(output_dir, args.state).parent
     try:
         total = checked_job_count(args.manifest, state_dir)
     except ManifestError as exc:
@@ -160,15 +163,17 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
         return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
+        given = {
+            "concurrency": args.concurrency,
+            "create_rate": args.rate_limit,
+            "read_rate": args.read_rate_limit,
+            "prediction_retries": args.max_retries,
+            "poll_interval": args.poll_interval,
+        }
         config = EngineConfig(
             api=api,
             output_dir=output_dir,
             state_path=args.state,
-            concurrency=args.concurrency,
-            create_rate=args.rate_limit,
-            read_rate=args.read_rate_limit,
-            max_retries=args.max_retries,
-            poll_interval=args.poll_interval,
             job_timeout=args.job_timeout,
             deadline=args.deadline,
             max_predictions=args.max_predictions,
@@ -176,6 +181,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             retry_failed=args.retry_failed,
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
+            **{name: value for name, value in given.items() if value is not None},
         )
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
@@ -205,14 +211,18 @@ def _run_batch(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from engine.validate import validate_manifest  # noqa: PLC0415
+    from engine._validate import validate_manifest  # noqa: PLC0415
 
     configure_logging(json=not sys.stderr.isatty(), file=None)
     output_dir = args.output_dir or default_output_dir(args.manifest)
     with ExitStack() as stack:
         api = _api_config(args, stack)
+        given = {"read_rate": args.read_rate_limit}
         config = EngineConfig(
-            api=api, output_dir=output_dir, state_path=args.state, read_rate=args.read_rate_limit
+            api=api,
+            output_dir=output_dir,
+            state_path=args.state,
+            **{name: value for name, value in given.items() if value is not None},
         )
         try:
             api.require_token()
@@ -312,6 +322,7 @@ async def _handle_signals(
 def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
     if not args.emulator:
         return ApiConfig.from_env(os.environ)
+    _require_emulator_extra()
     from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
 
     server = stack.enter_context(EmulatorServer(EmulatorConfig()))
@@ -319,8 +330,23 @@ def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
     return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
 
 
+_EMULATOR_STACK = ("starlette", "uvicorn", "trustme")
+
+
+def _require_emulator_extra() -> None:
+    """Exit 2 with one line naming the extra when the emulator's web stack is missing."""
+    missing = [name for name in _EMULATOR_STACK if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"error: the emulator needs {', '.join(missing)}: "
+            "pip install 'replicate-batch-engine[emulator]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE)
+
+
 def _print_summary(summary: RunSummary, config: EngineConfig, total: int) -> None:
-    from engine.display import render_summary  # noqa: PLC0415
+    from engine._display import render_summary  # noqa: PLC0415
 
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)

@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from engine import JobEvent, JobEventKind, read_manifest, run_jobs
-from engine.state import JournalRecord
+from engine._journal import JournalRecord
 from tests.e2e.helpers import engine_config, image_jobs, write_jsonl
 
 pytestmark = pytest.mark.anyio

@@ -1,4 +1,4 @@
-"""The engine's errors: one tree, translated from replicate/httpx at the gateway.
+"""The engine's errors: one tree, and the one mapping into it from replicate and httpx.
 
 ::
 
@@ -23,18 +23,25 @@
 
 ``ManifestError`` lives in `jobs` (it needs no network) and is re-exported by `engine`.
 
-Messages never contain the API token: the gateway builds them from problem details and
-URLs only, never from request headers.
+Messages never contain the API token: `translate` and `translate_httpx_error` build
+them from problem details and URLs only, never from request headers, and pass them
+through `engine._redact.redact`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from replicate.exceptions import ModelError as _ReplicateModelError
+from replicate.exceptions import ReplicateError
+
+from engine._redact import redact
 
 if TYPE_CHECKING:
-    from engine.prediction import Prediction
+    from engine._pacing import Exchange
+    from engine._prediction import Prediction
 
 __all__ = [
     "ApiError",
@@ -54,6 +61,8 @@ __all__ = [
     "StorageError",
     "TransportError",
     "UnexpectedResponseError",
+    "translate",
+    "translate_httpx_error",
 ]
 
 
@@ -214,3 +223,70 @@ class IntegrityError(DownloadError):
 
 class StorageError(DownloadError):
     """The local disk refused a write (full, read-only, permission)."""
+
+
+def translate_httpx_error(exc: httpx.TransportError, what: str) -> TransportError:
+    """Map an httpx network error to `TransportError`, deciding whether it may have been sent.
+
+    Only a failed connect, a connect timeout or a pool timeout prove the request never
+    left; a read timeout or a cut connection may come after the server acted on it.
+    """
+    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+    return TransportError(redact(f"{what}: {type(exc).__name__}: {exc}"), sent=sent)
+
+
+def translate(
+    exc: Exception, exchange: Exchange, method: str, path: str, *, token: str
+) -> EngineError:
+    """Map what replicate or httpx raised during one API call to our tree (``token`` masked).
+
+    ``exchange`` is what the pacing transport saw: the status and problem details that
+    ``ReplicateError`` drops (``invalid_fields``, ``retry_after``, the low-credit rate).
+    """
+    if isinstance(exc, httpx.TransportError):
+        return translate_httpx_error(exc, f"{method} {path}")
+    if isinstance(exc, ReplicateError):
+        status = exc.status or exchange.status
+        if status is None:  # raised by the client itself, e.g. "no stream URL"
+            text = exc.detail or exc.title or exc.type or "replicate error"
+            return UnexpectedResponseError(redact(str(text), secret=token))
+        return _api_error(status, exc, exchange, method, path, token=token)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _api_error(exc.response.status_code, None, exchange, method, path, token=token)
+    return UnexpectedResponseError(
+        redact(f"{method} {path}: {type(exc).__name__}: {exc}", secret=token)
+    )
+
+
+def _api_error(
+    status: int,
+    exc: ReplicateError | None,
+    exchange: Exchange,
+    method: str,
+    path: str,
+    *,
+    token: str,
+) -> ApiError:
+    body = exchange.body if isinstance(exchange.body, Mapping) else {}
+    title = exc.title if exc is not None else body.get("title")
+    detail = exc.detail if exc is not None else body.get("detail")
+    kwargs: dict[str, Any] = {
+        "title": redact(title, secret=token) if title else None,
+        "detail": redact(detail, secret=token) if detail else None,
+        "method": method,
+        "path": path,
+    }
+    if status == 401:
+        return AuthenticationError(status, **kwargs)
+    if status == 429:
+        return RateLimitedError(
+            status,
+            retry_after=exchange.retry_after if exchange.retry_after is not None else 1.0,
+            low_credit_rate=exchange.low_credit_rate,
+            **kwargs,
+        )
+    if status >= 500:
+        return ServerError(status, **kwargs)
+    fields = body.get("invalid_fields")
+    invalid = [f for f in fields if isinstance(f, dict)] if isinstance(fields, list) else []
+    return InvalidRequestError(status, invalid_fields=invalid, **kwargs)

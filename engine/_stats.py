@@ -1,18 +1,21 @@
-"""Count what a run did and write it down: `RunStats` while running, `RunSummary` after."""
+"""Fold a run's job events once: `RunStats`, read by the report and the live display."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from collections import Counter
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
-from engine.events import JobEvent, JobEventKind
+from engine._events import JobEvent, JobEventKind
+from engine._report import RunSummary
 
-__all__ = ["RunStats", "RunSummary", "percentile", "write_report"]
+__all__ = ["RunStats", "percentile"]
+
+_FINAL = frozenset(
+    {JobEventKind.DONE, JobEventKind.FAILED, JobEventKind.CANCELED, JobEventKind.DEFERRED}
+)
+_RATE_WINDOW = 60.0  # seconds of creates behind ``creates_per_min``
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -24,64 +27,15 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank]
 
 
-@dataclass(frozen=True, slots=True)
-class RunSummary:
-    """What a finished (or interrupted) run did. ``exit_code`` follows the CLI's contract."""
-
-    total: int
-    done: int
-    skipped_done: int
-    failed: int
-    deferred: int
-    canceled: int
-    predictions_created: int
-    reattached: int
-    retries: dict[str, int]
-    bytes_downloaded: int
-    files_downloaded: int
-    wall_seconds: float
-    predict_seconds: float
-    prediction_p50: float | None
-    prediction_p95: float | None
-    download_p50: float | None
-    download_p95: float | None
-    throttled_429: int
-    throttled_seconds: float
-    common_errors: list[tuple[str, int]]
-    failed_keys: list[str]
-    interrupted: bool
-    stopped_reason: str | None
-
-    @property
-    def exit_code(self) -> int:
-        """Return 130 when interrupted, 1 when any job is not done, else 0."""
-        if self.interrupted:
-            return 130
-        unfinished = self.failed or self.deferred or self.canceled or self.stopped_reason
-        return 1 if unfinished else 0
-
-    @property
-    def throughput_per_min(self) -> float:
-        """Return jobs finished per minute of wall time."""
-        return 60.0 * self.done / self.wall_seconds if self.wall_seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """Return the machine-readable form written to ``report.json``."""
-        # Shallow on purpose: asdict() deep-copies, and failed_keys may hold a million ids.
-        data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data["common_errors"] = [{"error": e, "count": n} for e, n in self.common_errors]
-        data["throughput_per_min"] = round(self.throughput_per_min, 3)
-        data["exit_code"] = self.exit_code
-        return data
-
-
 @dataclass(slots=True)
 class RunStats:
     """Accumulate a run's numbers from job events and timings (single event loop, no locks).
 
-    A run's job keys are unique (the manifest reader refuses duplicates), so a skipped job
-    needs no entry in ``final``: a done one is only counted, a failed one only listed for
-    the report. A resume can skip a million of them.
+    The one fold of job events: the report's `RunSummary` and the live display's
+    `snapshot` both read it, so they cannot count by different rules. A run's job keys
+    are unique (the manifest reader refuses duplicates), so a skipped job needs no entry
+    in ``final``: a done one is only counted, a failed one only listed for the report. A
+    resume can skip a million of them.
     """
 
     started: float = field(default_factory=time.monotonic)
@@ -91,15 +45,15 @@ class RunStats:
     reattached: int = 0
     bytes_downloaded: int = 0
     files_downloaded: int = 0
-    predict_seconds: float = 0.0
+    in_flight: int = 0  # predictions created or re-attached and not yet finished
     prediction_seconds: list[float] = field(default_factory=list)
     download_seconds: list[float] = field(default_factory=list)
     retries: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
+    finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
-    in_flight: int = 0
-    queued: int = 0
+    recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -114,33 +68,66 @@ class RunStats:
             return
         if kind is JobEventKind.CREATED:
             self.predictions_created += 1
+            self.in_flight += 1
+            now = time.monotonic()
+            creates = self.recent_creates
+            creates.append(now)
+            while creates[0] < now - _RATE_WINDOW:
+                creates.popleft()
         elif kind is JobEventKind.REATTACHED:
             self.reattached += 1
+            self.in_flight += 1
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
         elif kind is JobEventKind.RETRYING:
             self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
-        if kind in (
-            JobEventKind.DONE,
-            JobEventKind.FAILED,
-            JobEventKind.CANCELED,
-            JobEventKind.DEFERRED,
-        ):
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+        elif kind in _FINAL:
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+            previous = self.final.get(event.key)
+            if previous is not None:
+                self.finals[previous] -= 1
             self.final[event.key] = kind
+            self.finals[kind] += 1
             if kind is JobEventKind.FAILED:
                 self.errors[event.detail[:200]] += 1
+
+    def snapshot(self) -> dict[str, int | float]:
+        """Return the counts so far, for the live display and the periodic log line.
+
+        ``done`` and ``failed`` include the jobs a resume skipped, as the summary does.
+        """
+        now = time.monotonic()
+        creates = self.recent_creates
+        while creates and creates[0] < now - _RATE_WINDOW:
+            creates.popleft()
+        window = min(_RATE_WINDOW, max(now - self.started, 1e-9))
+        return {
+            "done": self.finals[JobEventKind.DONE] + self.skipped_done,
+            "failed": self.finals[JobEventKind.FAILED] + len(self.skipped_failed),
+            "canceled": self.finals[JobEventKind.CANCELED],
+            "deferred": self.finals[JobEventKind.DEFERRED],
+            "in_flight": self.in_flight,
+            "creates_per_min": round(len(creates) * 60.0 / window, 1),
+            "retries": sum(self.retries.values()),
+            "bytes_downloaded": self.bytes_downloaded,
+            "elapsed": now - self.started,
+        }
 
     def summary(
         self,
         *,
+        predict_seconds: float,
         throttled_429: int,
         throttled_seconds: float,
         interrupted: bool,
         stopped_reason: str | None,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`."""
-        finals = Counter(self.final.values())
+        finals = self.finals
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
         failed_keys.sort()
@@ -157,7 +144,7 @@ class RunStats:
             bytes_downloaded=self.bytes_downloaded,
             files_downloaded=self.files_downloaded,
             wall_seconds=round(time.monotonic() - self.started, 3),
-            predict_seconds=round(self.predict_seconds, 3),
+            predict_seconds=round(predict_seconds, 3),
             prediction_p50=percentile(self.prediction_seconds, 0.5),
             prediction_p95=percentile(self.prediction_seconds, 0.95),
             download_p50=percentile(self.download_seconds, 0.5),
@@ -169,11 +156,3 @@ class RunStats:
             interrupted=interrupted,
             stopped_reason=stopped_reason,
         )
-
-
-def write_report(summary: RunSummary, path: Path) -> None:
-    """Write ``report.json`` atomically (a reader never sees half a report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(summary.to_json(), indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)

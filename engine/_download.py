@@ -22,146 +22,51 @@ Read-only or permission errors leave nothing behind to remove. All three are
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import errno
 import hashlib
 import os
-import re
 import time
 from collections import Counter
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import unquote_to_bytes
 
 import anyio
 import httpx
 import structlog
 
-from engine.config import ApiConfig
-from engine.errors import (
+from engine._config import ApiConfig
+from engine._durable import commit, write_all
+from engine._errors import (
     DownloadError,
     IntegrityError,
     OutputExpiredError,
     RateLimitedError,
     ServerError,
-    StorageError,
+    translate_httpx_error,
 )
-from engine.gateway import parse_retry_after, ssl_context, translate_httpx_error
-from engine.logging import redact
-from engine.network import async_transport
-from engine.retry import RetryPolicy, retry_download
+from engine._http import (
+    TrustedHostAuth,
+    async_transport,
+    decode_data_uri,
+    parse_content_range,
+    parse_retry_after,
+    ssl_context,
+)
+from engine._parts import finish_part, part_path, storage_errors, write_part
+from engine._redact import redact
+from engine._retry import RetryPolicy, retry_download
 from jobs.model import OutputFile
 
-__all__ = ["Downloader", "is_stored"]
+__all__ = ["Downloader"]
 
 log = structlog.get_logger("engine.download")
 
 Progress = Callable[[int], None]
 
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
-_DELIVERY_SUFFIX = ".replicate.delivery"
 _PROBE_BYTES = 256 * 1024  # read on the event loop; the rest of a larger file in a thread
-_EMPTY_RANGE = re.compile(r"bytes \*/0")
-
-
-class _TrustedHostAuth(httpx.Auth):
-    """Send the token only to the API's own origin and to Replicate's delivery hosts.
-
-    httpx drops ``Authorization`` itself when a redirect leaves the origin.
-    """
-
-    def __init__(self, token: str | None, api_url: str) -> None:
-        self._token = token
-        api = httpx.URL(api_url)
-        self._api_origin = (api.scheme, api.host, api.port)
-
-    def trusted(self, url: httpx.URL) -> bool:
-        if (url.scheme, url.host, url.port) == self._api_origin:
-            return True
-        return url.scheme == "https" and (
-            url.host == "replicate.delivery" or url.host.endswith(_DELIVERY_SUFFIX)
-        )
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        if self._token and self.trusted(request.url):
-            request.headers["Authorization"] = f"Bearer {self._token}"
-        yield request
-
-
-def is_stored(path: Path, size: int) -> bool:
-    """Tell whether ``path`` holds a finished download of ``size`` bytes.
-
-    Only finished files are ever renamed into place, so the size is enough: a file cut
-    short stays a ``.part``.
-    """
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False
-
-
-def _part_path(dest: Path) -> Path:
-    return dest.with_name(dest.name + ".part")
-
-
-def _safe_url(url: str) -> str:
-    if url.startswith("data:"):
-        return url[:40] + ("..." if len(url) > 40 else "")
-    return redact(url)
-
-
-def _storage_error(exc: OSError, dest: Path, url: str | None) -> StorageError:
-    reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
-    return StorageError(f"cannot write {dest}: {reason}", url=url)
-
-
-@contextlib.contextmanager
-def _storage_errors(dest: Path, part: Path, url: str | None) -> Generator[None, None, None]:
-    try:
-        yield
-    except OSError as exc:
-        if exc.errno not in _STORAGE_ERRNOS:
-            raise
-        if exc.errno == errno.ENOSPC:
-            with contextlib.suppress(OSError):
-                part.unlink()
-        raise _storage_error(exc, dest, url) from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_part(first_bytes: bytes, dest: Path, safe: str) -> None:
-    """Start ``dest``'s part with the file's first bytes, for a transfer to resume from."""
-    part = _part_path(dest)
-    with _storage_errors(dest, part, safe):
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        part.write_bytes(first_bytes)
-
-
-def _commit(fd: int, part: Path, dest: Path, folder: int) -> None:
-    """Make a written part durable, rename it into place, make the rename durable."""
-    os.fsync(fd)
-    part.replace(dest)
-    os.fsync(folder)
-
-
-def _finish(part: Path, dest: Path) -> None:
-    """Rename the verified part into place and make the rename durable."""
-    part.replace(dest)
-    _fsync_dir(dest.parent)
 
 
 class Downloader:
@@ -203,7 +108,7 @@ class Downloader:
         options: dict[str, Any] = {
             "verify": ssl_context(self.api.ca_file),
             "timeout": httpx.Timeout(self.api.timeout, connect=10.0, pool=None),
-            "auth": _TrustedHostAuth(token, self.api.base_url),
+            "auth": TrustedHostAuth(token, self.api.base_url),
             "follow_redirects": True,
             "trust_env": False,
             # Bytes on disk must be the file itself, and Content-Length must count them.
@@ -247,7 +152,7 @@ class Downloader:
         start = time.perf_counter()
         label = name or dest.name
         if url.startswith("data:"):
-            payload, content_type = _decode_data_uri(url)
+            payload, content_type = decode_data_uri(url)
             result = await self._store_bytes(payload, dest, label, content_type)
         else:
             result = await self._fetch_retrying(url, dest, label, progress)
@@ -269,7 +174,7 @@ class Downloader:
         async for attempt in self.retry.retrying(retry_download, self.retries):
             with attempt:
                 prefix = b""
-                if not _part_path(dest).exists():  # a part left to resume goes to a thread
+                if not part_path(dest).exists():  # a part left to resume goes to a thread
                     prefix, total, content_type = await self._probe(url, dest, etag, progress)
                     if len(prefix) == total:
                         return await self._store_bytes(prefix, dest, label, content_type, url)
@@ -292,7 +197,7 @@ class Downloader:
         answer leaves what arrived in the part, like a cut transfer does.
         """
         assert self._aclient is not None
-        safe = _safe_url(url)
+        safe = redact(url)
         headers = {"Range": f"bytes=0-{_PROBE_BYTES - 1}"}
         received: list[bytes] = []
         size = 0
@@ -301,7 +206,8 @@ class Downloader:
                 if response.status_code == 416:
                     # Nothing at byte 0: an empty file, or a server that will not do ranges
                     # (then the transfer asks again without Range).
-                    empty = _EMPTY_RANGE.fullmatch(response.headers.get("content-range", ""))
+                    stated = parse_content_range(response.headers.get("content-range"))
+                    empty = stated is not None and stated.start is None and stated.total == 0
                     return b"", 0 if empty else None, None
                 self._check_status(response, safe, None)
                 if "etag" in response.headers:
@@ -321,7 +227,7 @@ class Downloader:
         except httpx.TransportError as exc:
             if received:
                 await anyio.to_thread.run_sync(
-                    _write_part, b"".join(received), dest, safe, limiter=self._threads
+                    write_part, b"".join(received), dest, safe, limiter=self._threads
                 )
             raise translate_httpx_error(exc, f"GET {safe}") from exc
         return b"".join(received), total, content_type
@@ -349,20 +255,18 @@ class Downloader:
         worker thread makes hands the GIL back and forth with the busy event loop, and with
         three calls instead of ten the store costs about half the CPU (bench/RESULTS.md).
         """
-        part = _part_path(dest)
+        part = part_path(dest)
         # Bounded like the threads, so that waiting stores do not pile up open files.
         async with self._stores:
-            with _storage_errors(dest, part, _safe_url(url) if url else None):
+            with storage_errors(dest, part, redact(url) if url else None):
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
                 try:
-                    view = memoryview(payload)
-                    while view:
-                        view = view[os.write(fd, view) :]
+                    write_all(fd, payload)
                     folder = os.open(dest.parent, os.O_RDONLY)
                     try:
                         await anyio.to_thread.run_sync(
-                            _commit, fd, part, dest, folder, limiter=self._threads
+                            commit, fd, part, dest, folder, limiter=self._threads
                         )
                     finally:
                         os.close(folder)
@@ -399,11 +303,11 @@ class Downloader:
         ``prefix``, the file's first bytes read by `_probe`, starts a fresh part.
         """
         assert self._client is not None
-        part = _part_path(dest)
-        safe = _safe_url(url)
+        part = part_path(dest)
+        safe = redact(url)
         if prefix:
-            _write_part(prefix, dest, safe)
-        with _storage_errors(dest, part, safe):
+            write_part(prefix, dest, safe)
+        with storage_errors(dest, part, safe):
             dest.parent.mkdir(parents=True, exist_ok=True)
             offset = part.stat().st_size if part.exists() else 0
         headers: dict[str, str] = {}
@@ -419,7 +323,7 @@ class Downloader:
                 if "etag" in response.headers and not etag:
                     etag.append(response.headers["etag"])
                 resume_at, total = _plan(response, offset)
-                with _storage_errors(dest, part, safe):
+                with storage_errors(dest, part, safe):
                     digest = hashlib.sha256()
                     if resume_at:
                         self._hash_prefix(part, resume_at, digest)
@@ -445,8 +349,8 @@ class Downloader:
                 f"{label}: received {size} bytes, expected {total}; the part is kept to resume",
                 url=safe,
             )
-        with _storage_errors(dest, part, safe):
-            _finish(part, dest)
+        with storage_errors(dest, part, safe):
+            finish_part(part, dest)
         result = OutputFile(
             name=label, size=size, sha256=digest.hexdigest(), url=url, content_type=content_type
         )
@@ -491,10 +395,10 @@ def _probe_total(response: httpx.Response) -> int | None:
     A ``*`` total is unknown: Content-Length then counts only the range.
     """
     if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match is None or match.group(1) != "0":
+        stated = parse_content_range(response.headers.get("content-range"))
+        if stated is None or stated.start != 0:
             raise IntegrityError("server answered a different range than asked; restarting")
-        return None if match.group(3) == "*" else int(match.group(3))
+        return stated.total
     length = response.headers.get("content-length")
     return int(length) if length else None
 
@@ -503,28 +407,11 @@ def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
     """Return (where to start writing in the part, expected total size or None)."""
     length = response.headers.get("content-length")
     if response.status_code == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("content-range", "").strip())
-        if match is None or int(match.group(1)) != offset:
+        stated = parse_content_range(response.headers.get("content-range"))
+        if stated is None or stated.start != offset:
             raise IntegrityError("server answered a different range than asked; restarting")
-        total = match.group(3)
-        if total != "*":
-            return offset, int(total)
+        if stated.total is not None:
+            return offset, stated.total
         return offset, offset + int(length) if length else None
     # 200: the server ignored Range (or none was sent): write from the start.
     return 0, int(length) if length else None
-
-
-def _decode_data_uri(url: str) -> tuple[bytes, str | None]:
-    match = _DATA_URI.match(url)
-    if match is None:
-        raise DownloadError("malformed data: URI", url=_safe_url(url))
-    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
-    data = match["data"]
-    try:
-        if "base64" in params:
-            payload = base64.b64decode(unquote_to_bytes(data), validate=False)
-        else:
-            payload = unquote_to_bytes(data)
-    except (binascii.Error, ValueError) as exc:
-        raise DownloadError(f"undecodable data: URI: {exc}", url=_safe_url(url)) from exc
-    return payload, match["type"] or "text/plain"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections import deque
 from pathlib import Path
 
 import anyio
@@ -13,8 +11,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from engine.events import JobEvent, JobEventKind
-from engine.report import RunSummary
+from engine._events import JobEvent
+from engine._report import RunSummary
+from engine._stats import RunStats
 
 __all__ = ["Progress", "render_summary"]
 
@@ -92,78 +91,52 @@ def _size(n: int) -> str:
 
 
 class Progress:
-    """Follow a run from its events; show it live on a terminal, as a log line elsewhere.
+    """Show a run live on a terminal, as a log line elsewhere: a view of `RunStats`.
 
     On a terminal a rich panel refreshes in place: done / failed / in flight / queued,
     creates per minute against the budget, bytes downloaded, ETA. Elsewhere (cron, CI) a
-    ``run.progress`` log event every ``interval`` seconds carries the same numbers.
+    ``run.progress`` log event every ``interval`` seconds carries the same numbers. The
+    counting is `RunStats`'s (``record`` is its fold), so the panel and the report agree.
     """
 
     def __init__(
-        self, total: int, create_rate: float, *, live: bool, interval: float = 30.0
+        self,
+        total: int,
+        create_rate: float,
+        *,
+        live: bool,
+        interval: float = 30.0,
+        stats: RunStats | None = None,
     ) -> None:
         self.total = total
         self.create_rate = create_rate
         self.live = live
         self.interval = interval
-        self.started = time.monotonic()
-        self.done = 0
-        self.failed = 0
-        self.deferred = 0
-        self.in_flight = 0
-        self.created = 0
-        self.retries = 0
-        self.bytes = 0
-        self._create_times: deque[float] = deque()
+        self.stats = stats if stats is not None else RunStats()
 
     def record(self, event: JobEvent) -> None:
-        """Fold one job event into the counters (the runner's ``on_event`` hook)."""
-        kind = event.kind
-        # Skips first: a resume can skip a million jobs before any other event.
-        if kind is JobEventKind.SKIPPED:
-            self.done += event.detail == "done"
-            self.failed += event.detail == "failed"
-        elif kind in (JobEventKind.CREATED, JobEventKind.REATTACHED):
-            self.in_flight += 1
-            if kind is JobEventKind.CREATED:
-                self.created += 1
-                self._create_times.append(time.monotonic())
-        elif kind is JobEventKind.DOWNLOADED:
-            self.bytes += event.size
-        elif kind is JobEventKind.RETRYING:
-            self.retries += 1
-            if event.prediction_id is not None:
-                self.in_flight -= 1
-        elif kind in (JobEventKind.DONE, JobEventKind.FAILED, JobEventKind.CANCELED):
-            self.done += kind is JobEventKind.DONE
-            self.failed += kind is not JobEventKind.DONE
-            if event.prediction_id is not None:
-                self.in_flight = max(0, self.in_flight - 1)
-        elif kind is JobEventKind.DEFERRED:
-            self.deferred += 1
-            if event.prediction_id is not None:
-                self.in_flight = max(0, self.in_flight - 1)
+        """Fold one job event into the stats (the runner's ``on_event`` hook)."""
+        self.stats.record(event)
 
     def snapshot(self) -> dict[str, float | int | None]:
-        """Return the numbers shown, for the display and the periodic log line."""
-        now = time.monotonic()
-        while self._create_times and self._create_times[0] < now - 60:
-            self._create_times.popleft()
-        elapsed = max(now - self.started, 1e-9)
-        finished = self.done + self.failed + self.deferred
-        queued = max(0, self.total - finished - self.in_flight)
+        """Return the numbers shown: the stats' snapshot, plus queued and the ETA."""
+        s = self.stats.snapshot()
+        elapsed = max(float(s["elapsed"]), 1e-9)
+        finished = int(s["done"] + s["failed"] + s["canceled"] + s["deferred"])
+        in_flight = int(s["in_flight"])
+        queued = max(0, self.total - finished - in_flight)
         rate = finished / elapsed
         eta = (self.total - finished) / rate if rate > 0 and finished < self.total else None
-        window = min(60.0, elapsed)
         return {
-            "done": self.done,
-            "failed": self.failed,
-            "in_flight": self.in_flight,
+            "done": s["done"],
+            "failed": s["failed"],
+            "canceled": s["canceled"],
+            "in_flight": in_flight,
             "queued": queued,
-            "creates_per_min": round(len(self._create_times) * 60.0 / window, 1),
+            "creates_per_min": s["creates_per_min"],
             "create_budget_per_min": self.create_rate,
-            "retries": self.retries,
-            "bytes_downloaded": self.bytes,
+            "retries": s["retries"],
+            "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
         }
 
@@ -174,7 +147,7 @@ class Progress:
         table.add_column(style="bold")
         table.add_column(justify="right")
         table.add_row("done / total", f"{s['done']} / {self.total}")
-        table.add_row("failed", str(s["failed"]))
+        table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
         table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
         table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
         table.add_row("retries", str(s["retries"]))

@@ -17,18 +17,20 @@ import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine.config import EngineConfig
-from engine.control import RunControl
-from engine.download import Downloader, is_stored
-from engine.errors import EngineError
-from engine.events import JobEvent, JobEventKind
-from engine.gateway import Gateway
-from engine.limits import Limits, PollPacer
-from engine.network import async_library_known
-from engine.report import RunStats, RunSummary, write_report
-from engine.retry import RetryPolicy
-from engine.state import JobState, Journal, JournalRecord, load_journal
-from engine.worker import WorkerContext, run_job
+from engine._config import EngineConfig
+from engine._control import RunControl, Spending
+from engine._download import Downloader
+from engine._errors import EngineError
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._http import async_library_known
+from engine._journal import JobState, Journal, JournalRecord, load_journal
+from engine._limits import Limits, PollPacer
+from engine._parts import is_stored
+from engine._report import RunSummary, write_report
+from engine._retry import RetryPolicy
+from engine._stats import RunStats
+from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
@@ -76,6 +78,11 @@ async def _run(
 ) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
+    spending = Spending(
+        control,
+        max_predictions=config.max_predictions,
+        max_predict_seconds=config.max_predict_seconds,
+    )
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     states = replay.jobs
     limits = Limits.from_config(config)
@@ -99,7 +106,7 @@ async def _run(
                 await result
 
     async with (
-        Journal.open(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
+        Journal(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
         Gateway(api, limits, policy) as gateway,
         Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
     ):
@@ -112,6 +119,7 @@ async def _run(
             control=control,
             stats=stats,
             emit=emit,
+            spending=spending,
         )
         send, receive = anyio.create_memory_object_stream[tuple[Job, JobState | None]](
             config.concurrency
@@ -136,6 +144,7 @@ async def _run(
     # the summary and the report add their own peak.
     del replay, states
     summary = stats.summary(
+        predict_seconds=spending.predict_seconds,
         throttled_429=limits.create.throttled + limits.read.throttled,
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
         interrupted=control.interrupted,

@@ -8,15 +8,37 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.errors import ConfigError
+from engine._errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "ApiConfig", "EngineConfig", "Secret"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "JOURNAL_NAME",
+    "ApiConfig",
+    "EngineConfig",
+    "Secret",
+    "default_output_dir",
+    "journal_path",
+]
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
+JOURNAL_NAME = "journal.jsonl"
+
+
+def default_output_dir(manifest: Path) -> Path:
+    """Return where ``run`` puts a manifest's outputs when ``--output-dir`` is not given."""
+    return Path("outputs") / manifest.stem
+
+
+def journal_path(output_dir: Path, state: Path | None = None) -> Path:
+    """Return a run's journal: ``state`` (``--state``) or ``journal.jsonl`` in the outputs.
+
+    The one derivation: the run, ``validate``, ``status`` and ``export`` all ask here.
+    """
+    return state if state is not None else output_dir / JOURNAL_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +112,10 @@ class ApiConfig:
 class EngineConfig:
     """Everything a batch run needs, decided before it starts.
 
-    Rates are requests per minute, as Replicate states its limits. ``max_retries`` counts
-    extra predictions per job after a transient model failure; call-level retries (network,
-    5xx, 429) are separate and bounded by ``call_attempts``.
+    Its field defaults are the only defaults (the CLI passes only what the user gave).
+    Rates are requests per minute, as Replicate states its limits. ``prediction_retries``
+    counts extra predictions per job after a transient model failure (``--max-retries``);
+    call-level retries (network, 5xx, 429) are separate and bounded by ``call_attempts``.
     """
 
     api: ApiConfig = field(default_factory=ApiConfig)
@@ -101,7 +124,7 @@ class EngineConfig:
     concurrency: int = 32
     create_rate: float = 600.0
     read_rate: float = 3000.0
-    max_retries: int = 2
+    prediction_retries: int = 2
     call_attempts: int = 6
     call_timeout: float = 300.0  # give up on one call after retrying this long
     poll_interval: float = 0.5  # the fastest a single prediction is polled
@@ -120,14 +143,12 @@ class EngineConfig:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.create_rate <= 0 or self.read_rate <= 0:
             raise ConfigError("rate limits must be positive requests per minute")
-        if self.max_retries < 0:
-            raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.prediction_retries < 0:
+            raise ConfigError(
+                f"prediction_retries must be 0 or more, got {self.prediction_retries}"
+            )
 
     @property
     def journal_path(self) -> Path:
         """Return where the journal lives (``--state`` or next to the outputs)."""
-        return self.state_path or self.output_dir / "journal.jsonl"
-
-    def with_changes(self, **changes: object) -> EngineConfig:
-        """Return a copy with ``changes`` applied (the value itself stays frozen)."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return journal_path(self.output_dir, self.state_path)

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
-from engine.config import EngineConfig
-from engine.control import RunControl
-from engine.download import Downloader, is_stored
-from engine.errors import (
+from engine._config import EngineConfig
+from engine._control import RunControl, Spending
+from engine._download import Downloader
+from engine._errors import (
     ApiError,
     AuthenticationError,
     ConfigError,
@@ -30,14 +30,15 @@ from engine.errors import (
     StorageError,
     TransportError,
 )
-from engine.events import JobEvent, JobEventKind
-from engine.gateway import Gateway
-from engine.limits import PollPacer
-from engine.prediction import Prediction, PredictionStatus
-from engine.reconcile import find_created_prediction
-from engine.report import RunStats
-from engine.retry import is_permanent_failure
-from engine.state import JobState, Journal, JournalRecord
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._journal import JobState, Journal, JournalRecord
+from engine._limits import PollPacer
+from engine._parts import is_stored
+from engine._prediction import Prediction, PredictionStatus
+from engine._reconcile import find_created_prediction
+from engine._retry import is_permanent_failure
+from engine._stats import RunStats
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
 
 __all__ = ["WorkerContext", "run_job"]
@@ -47,7 +48,7 @@ log = structlog.get_logger("engine.worker")
 
 @dataclass(slots=True)
 class WorkerContext:
-    """What every worker shares: one gateway, downloader, journal, pacer and the counters."""
+    """What every worker shares: gateway, downloader, journal, pacer, control and counters."""
 
     config: EngineConfig
     gateway: Gateway
@@ -57,26 +58,8 @@ class WorkerContext:
     control: RunControl
     stats: RunStats
     emit: Callable[[JobEvent], Awaitable[None]]
+    spending: Spending
     in_flight: dict[str, str] = field(default_factory=dict)  # prediction id -> job key
-    creates_reserved: int = 0
-
-    def reserve_create(self) -> bool:
-        """Take one prediction from the ``--max-predictions`` budget, if any is left."""
-        limit = self.config.max_predictions
-        if limit is not None and self.creates_reserved >= limit:
-            self.control.drain("max-predictions reached")
-            return False
-        self.creates_reserved += 1
-        return True
-
-    def add_predict_time(self, seconds: float | None) -> None:
-        """Count predict time (failed and canceled ones cost too) against the budget."""
-        if seconds is None:
-            return
-        self.stats.predict_seconds += seconds
-        limit = self.config.max_predict_seconds
-        if limit is not None and self.stats.predict_seconds >= limit:
-            self.control.drain("max-predict-seconds reached")
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -172,7 +155,7 @@ class _Lifecycle:
         first_uncertain: float | None = None
         error: EngineError | None = None
         for _ in range(ctx.config.call_attempts):
-            if ctx.control.stop_creating or not ctx.reserve_create():
+            if ctx.control.stop_creating or not ctx.spending.reserve_create():
                 await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
                 return None
             self.attempt += 1
@@ -277,7 +260,7 @@ class _Lifecycle:
     async def _finish(self, prediction: Prediction) -> bool:
         """Handle a terminal prediction; return True when a new attempt should follow."""
         ctx, job = self.ctx, self.job
-        ctx.add_predict_time(prediction.predict_time)
+        ctx.spending.add_predict_time(prediction.predict_time)
         if prediction.status is PredictionStatus.SUCCEEDED:
             await self._journal(
                 JournalRecord.succeeded(
@@ -329,7 +312,7 @@ class _Lifecycle:
         return False
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
-        if self.tries <= self.ctx.config.max_retries and not self.ctx.control.stop_creating:
+        if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
             await self._journal(self._failed(prediction_id, exc, permanent=False))
             await self.ctx.emit(
                 JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.config import EngineConfig
-from engine.errors import ApiError, AuthenticationError
-from engine.gateway import Gateway
-from engine.limits import Limits
-from engine.retry import RetryPolicy
-from engine.state import load_journal
+from engine._config import EngineConfig
+from engine._errors import ApiError, AuthenticationError
+from engine._gateway import Gateway
+from engine._journal import load_journal
+from engine._limits import Limits
+from engine._retry import RetryPolicy
 from jobs import JobStatus, check_manifest, read_manifest
 from jobs.schema import check_input, input_schema
 

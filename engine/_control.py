@@ -9,13 +9,16 @@ A run stops in one of three ways, and workers treat them differently:
   and predictions that already succeeded finish.
 - *cancel* (second Ctrl-C, or ``--cancel-on-exit``): everything still running on
   Replicate is canceled so nothing keeps billing.
+
+`Spending` holds the run's spending budgets (``--max-predictions``,
+``--max-predict-seconds``) and drains the run when one is used up.
 """
 
 from __future__ import annotations
 
 import anyio
 
-__all__ = ["RunControl"]
+__all__ = ["RunControl", "Spending"]
 
 
 class RunControl:
@@ -61,3 +64,38 @@ class RunControl:
     def _wake(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
+
+
+class Spending:
+    """The run's spending budgets; reaching one drains ``control`` (no new creates)."""
+
+    def __init__(
+        self,
+        control: RunControl,
+        *,
+        max_predictions: int | None = None,
+        max_predict_seconds: float | None = None,
+    ) -> None:
+        self.control = control
+        self.max_predictions = max_predictions
+        self.max_predict_seconds = max_predict_seconds
+        self.creates_reserved = 0
+        self.predict_seconds = 0.0  # billed time so far, failed and canceled ones included
+
+    def reserve_create(self) -> bool:
+        """Take one prediction from the ``--max-predictions`` budget, if any is left."""
+        limit = self.max_predictions
+        if limit is not None and self.creates_reserved >= limit:
+            self.control.drain("max-predictions reached")
+            return False
+        self.creates_reserved += 1
+        return True
+
+    def add_predict_time(self, seconds: float | None) -> None:
+        """Count predict time (failed and canceled ones cost too) against the budget."""
+        if seconds is None:
+            return
+        self.predict_seconds += seconds
+        limit = self.max_predict_seconds
+        if limit is not None and self.predict_seconds >= limit:
+            self.control.drain("max-predict-seconds reached")

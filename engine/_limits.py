@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 if TYPE_CHECKING:
-    from engine.config import EngineConfig
+    from engine._config import EngineConfig
 
 __all__ = ["Budget", "Limits", "PollPacer"]
 

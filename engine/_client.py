@@ -35,18 +35,19 @@ import anyio.from_thread
 import httpx
 import structlog
 
-from engine.config import ApiConfig, EngineConfig
-from engine.download import Downloader
-from engine.errors import (
+from engine._config import ApiConfig, EngineConfig
+from engine._download import Downloader
+from engine._errors import (
     ConfigError,
     ModelError,
     PredictionCanceledError,
     PredictionTimeoutError,
 )
-from engine.gateway import Gateway, PredictionPage, StreamEvent, ssl_context
-from engine.limits import Limits
-from engine.prediction import Prediction, PredictionStatus
-from engine.retry import RetryPolicy, is_permanent_failure
+from engine._gateway import Gateway, PredictionPage, StreamEvent
+from engine._http import ssl_context
+from engine._limits import Limits
+from engine._prediction import Prediction, PredictionStatus
+from engine._retry import RetryPolicy, is_permanent_failure
 from jobs import ModelRef
 
 __all__ = ["ReplicateClient", "get_replicate_client", "reset_replicate_client"]

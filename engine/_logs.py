@@ -1,9 +1,9 @@
 """Configure structlog once, for the CLI, and keep secrets out of every event.
 
 Event names are stable and dotted (``api.call``, ``download.completed``, ``job.finished``);
-per-job context is bound with `structlog.contextvars`. `redact` is usable on its own (the
-gateway runs error messages through it), and `redact_secrets` is a processor that applies
-it to every value of an event, for applications that configure structlog themselves.
+per-job context is bound with `structlog.contextvars`. `redact_secrets` is a processor that
+applies `engine._redact.redact` to every value of an event, for applications that configure
+structlog themselves.
 `configure_logging` masks the rendered line instead: one pass covers every value, key and
 traceback, at a fraction of the cost of walking each event.
 """
@@ -11,7 +11,6 @@ traceback, at a fraction of the cost of walking each event.
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -19,23 +18,9 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["configure_logging", "redact", "redact_secrets"]
+from engine._redact import redact
 
-# Replicate tokens start with "r8_"; any bearer credential is hidden too.
-_SECRET_PATTERNS = (
-    re.compile(r"r8_[A-Za-z0-9_\-]+"),
-    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+"),
-    re.compile(r"(?i)(token\s+)[A-Za-z0-9._~+/=\-]{8,}"),
-)
-_MASK = "[REDACTED]"
-
-
-def redact(text: str) -> str:
-    """Return ``text`` with anything that looks like an API token masked."""
-    text = _SECRET_PATTERNS[0].sub(_MASK, text)
-    for pattern in _SECRET_PATTERNS[1:]:
-        text = pattern.sub(lambda m: m.group(1) + _MASK, text)
-    return text
+__all__ = ["configure_logging", "redact_secrets"]
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:

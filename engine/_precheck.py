@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePath
 
+from engine._durable import write_durably
 from jobs import read_manifest
 
 __all__ = ["checked_job_count"]
@@ -43,8 +44,5 @@ def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
         count += 1
         local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
     if not local_files:
-        stamp_dir.mkdir(parents=True, exist_ok=True)
-        tmp = stamp.with_name(stamp.name + ".tmp")
-        tmp.write_text(json.dumps({"manifest": identity, "jobs": count}))
-        tmp.replace(stamp)
+        write_durably(stamp, json.dumps({"manifest": identity, "jobs": count}).encode())
     return count

@@ -11,7 +11,7 @@ from datetime import datetime
 
 import structlog
 
-from engine.gateway import Gateway
+from engine._gateway import Gateway
 from jobs import ModelRef, input_digest
 
 __all__ = ["find_created_prediction"]

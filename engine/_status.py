@@ -9,30 +9,25 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from engine.state import Replay, journal_summary, load_journal
+from engine._config import default_output_dir, journal_path
+from engine._journal import Replay, load_journal
 from jobs import JobStatus, canonical_json, read_manifest
 
-__all__ = ["default_output_dir", "export_rows", "status_report", "write_export"]
+__all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
 
 _JOURNAL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def default_output_dir(manifest: Path) -> Path:
-    """Return where ``run`` puts a manifest's outputs when ``--output-dir`` is not given."""
-    return Path("outputs") / manifest.stem
-
-
 def resolve_journal(target: Path, state: Path | None, output_dir: Path | None) -> Path:
     """Return the journal for ``target`` (a journal itself, or a manifest)."""
-    if state is not None:
-        return state
-    if target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
+    if state is None and target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
         return target
-    return (output_dir or default_output_dir(target)) / "journal.jsonl"
+    return journal_path(output_dir or default_output_dir(target), state)
 
 
 def _looks_like_journal(path: Path) -> bool:
@@ -113,3 +108,25 @@ def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
         out.write(json.dumps(row, ensure_ascii=False) + "\n")
         count += 1
     return count
+
+
+def journal_summary(result: Replay) -> dict[str, Any]:
+    """Count jobs by status and list failed keys with their errors (for ``status``)."""
+    counts = Counter(state.status for state in result.jobs.values())
+    return {
+        "jobs": len(result.jobs),
+        "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
+        "failed": {
+            key: {
+                "error": state.error,
+                "error_class": state.error_class,
+                "permanent": state.permanent,
+                "attempts": state.attempts,
+            }
+            for key, state in result.jobs.items()
+            if state.status is JobStatus.FAILED
+        },
+        "records": result.records,
+        "torn_lines": result.torn_lines,
+        "corrupt_lines": result.corrupt_lines,
+    }

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import stamina
 
-from engine.errors import (
+from engine._errors import (
     IntegrityError,
     RateLimitedError,
     ServerError,
@@ -27,7 +27,7 @@ from engine.errors import (
 )
 
 if TYPE_CHECKING:
-    from engine.config import EngineConfig
+    from engine._config import EngineConfig
 
 __all__ = [
     "RetryPolicy",

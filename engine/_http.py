@@ -1,6 +1,11 @@
 # httpcore's stream interface takes timeouts as arguments; they are passed through.
 # ruff: noqa: ASYNC109
-"""An httpx transport whose check of idle connections costs one poll each.
+"""HTTP plumbing the gateway and the downloader share: TLS, the transport, header parsing.
+
+`ssl_context` builds the one TLS context; `parse_retry_after` and `parse_content_range`
+read the two headers both sides act on; `decode_data_uri` reads a ``data:`` URL;
+`TrustedHostAuth` sends the token only where it belongs. `async_transport` is an httpx
+transport whose check of idle connections costs one poll each.
 
 On every request, httpcore asks each idle connection of the pool whether the server has
 closed it (``get_extra_info("is_readable")``). Through anyio's TLS stream, that lookup
@@ -16,18 +21,93 @@ was closed by the server.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import contextlib
+import email.utils
+import math
+import re
 import select
 import socket
 import ssl
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import unquote_to_bytes
 
 import httpcore
 import httpx
 import sniffio
 
-__all__ = ["async_library_known", "async_transport"]
+from engine._errors import ConfigError, DownloadError
+from engine._redact import redact
+
+__all__ = [
+    "ContentRange",
+    "TrustedHostAuth",
+    "async_library_known",
+    "async_transport",
+    "decode_data_uri",
+    "parse_content_range",
+    "parse_retry_after",
+    "ssl_context",
+]
+
+_DELIVERY_SUFFIX = ".replicate.delivery"
+_DATA_URI = re.compile(r"^data:(?P<type>[^,;]*)(?P<params>(?:;[^,;]*)*?),(?P<data>.*)$", re.DOTALL)
+_CONTENT_RANGE = re.compile(r"bytes (?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+def ssl_context(ca_file: Path | None) -> ssl.SSLContext:
+    """Return the TLS context for the API and downloads: ``ca_file`` or the default bundle.
+
+    The environment (``SSL_CERT_FILE``) was read at the edge into ``ApiConfig.ca_file``.
+    """
+    if ca_file is not None:
+        try:
+            return ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"cannot load the CA bundle {ca_file} (SSL_CERT_FILE): {exc.strerror or exc}"
+            ) from exc
+    return httpx.create_ssl_context(trust_env=False)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Return a ``Retry-After`` value (seconds or an HTTP date) in seconds, or None."""
+    if not value:
+        return None
+    value = value.strip()
+    with contextlib.suppress(ValueError):
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+class ContentRange(NamedTuple):
+    """A ``Content-Range`` header: ``start``/``end`` None for ``bytes */total``."""
+
+    start: int | None
+    end: int | None
+    total: int | None  # None: ``*``, unknown
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    """Return the parsed ``Content-Range`` header, or None when it is absent or malformed."""
+    match = _CONTENT_RANGE.fullmatch((value or "").strip())
+    if match is None:
+        return None
+    start, end, total = match.groups()
+    return ContentRange(
+        None if start is None else int(start),
+        None if end is None else int(end),
+        None if total == "*" else int(total),
+    )
 
 
 def async_transport(
@@ -65,6 +145,47 @@ def async_library_known() -> Iterator[None]:
         yield
     finally:
         sniffio.current_async_library_cvar.reset(token)
+
+
+def decode_data_uri(url: str) -> tuple[bytes, str | None]:
+    """Return a ``data:`` URI's bytes and media type; raise `DownloadError` if malformed."""
+    match = _DATA_URI.match(url)
+    if match is None:
+        raise DownloadError("malformed data: URI", url=redact(url))
+    params = [p.strip().lower() for p in match["params"].split(";") if p.strip()]
+    data = match["data"]
+    try:
+        if "base64" in params:
+            payload = base64.b64decode(unquote_to_bytes(data), validate=False)
+        else:
+            payload = unquote_to_bytes(data)
+    except (binascii.Error, ValueError) as exc:
+        raise DownloadError(f"undecodable data: URI: {exc}", url=redact(url)) from exc
+    return payload, match["type"] or "text/plain"
+
+
+class TrustedHostAuth(httpx.Auth):
+    """Send the token only to the API's own origin and to Replicate's delivery hosts.
+
+    httpx drops ``Authorization`` itself when a redirect leaves the origin.
+    """
+
+    def __init__(self, token: str | None, api_url: str) -> None:
+        self._token = token
+        api = httpx.URL(api_url)
+        self._api_origin = (api.scheme, api.host, api.port)
+
+    def trusted(self, url: httpx.URL) -> bool:
+        if (url.scheme, url.host, url.port) == self._api_origin:
+            return True
+        return url.scheme == "https" and (
+            url.host == "replicate.delivery" or url.host.endswith(_DELIVERY_SUFFIX)
+        )
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        if self._token and self.trusted(request.url):
+            request.headers["Authorization"] = f"Bearer {self._token}"
+        yield request
 
 
 class _Readable:
