@@ -38,7 +38,7 @@ from engine.reconcile import find_created_prediction
 from engine.report import RunStats
 from engine.retry import is_permanent_failure
 from engine.state import JobState, Journal, JournalRecord
-from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
+from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
 
 __all__ = ["WorkerContext", "run_job"]
 
@@ -363,10 +363,10 @@ class _Lifecycle:
         items = normalise_output(prediction.output)
         if not items and prediction.data_removed:
             raise OutputExpiredError(f"outputs of prediction {prediction.id} were removed")
-        names = plan_output_names(job, items)
+        planned = plan_outputs(job, items)  # names, and local names inside JSON documents
         have = {f.name: f for f in (self.state.files if self.state else ())}
         stored: list[OutputFile] = []
-        for item, name in zip(items, names, strict=True):
+        for item, name in ((p.item, p.name) for p in planned):
             dest = ctx.config.output_dir / name
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
