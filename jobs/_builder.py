@@ -19,6 +19,7 @@ from jobs._readers import RawEntry, suggest
 from jobs.errors import ManifestError
 from jobs.identity import canonical_json, canonical_key
 from jobs.model import Job, ModelRef, ModelRefError
+from jobs.names import ENGINE_FILES, roots
 from jobs.outputs import check_output_stem
 
 __all__ = ["Builder"]
@@ -29,8 +30,8 @@ DEFAULT_FIELDS = ("input", "model", "output")
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
-_HASH_KEY_RE = re.compile(r"^j[0-9a-f]{16}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_HASH_KEY_RE = re.compile(r"j[0-9a-f]{16}")
+_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
 _CHUNK = 1 << 20
 
@@ -40,39 +41,49 @@ _Where = Callable[[str], tuple[int, str]]
 
 @dataclass(slots=True)
 class _Seen:
-    """Remember each key's line and each output stem, to name both lines of a duplicate.
+    """Remember each key's line and each output stem's namespace, to name both lines.
 
-    A job writing to its key (the default output) costs one entry; the line is stored
-    negated for those so a custom output can be checked against them without a second
-    entry. Custom output stems get their own table.
+    A job writing to its key (the default output, a key without capitals) costs one
+    entry: the line is stored negated so a stem can be looked up among the keys without
+    a second entry. Other stems are stored casefolded; ``roots`` maps each stem that an
+    earlier stem (or one of its folders) lies under to that job's line (`jobs.names`).
     """
 
     keys: dict[int | str, int] = field(default_factory=dict)
     stems: dict[str, int] = field(default_factory=dict)
+    roots: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for stem in ENGINE_FILES.reserved_stems:
+            self.stems[stem] = _RESERVED
 
     def first_key_line(self, key: int | str) -> int | None:
         line = self.keys.get(key)
         return None if line is None else abs(line)
 
-    def first_stem_line(self, stem: str, key: str) -> int | None:
-        if stem == key:
-            return self.stems.get(stem)
-        line = self.stems.get(stem)
-        if line is None and self.keys.get(_compact(stem), 0) < 0:
-            line = -self.keys[_compact(stem)]
+    def stem_line(self, folded: str) -> int | None:
+        line = self.stems.get(folded)
+        if line is None and self.keys.get(_compact(folded), 0) < 0:
+            line = -self.keys[_compact(folded)]
         return line
 
     def add(self, key: str, compact: int | str, stem: str, line: int) -> None:
-        if stem == key:
+        folded = stem.casefold()
+        if stem == key == folded:
             self.keys[compact] = -line
         else:
             self.keys[compact] = line
-            self.stems[stem] = line
+            self.stems[folded] = line
+        for root in roots(stem):
+            self.roots.setdefault(root, line)
+
+
+_RESERVED = 0  # the line of the engine's own names
 
 
 def _compact(key: str) -> int | str:
     """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
-    if len(key) == 17 and _HASH_KEY_RE.match(key):
+    if len(key) == 17 and _HASH_KEY_RE.fullmatch(key):
         return int(key[1:], 16)
     return key
 
@@ -80,11 +91,11 @@ def _compact(key: str) -> int | str:
 class Builder:
     """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
 
-    def __init__(self, path: Path, source: str, *, checked: bool = False) -> None:
+    def __init__(self, path: Path, source: str, *, trust_earlier_check: bool = False) -> None:
         self.source = source
         # The file was read whole without error before: skip the duplicate index and the
         # checks that cannot fail again on the same bytes.
-        self.checked = checked
+        self.checked = trust_earlier_check
         self.base = path.parent.absolute()
         self.index = 0
         self.seen = _Seen()
@@ -205,12 +216,16 @@ class Builder:
     def job_id(self, value: object, line: int, field: str) -> str:
         if not isinstance(value, str):
             raise self.error(f"must be a string, not {_kind(value)}; quote it", line, field)
-        if not _ID_RE.match(value):
+        if not _ID_RE.fullmatch(value):
+            # fullmatch: "$" would also match before a trailing newline.
             raise self.error(
                 f"invalid id {value!r}: use 1 to 128 of A-Z a-z 0-9 . _ -", line, field
             )
         if value in (".", ".."):
             raise self.error(f"id {value!r} would write outside the output folder", line, field)
+        problem = check_output_stem(value)  # the id is the default output stem
+        if problem is not None:
+            raise self.error(f"id {value!r} {problem}", line, field)
         return value
 
     def output(
@@ -315,14 +330,49 @@ class Builder:
             else:
                 message = f"duplicate job: same model and input as line {first} (key {key})"
             raise self.error(message, line, label or None)
-        first = self.seen.first_stem_line(stem, key)
+        field = f"{label}.output" if label else "output"
+        folded = stem.casefold()
+        if folded.startswith(ENGINE_FILES.stamp_prefix):
+            raise self.error(
+                f"output {stem!r} would take the name of the engine's {ENGINE_FILES.stamp}; "
+                "choose another id or output",
+                line,
+                field,
+            )
+        first = self.seen.stem_line(folded)
+        if first is not None:
+            raise self.error(self.meets(stem, folded, first, same=True), line, field)
+        for root in roots(stem):
+            first = self.seen.stem_line(root)
+            if first is not None:
+                raise self.error(self.meets(stem, root, first), line, field)
+        first = self.seen.roots.get(folded)
         if first is not None:
             raise self.error(
-                f"output {stem!r} is also the output of the job at line {first}",
+                f"output {stem!r} owns every {stem}_<n>.* and {stem}.* name, and the output "
+                f"of the job at line {first} is one of them: its files could meet this "
+                "job's; choose another id or output",
                 line,
-                f"{label}.output" if label else "output",
+                field,
             )
         self.seen.add(key, compact, stem, line)
+
+    @staticmethod
+    def meets(stem: str, other: str, first: int, *, same: bool = False) -> str:
+        if first == _RESERVED:
+            taken = ", ".join(
+                n
+                for n in (ENGINE_FILES.journal, ENGINE_FILES.report, ENGINE_FILES.gallery)
+                if n.startswith(f"{other}.")
+            )
+            return f"output {stem!r} could take the engine's {taken}; choose another id or output"
+        if same:
+            return f"output {stem!r} is also the output of the job at line {first}"
+        return (
+            f"output {stem!r} lies among the names of the job at line {first}, whose output "
+            f"{other!r} owns every {other}_<n>.* and {other}.* name: their files could meet; "
+            "choose another id or output"
+        )
 
 
 def _may_hold_file(value: object) -> bool:
