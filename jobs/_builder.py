@@ -91,12 +91,21 @@ def _compact(key: str) -> int | str:
 class Builder:
     """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
 
-    def __init__(self, path: Path, source: str, *, trust_earlier_check: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        source: str,
+        *,
+        trust_earlier_check: bool = False,
+        allow_outside_files: bool = False,
+    ) -> None:
         self.source = source
+        self.allow_outside_files = allow_outside_files
         # The file was read whole without error before: skip the duplicate index and the
         # checks that cannot fail again on the same bytes.
         self.checked = trust_earlier_check
         self.base = path.parent.absolute()
+        self.real_base = self.base.resolve()
         self.index = 0
         self.seen = _Seen()
         self.default_model: ModelRef | None = None
@@ -298,6 +307,14 @@ class Builder:
                 "'@' must be followed by a file path (write '@@' for '@')", line, field
             )
         path = self.base / text
+        if not self.allow_outside_files and not path.resolve().is_relative_to(self.real_base):
+            # A manifest from someone else must not send any file the user can read.
+            raise self.error(
+                f"@{text} is outside the manifest's folder ({self.base}), or links out of "
+                "it; such files are sent only when the run is told to allow them",
+                line,
+                field,
+            )
         digest = self._files.get(str(path))
         if digest is None:
             digest = self.hash_file(path, text, line, field)

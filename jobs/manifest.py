@@ -38,7 +38,9 @@ class ManifestSummary:
         return not self.errors
 
 
-def read_manifest(path: Path, *, trust_earlier_check: bool = False) -> Iterator[Job]:
+def read_manifest(
+    path: Path, *, trust_earlier_check: bool = False, allow_outside_files: bool = False
+) -> Iterator[Job]:
     """Yield the jobs of the manifest at ``path`` in order; raise the first `ManifestError`.
 
     The format follows the suffix: ``.yaml``/``.yml`` or ``.jsonl``/``.ndjson``. Memory
@@ -49,24 +51,34 @@ def read_manifest(path: Path, *, trust_earlier_check: bool = False) -> Iterator[
     jobs and clashing output names are then NOT detected (memory stays at one job), and
     an explicit id and its input are not checked again. Pass it only right after such a
     check of an unchanged file.
+
+    ``@path`` inputs must resolve (symlinks followed) inside the manifest's folder unless
+    ``allow_outside_files=True``: a manifest from someone else cannot send out any file
+    the user can read.
     """
-    for item in _entries(path, trust_earlier_check=trust_earlier_check):
+    entries = _entries(
+        path, trust_earlier_check=trust_earlier_check, allow_outside_files=allow_outside_files
+    )
+    for item in entries:
         if isinstance(item, ManifestError):
             raise item
         yield item
 
 
-def check_manifest(path: Path, *, max_errors: int = 1000) -> ManifestSummary:
+def check_manifest(
+    path: Path, *, max_errors: int = 1000, allow_outside_files: bool = False
+) -> ManifestSummary:
     """Read the whole manifest and collect every error (up to ``max_errors``).
 
     A problem confined to one job is reported and reading goes on; one that stops the
-    parser (a YAML syntax error) ends the scan there.
+    parser (a YAML syntax error) ends the scan there. ``allow_outside_files`` is as for
+    `read_manifest`.
     """
     errors: list[ManifestError] = []
     by_model: dict[str, int] = {}
     count = 0
     try:
-        for item in _entries(path):
+        for item in _entries(path, allow_outside_files=allow_outside_files):
             if isinstance(item, ManifestError):
                 if len(errors) < max_errors:
                     errors.append(item)
@@ -79,7 +91,9 @@ def check_manifest(path: Path, *, max_errors: int = 1000) -> ManifestSummary:
     return ManifestSummary(str(path), count, by_model, tuple(errors))
 
 
-def _entries(path: Path, *, trust_earlier_check: bool = False) -> Iterator[Job | ManifestError]:
+def _entries(
+    path: Path, *, trust_earlier_check: bool = False, allow_outside_files: bool = False
+) -> Iterator[Job | ManifestError]:
     source = str(path)
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
@@ -95,7 +109,12 @@ def _entries(path: Path, *, trust_earlier_check: bool = False) -> Iterator[Job |
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ManifestError(f"cannot read the manifest: it {problem}", path=source)
-    builder = Builder(path, source, trust_earlier_check=trust_earlier_check)
+    builder = Builder(
+        path,
+        source,
+        trust_earlier_check=trust_earlier_check,
+        allow_outside_files=allow_outside_files,
+    )
     try:
         for entry in reader(path, source):
             if isinstance(entry, ManifestError):
