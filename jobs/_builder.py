@@ -10,9 +10,10 @@ import os
 import re
 import stat
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from jobs._readers import RawEntry, suggest
@@ -26,17 +27,30 @@ __all__ = ["Builder"]
 
 JOB_FIELDS = ("id", "input", "model", "output")
 _JOB_FIELD_SET = frozenset(JOB_FIELDS)
-DEFAULT_FIELDS = ("input", "model", "output")
+DEFAULT_FIELDS = ("input", "model", "models", "output")
+MODEL_DEFAULT_FIELDS = ("input",)
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
 _HASH_KEY_RE = re.compile(r"j[0-9a-f]{16}")
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_NO_LINES: Mapping[str, int] = MappingProxyType({})
 _CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
 _CHUNK = 1 << 20
 
 # Give a field's name, return its line and its qualified name ("jobs[3].input.image").
 _Where = Callable[[str], tuple[int, str]]
+# Input defaults for one model: the values, and each key's (line, field) in `defaults`.
+_Origins = dict[str, tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """The input defaults that apply to one model, merged once and shared by its jobs."""
+
+    input: dict[str, Any]
+    origins: _Origins
+    lines: Mapping[str, int]  # what `Job.default_lines` holds when a job overrides none
 
 
 @dataclass(slots=True)
@@ -110,7 +124,10 @@ class Builder:
         self.seen = _Seen()
         self.default_model: ModelRef | None = None
         self.default_input: dict[str, Any] = {}
+        self.default_origins: _Origins = {}
+        self.model_inputs: dict[str, tuple[dict[str, Any], _Origins]] = {}
         self.default_output: str | None = None
+        self._defaults: dict[str, _Defaults] = {}
         self._models: dict[str, ModelRef] = {}
         self._templates: dict[str, str | None] = {}
         self._files: dict[str, str] = {}
@@ -141,15 +158,73 @@ class Builder:
         if "input" in value:
             if isinstance(value["input"], dict):
                 self.default_input = value["input"]
+                self.default_origins = {
+                    str(k): (line_of(f"input.{k}", entry.line), f"defaults.input.{k}")
+                    for k in value["input"]
+                }
             else:
                 message = f"must be a mapping, not {_kind(value['input'])}"
                 yield self.error(message, line_of("input", entry.line), "defaults.input")
+        if "models" in value:
+            yield from self.model_defaults(value["models"], entry)
         if "output" in value:
             problem = self.template_problem(value["output"])
             if problem is None:
                 self.default_output = value["output"]
             else:
                 yield self.error(problem, line_of("output", entry.line), "defaults.output")
+
+    def model_defaults(self, models: object, entry: RawEntry) -> Iterator[ManifestError]:
+        """Take in ``defaults.models``: ``{owner/name: {input: {...}}}``."""
+        line_of = entry.field_lines.get
+        if not isinstance(models, dict):
+            message = f"must be a mapping of model to defaults, not {_kind(models)}"
+            yield self.error(message, line_of("models", entry.line), "defaults.models")
+            return
+        for text, spec in models.items():
+            name = f"models.{text}"
+            line, field = line_of(name, entry.line), f"defaults.{name}"
+            try:
+                ref = self.model(text, line, field)
+            except ManifestError as exc:
+                yield exc
+                continue
+            if not isinstance(spec, dict):
+                yield self.error("must be a mapping like {input: {...}}", line, field)
+                continue
+            unknown = [str(n) for n in spec if n not in MODEL_DEFAULT_FIELDS]
+            if unknown:
+                hint = suggest(unknown[0], MODEL_DEFAULT_FIELDS)
+                line = line_of(f"{name}.{unknown[0]}", line)
+                yield self.error(f"unknown field{hint}", line, f"{field}.{unknown[0]}")
+                continue
+            given = spec.get("input", {})
+            if not isinstance(given, dict):
+                line = line_of(f"{name}.input", line)
+                yield self.error(f"must be a mapping, not {_kind(given)}", line, f"{field}.input")
+                continue
+            origins = {
+                str(k): (line_of(f"{name}.input.{k}", line), f"{field}.input.{k}") for k in given
+            }
+            self.model_inputs[str(ref)] = (given, origins)
+
+    def defaults_for(self, model: ModelRef) -> _Defaults:
+        """Return the input defaults of ``model``: general, then its own (more exact wins)."""
+        key = str(model)
+        found = self._defaults.get(key)
+        if found is not None:
+            return found
+        merged, origins = dict(self.default_input), dict(self.default_origins)
+        for ref in (model.slug, key) if model.version else (key,):
+            given, given_origins = self.model_inputs.get(ref, ({}, {}))
+            merged.update(given)
+            origins.update(given_origins)
+        for name in [k for k, v in merged.items() if v is None]:
+            del merged[name]  # a model's `key: null` removes a general default
+        lines = MappingProxyType({k: origins[k][0] for k in merged if k in origins})
+        found = _Defaults(merged, origins, lines)
+        _remember(self._defaults, key, found)
+        return found
 
     def job(self, entry: RawEntry) -> Job:
         """Build one job or raise the first thing wrong with it."""
@@ -158,7 +233,15 @@ class Builder:
         label = entry.label
         value = entry.value
 
+        given_input: Any = {}
+        origins: _Origins = {}
+
         def where(name: str) -> tuple[int, str]:
+            # A key that came from the defaults is located there, not on the job.
+            if origins and name.startswith("input."):
+                key = name[len("input.") :]
+                if key in origins and key not in given_input:
+                    return origins[key]
             return entry.field_lines.get(name, entry.line), f"{label}.{name}" if label else name
 
         if not isinstance(value, dict):
@@ -178,7 +261,19 @@ class Builder:
         if not isinstance(given_input, dict):
             raise self.error(f"must be a mapping, not {_kind(given_input)}", *where("input"))
         # canonical_json below refuses non-string field names (YAML allows `1: x`).
-        merged = {**self.default_input, **given_input} if self.default_input else given_input
+        defaults = self.defaults_for(model) if self.default_origins or self.model_inputs else None
+        default_lines: Mapping[str, int] = _NO_LINES
+        if defaults is not None and defaults.input:
+            origins = defaults.origins
+            merged = {**defaults.input, **given_input}
+            default_lines = defaults.lines
+            if not default_lines.keys().isdisjoint(given_input):
+                default_lines = {k: v for k, v in default_lines.items() if k not in given_input}
+        else:
+            merged = given_input
+        if None in merged.values():
+            # `key: null` means "do not send this key" (typically: drop a default).
+            merged = {k: v for k, v in merged.items() if v is not None}
         job_input, key_input = self.files(merged, where)
         explicit = "id" in value
         if explicit and self.checked:
@@ -202,6 +297,7 @@ class Builder:
             line=entry.line,
             index=index,
             explicit_id=explicit,
+            default_lines=default_lines,
         )
 
     def canonical(self, key_input: dict[str, Any], where: _Where) -> str:

@@ -290,10 +290,7 @@ def _entry(
         for key_node, value_node in node.value:
             name = str(key_node.value) if isinstance(key_node, ScalarNode) else "?"
             lines[name] = _line(key_node)
-            if name == "input" and isinstance(value_node, MappingNode):
-                for input_key, _ in value_node.value:
-                    if isinstance(input_key, ScalarNode):
-                        lines[f"input.{input_key.value}"] = _line(input_key)
+            _key_lines(value_node, name, lines, depth=3 if name == "models" else 1)
     try:
         value = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
@@ -301,6 +298,17 @@ def _entry(
         message = f"invalid YAML value: {exc.problem}"
         return ManifestError(message, path=source, line=mark.line + 1, field=label)
     return RawEntry(kind, value, _line(node), label, lines)
+
+
+def _key_lines(node: Node, prefix: str, lines: dict[str, int], depth: int) -> None:
+    """Record the line of each key under ``node``, ``depth`` levels down (``input.seed``)."""
+    if depth == 0 or not isinstance(node, MappingNode):
+        return
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode):
+            name = f"{prefix}.{key_node.value}"
+            lines[name] = _line(key_node)
+            _key_lines(value_node, name, lines, depth - 1)
 
 
 def _children(node: Node) -> list[Node]:

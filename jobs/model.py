@@ -6,8 +6,10 @@ Everything here is pure data: frozen, slotted, comparable, with no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -26,6 +28,8 @@ _NAME = r"[a-z0-9][a-z0-9._-]*"
 _MODEL_RE = re.compile(rf"(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[^/]*))?")
 _VERSION_RE = re.compile(r"[0-9a-f]{64}")
 _DEPLOYMENT_PREFIX = "deployments/"
+# One empty, read-only mapping shared by every job without defaults.
+_NO_LINES: Mapping[str, int] = MappingProxyType({})
 
 
 class ModelRefError(ValueError):
@@ -125,11 +129,18 @@ class Job:
     line: int = 0
     index: int = 0  # position in the manifest, for exports in manifest order
     explicit_id: bool = False
+    # The `defaults` line of each input key the job took from there (shared, read-only).
+    default_lines: Mapping[str, int] = field(default_factory=lambda: _NO_LINES, compare=False)
 
     @property
     def where(self) -> str:
         """Return ``file:line`` for messages."""
         return f"{self.source}:{self.line}"
+
+    def where_input(self, name: str) -> str:
+        """Return ``file:line`` of input key ``name``: the defaults' line if it came from there."""
+        line = self.default_lines.get(name)
+        return self.where if line is None else f"{self.source}:{line}"
 
 
 @dataclass(frozen=True, slots=True)
