@@ -77,18 +77,21 @@ class _Seen:
 
     def stem_line(self, folded: str) -> int | None:
         line = self.stems.get(folded)
-        if line is None and self.keys.get(_compact(folded), 0) < 0:
-            line = -self.keys[_compact(folded)]
+        if line is None:
+            compact = _compact(folded)
+            if self.keys.get(compact, 0) < 0:
+                line = -self.keys[compact]
         return line
 
-    def add(self, key: str, compact: int | str, stem: str, line: int) -> None:
-        folded = stem.casefold()
+    def add(
+        self, key: str, compact: int | str, stem: str, folded: str, above: list[str], *, line: int
+    ) -> None:
         if stem == key == folded:
             self.keys[compact] = -line
         else:
             self.keys[compact] = line
             self.stems[folded] = line
-        for root in roots(stem):
+        for root in above:
             self.roots.setdefault(root, line)
 
 
@@ -452,10 +455,15 @@ class Builder:
                 line,
                 field,
             )
-        first = self.seen.stem_line(folded)
+        if stem == key == folded:
+            # The key was just found new, so only another job's custom output can match.
+            first = self.seen.stems.get(folded)
+        else:
+            first = self.seen.stem_line(folded)
         if first is not None:
             raise self.error(self.meets(stem, folded, first, same=True), line, field)
-        for root in roots(stem):
+        above = roots(stem)
+        for root in above:
             first = self.seen.stem_line(root)
             if first is not None:
                 raise self.error(self.meets(stem, root, first), line, field)
@@ -468,7 +476,7 @@ class Builder:
                 line,
                 field,
             )
-        self.seen.add(key, compact, stem, line)
+        self.seen.add(key, compact, stem, folded, above, line=line)
 
     @staticmethod
     def meets(stem: str, other: str, first: int, *, same: bool = False) -> str:

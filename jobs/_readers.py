@@ -152,37 +152,36 @@ class _StreamLoader(_Parser, Composer):  # type: ignore[misc]
         self.depth = 0
 
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        """Compose one node, keeping its expanded size and height within the bounds."""
-        if self.depth >= MAX_DEPTH:
+        """Compose one node, keeping its expanded size and height within the bounds.
+
+        Each collection is measured once, when composed: (size, height, whether a mapping
+        at or under it repeats a key). An alias returns its anchor's node, measured
+        already, so counting its size at every use bounds what construction and hashing
+        will walk without walking it.
+        """
+        if self.check_event(yaml.ScalarEvent):
+            return super().compose_node(parent, index)  # (1, 1, False), not stored
+        alias = self.check_event(yaml.AliasEvent)
+        if self.depth >= MAX_DEPTH and not alias:
             mark = self.peek_event().start_mark
             raise _RefusedError(problem=f"nested deeper than {MAX_DEPTH} levels", problem_mark=mark)
-        alias = self.check_event(yaml.AliasEvent)
         self.depth += 1
         try:
             node = super().compose_node(parent, index)
         finally:
             self.depth -= 1
-        if node is None:
-            return None
-        # An alias returns its anchor's node, measured when it was composed: counting
-        # its size at every use bounds what construction and hashing will walk.
+        if node is None or isinstance(node, ScalarNode):
+            return node
         measured = node.__dict__.get("_measure")
-        if measured is None and alias:
-            raise _RefusedError(
-                problem="an alias refers to the value that contains it",
-                problem_mark=self.peek_event().start_mark,
-            )
         if measured is None:
-            if isinstance(node, ScalarNode):
-                measured = (1, 1)
-            else:
-                sizes = [child.__dict__["_measure"] for child in _children(node)]
-                measured = (
-                    1 + sum(size for size, _ in sizes),
-                    1 + max((height for _, height in sizes), default=0),
+            if alias:
+                raise _RefusedError(
+                    problem="an alias refers to the value that contains it",
+                    problem_mark=self.peek_event().start_mark,
                 )
+            measured = _measure(node)
             node.__dict__["_measure"] = measured
-        size, height = measured
+        size, height, _ = measured
         if size > MAX_NODES:
             raise _RefusedError(
                 problem=f"expands to more than {MAX_NODES:,} values (aliases included)",
@@ -311,6 +310,24 @@ def _key_lines(node: Node, prefix: str, lines: dict[str, int], depth: int) -> No
             _key_lines(value_node, name, lines, depth - 1)
 
 
+_SCALAR = (1, 1, False)
+
+
+def _measure(node: Node) -> tuple[int, int, bool]:
+    """Return (size, height, repeats a key somewhere) of a collection whose children are."""
+    children = _children(node)
+    parts = [child.__dict__.get("_measure", _SCALAR) for child in children]
+    repeats = any(part[2] for part in parts)
+    if isinstance(node, MappingNode) and not repeats:
+        keys = [(k.tag, k.value) for k, _ in node.value if isinstance(k, ScalarNode)]
+        repeats = len(set(keys)) != len(keys)
+    return (
+        1 + sum(part[0] for part in parts),
+        1 + max((part[1] for part in parts), default=0),
+        repeats,
+    )
+
+
 def _children(node: Node) -> list[Node]:
     if isinstance(node, MappingNode):
         return [part for pair in node.value for part in pair]
@@ -321,6 +338,8 @@ def _children(node: Node) -> list[Node]:
 
 def _duplicate_key(node: Node, label: str, source: str) -> ManifestError | None:
     """Return an error for the first mapping under ``node`` that repeats a key."""
+    if not node.__dict__.get("_measure", _SCALAR)[2]:
+        return None  # the composer saw no repeated key: skip the walk
     stack: list[tuple[Node, str]] = [(node, label)]
     seen: set[int] = set()
     while stack:

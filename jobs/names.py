@@ -103,6 +103,8 @@ def roots(stem: str) -> list[str]:
     ``a.b_0/c_1`` gives ``a``, ``a.b`` (the folder ``a.b_0`` lies in their namespaces)
     and ``a.b_0/c`` (the stem itself lies in that one's).
     """
+    if "." not in stem and "_" not in stem:
+        return []  # the common case (a job key), kept cheap: no stem lies above it
     folded = stem.casefold()
     found: list[str] = []
     start = 0

@@ -216,3 +216,17 @@ def test_model_refs_are_checked_for_their_real_form(
 ) -> None:
     path = write("m.jsonl", json.dumps({"model": model}) + "\n")
     assert_located(manifest_error(path), path, 1, "model", fragment)
+
+
+def test_a_lone_surrogate_escape_in_yaml_is_one_line(write: Write) -> None:
+    path = write("m.yaml", 'jobs:\n  - model: a/b\n    input: {p: "\\ud800"}\n')
+    assert_located(manifest_error(path), path, 3, None, "invalid Unicode character escape")
+
+
+def test_an_alias_to_a_scalar_and_a_repeated_anchor_use_are_fine(write: Write) -> None:
+    path = write(
+        "m.yaml",
+        "jobs:\n  - model: a/b\n    input: {p: &p hello, q: *p, l: &l [1], m: [*l, *l]}\n",
+    )
+    (job,) = read_manifest(path)
+    assert job.input == {"p": "hello", "q": "hello", "l": [1], "m": [[1], [1]]}
