@@ -199,3 +199,25 @@ def test_roots_are_stems_the_name_extends(stem: str) -> None:
 def test_errors_are_manifest_errors(write: Write) -> None:
     with pytest.raises(ManifestError):
         list(read_manifest(jsonl(write, {"id": "a"}, {"id": "a_0"})))
+
+
+@given(one=stems, two=stems)
+def test_a_manifest_with_two_stems_whose_files_can_meet_is_refused(
+    tmp_path_factory: pytest.TempPathFactory, one: str, two: str
+) -> None:
+    folder = tmp_path_factory.mktemp("m")
+    path = folder / "m.jsonl"
+    jobs = [{"model": FLUX, "input": {"n": n}, "output": stem} for n, stem in enumerate((one, two))]
+    path.write_text("".join(json.dumps(job) + "\n" for job in jobs), encoding="utf-8")
+    summary = check_manifest(path)
+    reserved = any(
+        r in ENGINE_FILES.reserved_stems or r.startswith(ENGINE_FILES.stamp_prefix)
+        for stem in (one, two)
+        for r in [stem.casefold(), *roots(stem)]
+    )
+    if _meet(one, two) or reserved:
+        assert not summary.ok
+    elif not summary.ok:
+        # Refused although the few tails tried above found no meeting: an object key can
+        # still make one (a writes a.xa.png for {"xa": url}), or a folder lies above.
+        assert one.casefold() in roots(two) or two.casefold() in roots(one), (one, two)
