@@ -11,16 +11,16 @@ import re
 import stat
 import string
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from jobs._readers import RawEntry, suggest
+from jobs._unique import Seen
 from jobs.errors import ManifestError
 from jobs.identity import canonical_json, canonical_key
 from jobs.model import Job, ModelRef, ModelRefError
-from jobs.names import ENGINE_FILES, roots
 from jobs.outputs import check_output_stem
 
 __all__ = ["Builder"]
@@ -32,7 +32,6 @@ MODEL_DEFAULT_FIELDS = ("input",)
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
-_HASH_KEY_RE = re.compile(r"j[0-9a-f]{16}")
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _NO_LINES: Mapping[str, int] = MappingProxyType({})
 _CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
@@ -51,58 +50,6 @@ class _Defaults:
     input: dict[str, Any]
     origins: _Origins
     lines: Mapping[str, int]  # what `Job.default_lines` holds when a job overrides none
-
-
-@dataclass(slots=True)
-class _Seen:
-    """Remember each key's line and each output stem's namespace, to name both lines.
-
-    A job writing to its key (the default output, a key without capitals) costs one
-    entry: the line is stored negated so a stem can be looked up among the keys without
-    a second entry. Other stems are stored casefolded; ``roots`` maps each stem that an
-    earlier stem (or one of its folders) lies under to that job's line (`jobs.names`).
-    """
-
-    keys: dict[int | str, int] = field(default_factory=dict)
-    stems: dict[str, int] = field(default_factory=dict)
-    roots: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for stem in ENGINE_FILES.reserved_stems:
-            self.stems[stem] = _RESERVED
-
-    def first_key_line(self, key: int | str) -> int | None:
-        line = self.keys.get(key)
-        return None if line is None else abs(line)
-
-    def stem_line(self, folded: str) -> int | None:
-        line = self.stems.get(folded)
-        if line is None:
-            compact = _compact(folded)
-            if self.keys.get(compact, 0) < 0:
-                line = -self.keys[compact]
-        return line
-
-    def add(
-        self, key: str, compact: int | str, stem: str, folded: str, above: list[str], *, line: int
-    ) -> None:
-        if stem == key == folded:
-            self.keys[compact] = -line
-        else:
-            self.keys[compact] = line
-            self.stems[folded] = line
-        for root in above:
-            self.roots.setdefault(root, line)
-
-
-_RESERVED = 0  # the line of the engine's own names
-
-
-def _compact(key: str) -> int | str:
-    """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
-    if len(key) == 17 and _HASH_KEY_RE.fullmatch(key):
-        return int(key[1:], 16)
-    return key
 
 
 class Builder:
@@ -124,7 +71,7 @@ class Builder:
         self.base = path.parent.absolute()
         self.real_base = self.base.resolve()
         self.index = 0
-        self.seen = _Seen()
+        self.seen = Seen()
         self.default_model: ModelRef | None = None
         self.default_input: dict[str, Any] = {}
         self.default_origins: _Origins = {}
@@ -438,62 +385,11 @@ class Builder:
         return digest.hexdigest()
 
     def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
-        compact = _compact(key)
-        first = self.seen.first_key_line(compact)
-        if first is not None:
-            if explicit:
-                message = f"duplicate job id {key!r} (first defined at line {first})"
-            else:
-                message = f"duplicate job: same model and input as line {first} (key {key})"
-            raise self.error(message, line, label or None)
-        field = f"{label}.output" if label else "output"
-        folded = stem.casefold()
-        if folded.startswith(ENGINE_FILES.stamp_prefix):
-            raise self.error(
-                f"output {stem!r} would take the name of the engine's {ENGINE_FILES.stamp}; "
-                "choose another id or output",
-                line,
-                field,
-            )
-        if stem == key == folded:
-            # The key was just found new, so only another job's custom output can match.
-            first = self.seen.stems.get(folded)
-        else:
-            first = self.seen.stem_line(folded)
-        if first is not None:
-            raise self.error(self.meets(stem, folded, first, same=True), line, field)
-        above = roots(stem)
-        for root in above:
-            first = self.seen.stem_line(root)
-            if first is not None:
-                raise self.error(self.meets(stem, root, first), line, field)
-        first = self.seen.roots.get(folded)
-        if first is not None:
-            raise self.error(
-                f"output {stem!r} owns every {stem}_<n>.* and {stem}.* name, and the output "
-                f"of the job at line {first} is one of them: its files could meet this "
-                "job's; choose another id or output",
-                line,
-                field,
-            )
-        self.seen.add(key, compact, stem, folded, above, line=line)
-
-    @staticmethod
-    def meets(stem: str, other: str, first: int, *, same: bool = False) -> str:
-        if first == _RESERVED:
-            taken = ", ".join(
-                n
-                for n in (ENGINE_FILES.journal, ENGINE_FILES.report, ENGINE_FILES.gallery)
-                if n.startswith(f"{other}.")
-            )
-            return f"output {stem!r} could take the engine's {taken}; choose another id or output"
-        if same:
-            return f"output {stem!r} is also the output of the job at line {first}"
-        return (
-            f"output {stem!r} lies among the names of the job at line {first}, whose output "
-            f"{other!r} owns every {other}_<n>.* and {other}.* name: their files could meet; "
-            "choose another id or output"
-        )
+        clash = self.seen.admit(key, stem, explicit, line)
+        if clash is not None:
+            message, on_output = clash
+            field = (f"{label}.output" if label else "output") if on_output else label
+            raise self.error(message, line, field or None)
 
 
 def _may_hold_file(value: object) -> bool:
