@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Literal, NamedTuple
@@ -18,15 +18,16 @@ import yaml
 from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from jobs._json import MAX_DEPTH, DuplicateKeyError, decode, value_problem
 from jobs.errors import ManifestError
 
 __all__ = ["MAX_DEPTH", "MAX_NODES", "RawEntry", "read_jsonl", "read_yaml", "suggest"]
 
 TOP_LEVEL_FIELDS = ("defaults", "jobs")
 # Bounds on one entry (a job or the defaults), so a hostile file fails at once with one
-# line instead of a RecursionError or an exhausted memory: nesting levels, and values
-# once every alias is expanded (a 500-byte YAML "billion laughs" expands to 10**9).
-MAX_DEPTH = 100
+# line instead of a RecursionError or an exhausted memory: nesting levels (MAX_DEPTH,
+# shared with JSON), and values once every alias is expanded (a 500-byte YAML "billion
+# laughs" expands to 10**9).
 MAX_NODES = 1_000_000
 _NO_LINES: Mapping[str, int] = MappingProxyType({})  # JSONL: every field is on the job's line
 
@@ -62,8 +63,8 @@ def read_jsonl(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
                 continue
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-                value = _decode(text)
-                problem = _value_problem(text, value)
+                value = decode(text)
+                problem = value_problem(text, value)
             except UnicodeDecodeError as exc:
                 yield ManifestError(
                     f"not UTF-8 (byte {exc.object[exc.start]:#04x} at column {exc.start + 1}): "
@@ -74,7 +75,7 @@ def read_jsonl(path: Path, source: str) -> Iterator[RawEntry | ManifestError]:
                 continue
             except RecursionError:
                 problem = f"nested deeper than {MAX_DEPTH} levels"
-            except _DuplicateKeyError as exc:
+            except DuplicateKeyError as exc:
                 problem = str(exc)
             except json.JSONDecodeError as exc:
                 message = f"invalid JSON: {exc.msg} (column {exc.colno})"
@@ -381,65 +382,3 @@ def _describe(node: Node) -> str:
     if node.tag.endswith(":null"):
         return "null"
     return f"the scalar {node.value!r}"
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON; use a finite number or a string")
-
-
-class _DuplicateKeyError(ValueError):
-    """A JSON object repeats a key: json would silently keep the last one."""
-
-
-def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    value = dict(pairs)
-    if len(value) != len(pairs):
-        seen: set[str] = set()
-        name = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise _DuplicateKeyError(f"duplicate key {name!r} in one object")
-    return value
-
-
-def _value_problem(text: str, value: object) -> str | None:
-    """Return what is wrong with a decoded line that JSON itself accepts, or None."""
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
-        return f"nested deeper than {MAX_DEPTH} levels"
-    if "\\u" in text:
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            char = exc.object[exc.start]
-            return f"a lone surrogate \\u{ord(char):04x} is not text: escape a whole pair"
-    return None
-
-
-def _depth(value: object) -> int:
-    deepest = 0
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        current, level = stack.pop()
-        if isinstance(current, dict):
-            current = list(current.values())
-        if isinstance(current, list):
-            deepest = max(deepest, level)
-            stack.extend((item, level + 1) for item in current)
-    return deepest
-
-
-# One decoder for all lines: json.loads builds a new one per call when given a hook.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
-_SCAN: Callable[[str, int], tuple[object, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
-
-
-def _decode(text: str) -> object:
-    """Return the JSON value of one line; raise what `json.JSONDecoder.decode` raises."""
-    # The C scanner alone: decode()'s Python wrapper costs as much again on every line.
-    # Anything unusual (leading blanks, trailing data, an error) takes decode() itself,
-    # for its exact message.
-    try:
-        value, end = _SCAN(text, 0)
-    except (StopIteration, ValueError):
-        return _DECODER.decode(text)
-    if end != len(text) and not text[end:].isspace():
-        return _DECODER.decode(text)
-    return value
