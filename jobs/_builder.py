@@ -5,17 +5,15 @@ Private to `jobs.manifest`; split out so each module keeps one job.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import stat
 import string
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from jobs._files import LocalFiles, Where, remember
 from jobs._readers import RawEntry, suggest
 from jobs._unique import Seen
 from jobs.errors import ManifestError
@@ -35,10 +33,7 @@ DEFAULT_OUTPUT = "{id}"
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _NO_LINES: Mapping[str, int] = MappingProxyType({})
 _CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
-_CHUNK = 1 << 20
 
-# Give a field's name, return its line and its qualified name ("jobs[3].input.image").
-_Where = Callable[[str], tuple[int, str]]
 # Input defaults for one model: the values, and each key's (line, field) in `defaults`.
 _Origins = dict[str, tuple[int, str]]
 
@@ -64,12 +59,10 @@ class Builder:
         allow_outside_files: bool = False,
     ) -> None:
         self.source = source
-        self.allow_outside_files = allow_outside_files
         # The file was read whole without error before: skip the duplicate index and the
         # checks that cannot fail again on the same bytes.
         self.checked = trust_earlier_check
-        self.base = path.parent.absolute()
-        self.real_base = self.base.resolve()
+        self.files = LocalFiles(path.parent, source, allow_outside=allow_outside_files)
         self.index = 0
         self.seen = Seen()
         self.default_model: ModelRef | None = None
@@ -80,7 +73,6 @@ class Builder:
         self._defaults: dict[str, _Defaults] = {}
         self._models: dict[str, ModelRef] = {}
         self._templates: dict[str, str | None] = {}
-        self._files: dict[str, str] = {}
 
     def error(self, message: str, line: int, field: str | None = None) -> ManifestError:
         return ManifestError(message, path=self.source, line=line, field=field or None)
@@ -224,7 +216,7 @@ class Builder:
         if None in merged.values():
             # `key: null` means "do not send this key" (typically: drop a default).
             merged = {k: v for k, v in merged.items() if v is not None}
-        job_input, key_input = self.files(merged, where)
+        job_input, key_input = self.files.resolve(merged, where)
         explicit = "id" in value
         if explicit and self.checked:
             # The first read checked the id, and that the input is JSON: all an explicit
@@ -250,7 +242,7 @@ class Builder:
             default_lines=default_lines,
         )
 
-    def canonical(self, key_input: dict[str, Any], where: _Where) -> str:
+    def canonical(self, key_input: dict[str, Any], where: Where) -> str:
         try:
             return canonical_json(key_input)
         except (TypeError, ValueError) as exc:
@@ -284,7 +276,7 @@ class Builder:
         return value
 
     def output(
-        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: _Where
+        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: Where
     ) -> str:
         if "output" in value:
             template = value["output"]
@@ -317,85 +309,12 @@ class Builder:
         _remember(self._templates, template, problem)
         return problem
 
-    def files(self, merged: dict[str, Any], where: _Where) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return the job's input (``@file`` as an absolute Path) and the input to key.
-
-        The key sees ``@path#sha256:<content digest>``: editing the file re-runs the job,
-        moving the manifest's folder does not.
-        """
-        if not any(map(_may_hold_file, merged.values())):
-            return merged, merged  # the common case, kept cheap: no copies, no walk
-        job_input: dict[str, Any] = {}
-        key_input: dict[str, Any] = {}
-        for name, item in merged.items():
-            job_input[name], key_input[name] = self.file_value(item, *where(f"input.{name}"))
-        return job_input, key_input
-
-    def file_value(self, value: object, line: int, field: str) -> tuple[Any, Any]:
-        if isinstance(value, str) and value.startswith("@"):
-            if value.startswith("@@"):
-                return value[1:], value  # an escaped literal '@'; the key keeps the escape
-            return self.local_file(value[1:], line, field)
-        if isinstance(value, list):
-            pairs = [self.file_value(v, line, f"{field}[{i}]") for i, v in enumerate(value)]
-            return [p[0] for p in pairs], [p[1] for p in pairs]
-        if isinstance(value, dict):
-            job_part: dict[Any, Any] = {}
-            key_part: dict[Any, Any] = {}
-            for k, v in value.items():
-                job_part[k], key_part[k] = self.file_value(v, line, f"{field}.{k}")
-            return job_part, key_part
-        return value, value
-
-    def local_file(self, text: str, line: int, field: str) -> tuple[Path, str]:
-        if not text:
-            raise self.error(
-                "'@' must be followed by a file path (write '@@' for '@')", line, field
-            )
-        path = self.base / text
-        if not self.allow_outside_files and not path.resolve().is_relative_to(self.real_base):
-            # A manifest from someone else must not send any file the user can read.
-            raise self.error(
-                f"@{text} is outside the manifest's folder ({self.base}), or links out of "
-                "it; such files are sent only when the run is told to allow them",
-                line,
-                field,
-            )
-        digest = self._files.get(str(path))
-        if digest is None:
-            digest = self.hash_file(path, text, line, field)
-            _remember(self._files, str(path), digest)
-        return path, f"@{text}#sha256:{digest}"
-
-    def hash_file(self, path: Path, text: str, line: int, field: str) -> str:
-        try:
-            info = path.stat()
-            if stat.S_ISDIR(info.st_mode):
-                raise self.error(f"@{text} is a directory, not a file", line, field)
-            if not stat.S_ISREG(info.st_mode):
-                # A FIFO or device would block or never end; it cannot be uploaded.
-                raise self.error(f"@{text} is not a regular file", line, field)
-            digest = hashlib.sha256()
-            with path.open("rb") as stream:
-                while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise self.error(f"cannot read @{text} ({path}): {reason}", line, field) from None
-        return digest.hexdigest()
-
     def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
         clash = self.seen.admit(key, stem, explicit, line)
         if clash is not None:
             message, on_output = clash
             field = (f"{label}.output" if label else "output") if on_output else label
             raise self.error(message, line, field or None)
-
-
-def _may_hold_file(value: object) -> bool:
-    if type(value) is str:
-        return value.startswith("@")
-    return isinstance(value, list | dict)
 
 
 def _template_problem(template: str) -> str | None:
@@ -414,9 +333,7 @@ def _template_problem(template: str) -> str | None:
 
 
 def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()  # a crude bound: manifests rarely have more distinct values
-    cache[key] = value
+    remember(cache, key, value, _CACHE_LIMIT)
 
 
 def _kind(value: object) -> str:
