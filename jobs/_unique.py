@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from jobs.names import ENGINE_FILES, roots
+from jobs.names import ENGINE_FILES, fold, roots
 
 __all__ = ["Seen"]
 
@@ -23,8 +23,8 @@ class Seen:
 
     A job writing to its key (the default output, a key without capitals) costs one
     entry: the line is stored negated so a stem can be looked up among the keys without
-    a second entry. Other stems are stored casefolded; ``roots`` maps each stem that an
-    earlier stem (or one of its folders) lies under to that job's line (`jobs.names`).
+    a second entry. Other stems are stored folded (`jobs.names.fold`); ``roots`` maps
+    each stem that an earlier stem (or one of its folders) lies under to that job's line.
     """
 
     keys: dict[int | str, int] = field(default_factory=dict)
@@ -66,7 +66,7 @@ class Seen:
             if explicit:
                 return f"duplicate job id {key!r} (first defined at line {first})", False
             return f"duplicate job: same model and input as line {first} (key {key})", False
-        folded = stem.casefold()
+        folded = fold(stem)
         if folded.startswith(ENGINE_FILES.stamp_prefix):
             return (
                 f"output {stem!r} would take the name of the engine's {ENGINE_FILES.stamp}; "

@@ -12,7 +12,8 @@ Three rules, each checked while a manifest is read, before anything is paid:
    (``journal``, ``report``, ``index``) are reserved like a job's stem (rule 3), and no
    stem may start with ``.manifest-checked``.
 3. **One namespace per stem.** A job with stem ``S`` owns every name that matches
-   ``S(_<digits>)*.<anything>`` in its folder, compared case-insensitively (casefold):
+   ``S(_<digits>)*.<anything>`` in its folder, compared as file systems that ignore case
+   and Unicode normalisation do (`fold`: NFC, then casefold):
    ``S.png``, ``S_0.png``, ``S.image.png``, ``S.masks_0.png``, ``S_1.image.png``, its
    sidecar ``S.info.json`` and the ``.part`` files of each. Two stems conflict when
    one lies in the other's namespace or equals it with ``_<digits>`` appended (``a``
@@ -35,9 +36,10 @@ meet, whatever their outputs turn out to be.
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
-__all__ = ["ENGINE_FILES", "EngineFiles", "portability_problem"]
+__all__ = ["ENGINE_FILES", "EngineFiles", "fold", "portability_problem"]
 
 _FORBIDDEN_RE = re.compile(r'[<>:"\\|?*\x00-\x1f\x7f]')
 _DEVICES = frozenset(
@@ -92,6 +94,14 @@ def portability_problem(segment: str) -> str | None:
     return None
 
 
+def fold(name: str) -> str:
+    """Return the form two names share when a file system takes them for one file.
+
+    macOS and Windows ignore case; macOS also stores ``é`` composed or decomposed alike.
+    """
+    return name.casefold() if name.isascii() else unicodedata.normalize("NFC", name).casefold()
+
+
 def tail_owns(tail: str) -> bool:
     """Tell whether ``stem + tail`` lies in the namespace of ``stem`` (rule 3)."""
     return _TAIL_RE.fullmatch(tail) is not None
@@ -105,7 +115,7 @@ def roots(stem: str) -> list[str]:
     """
     if "." not in stem and "_" not in stem:
         return []  # the common case (a job key), kept cheap: no stem lies above it
-    folded = stem.casefold()
+    folded = fold(stem)
     found: list[str] = []
     start = 0
     for segment in folded.split("/"):

@@ -46,7 +46,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from jobs.names import ENGINE_FILES, portability_problem
+from jobs.names import ENGINE_FILES, fold, portability_problem
 
 if TYPE_CHECKING:
     from jobs.model import Job
@@ -236,10 +236,10 @@ def plan_output_names(job: Job, items: Sequence[OutputItem]) -> list[str]:
             digest = hashlib.sha256(repr(item.key_path).encode()).hexdigest()[:16]
             tail = f".k{digest}"
         name, n = f"{stem}{tail}{ext}", 1
-        while name.casefold() in taken or name.casefold().endswith(ENGINE_FILES.sidecar_suffix):
+        while fold(name) in taken or fold(name).endswith(ENGINE_FILES.sidecar_suffix):
             n += 1
             name = f"{stem}{tail}-{n}{ext}"
-        taken.add(name.casefold())
+        taken.add(fold(name))
         names.append(name)
     return names
 

@@ -221,3 +221,16 @@ def test_a_manifest_with_two_stems_whose_files_can_meet_is_refused(
         # Refused although the few tails tried above found no meeting: an object key can
         # still make one (a writes a.xa.png for {"xa": url}), or a folder lies above.
         assert one.casefold() in roots(two) or two.casefold() in roots(one), (one, two)
+
+
+@pytest.mark.parametrize(
+    ("one", "two"),
+    [
+        ("caf\u00e9", "cafe\u0301"),  # composed and decomposed: one file on macOS
+        ("\u00c9t\u00e9", "e\u0301t\u00e9_0"),
+        ("Stra\u00dfe", "STRASSE"),  # casefold, as the namespace rule says
+    ],
+)
+def test_names_are_compared_as_file_systems_do(write: Write, one: str, two: str) -> None:
+    path = jsonl(write, {"input": {"n": 1}, "output": one}, {"input": {"n": 2}, "output": two})
+    assert manifest_error(path).line == 2
