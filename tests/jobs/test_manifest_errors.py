@@ -328,3 +328,21 @@ def test_manifest_error_is_a_value_error_and_pickles() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.line, copy.field) == ("m.yaml:3: jobs[0].id: boom", 3, "jobs[0].id")
     assert str(ManifestError("boom", path="m.yaml")) == "m.yaml: boom"
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("m.yaml", 'jobs:\n  - model: a/b\n    "in\\nput": 1\n'),
+        ("m.yaml", 'jobs:\n  - model: a/b\n    input: {"a\\rb": 1, "a\\rb": 2}\n'),
+        ("m.jsonl", '{"model": "a/b", "in\\u2028put\\u0007": 1}\n'),
+        ("m.jsonl", '{"model": "a/b", "id": "x\\ny"}\n'),
+        ("m.yaml", 'jobs:\n  - model: "a/b\\nc"\n'),
+    ],
+)
+def test_every_error_is_one_line(write: Write, name: str, text: str) -> None:
+    path = write(name, text)
+    shown = str(manifest_error(path))
+    assert "\n" not in shown
+    assert "\r" not in shown
+    assert shown.isprintable(), shown
