@@ -18,7 +18,7 @@ from engine._journal import load_journal
 from engine._limits import Limits
 from engine._retry import RetryPolicy
 from jobs import JobStatus, check_manifest, read_manifest
-from jobs.schema import check_input, input_schema
+from jobs.schema import check_job_input, input_schema
 
 __all__ = ["Plan", "validate_manifest"]
 
@@ -63,8 +63,7 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
                 plan.problems.append(f"{job.where}: model: {found}")
                 continue
             schema, components = found
-            for problem in check_input(schema, job.input, components):
-                plan.problems.append(f"{job.where}: {problem}")
+            plan.problems.extend(check_job_input(schema, job, components))
     return plan
 
 

@@ -39,7 +39,7 @@ from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
 from engine._stats import RunStats
-from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_output_names
+from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
 
 __all__ = ["WorkerContext", "run_job"]
 
@@ -346,10 +346,10 @@ class _Lifecycle:
         items = normalise_output(prediction.output)
         if not items and prediction.data_removed:
             raise OutputExpiredError(f"outputs of prediction {prediction.id} were removed")
-        names = plan_output_names(job, items)
+        planned = plan_outputs(job, items)  # names, and local names inside JSON documents
         have = {f.name: f for f in (self.state.files if self.state else ())}
         stored: list[OutputFile] = []
-        for item, name in zip(items, names, strict=True):
+        for item, name in ((p.item, p.name) for p in planned):
             dest = ctx.config.output_dir / name
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):

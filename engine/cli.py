@@ -286,7 +286,7 @@ async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -
         tg.start_soon(progress.run)
         summary = await run_jobs(
             # checked_job_count read the whole file (or its stamp vouches for it).
-            lambda: read_manifest(manifest, checked=True),
+            lambda: read_manifest(manifest, trust_earlier_check=True),
             config,
             control=control,
             on_event=progress.record,

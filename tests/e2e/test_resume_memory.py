@@ -44,9 +44,9 @@ async def test_skipped_failed_jobs_cost_a_pointer_each_not_a_key(emulator_server
 
     tracemalloc.start()
     try:
-        # checked=True as the CLI reads a manifest it checked: no duplicate index grows.
+        # trust_earlier_check=True as the CLI reads a manifest it checked: no duplicate index grows.
         summary = await run_jobs(
-            lambda: read_manifest(manifest, checked=True), config, on_event=measure
+            lambda: read_manifest(manifest, trust_earlier_check=True), config, on_event=measure
         )
     finally:
         tracemalloc.stop()
