@@ -72,6 +72,7 @@ class EmulatorConfig:
     create_5xx_first: int = 0  # the next N creates answer fault_status
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429
+    stream_drop_after_events: int = 0  # a prediction's first stream ends after N events
 
     def timing(self, model: str, default: ModelTiming) -> ModelTiming:
         """Return the scaled timing of ``model``."""

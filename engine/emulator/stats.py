@@ -30,6 +30,7 @@ class Stats:
         self.bytes_served = 0
         self.downloads_cut = 0
         self.webhooks_sent: Counter[int] = Counter()  # by response status (0 = no answer)
+        self.tls_handshakes = 0  # ClientHellos received: one per new TLS connection
         self._recent_creates: deque[float] = deque()
         self._active: dict[str, float] = {}  # prediction id -> end time
         self._ends: list[tuple[float, str]] = []
@@ -40,6 +41,11 @@ class Stats:
             self.requests[endpoint, status] += 1
         if status == 429:
             self.throttled += 1
+
+    def handshake(self) -> None:
+        """Record one TLS handshake (a new connection: a client that pools makes few)."""
+        with self._lock:
+            self.tls_handshakes += 1
 
     def webhook(self, status: int) -> None:
         """Record one webhook delivery attempt by its answer (0: no answer)."""
@@ -107,4 +113,5 @@ class Stats:
             "bytes_served": self.bytes_served,
             "downloads_cut": self.downloads_cut,
             "webhooks_sent": {str(k): v for k, v in sorted(self.webhooks_sent.items())},
+            "tls_handshakes": self.tls_handshakes,
         }
