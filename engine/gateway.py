@@ -620,6 +620,13 @@ class Gateway:
         invalid = [f for f in fields if isinstance(f, dict)] if isinstance(fields, list) else []
         return InvalidRequestError(status, invalid_fields=invalid, **kwargs)
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """Return the open httpx client (auth, TLS, budgets) for URLs the API hands out."""
+        if self._http is None:
+            raise RuntimeError("Gateway is not open: use 'async with Gateway(...)'")
+        return self._http
+
 
 def _create_path(ref: ModelRef) -> str:
     if ref.kind is RefKind.MODEL:
