@@ -7,6 +7,9 @@ one-second window and TLS handshakes. ``tests/client/test_client_shared.py`` ass
 it; run it as a script for the numbers::
 
     .venv/bin/python -m tests.client.gathered --n 200 --scale 10
+
+Run from a checkout of the code before ef973b1 (the same script copied in) for the
+numbers of the client that opened a gateway per call.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import structlog
 
 from engine import ReplicateClient
 from engine.emulator import EmulatorConfig, EmulatorServer
@@ -95,6 +101,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--scale", type=float, default=10.0)
     args = parser.parse_args()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     with tempfile.TemporaryDirectory() as tmp:
         config = emulator_config(args.scale)
         with EmulatorServer(config, ca_file=Path(tmp) / "ca.pem") as server:
