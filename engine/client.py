@@ -75,6 +75,7 @@ T = TypeVar("T")
 _POLL_INTERVAL = 0.5
 _DEFAULT_MAX_RETRIES = 3
 _DEFAULT_TIMEOUT = 600.0
+_REMEMBERED = 10_000
 _END = object()  # what `_anext` returns at the end of an async iterator
 
 
@@ -117,6 +118,15 @@ class _Runtime:
         self._opening: anyio.Lock | None = None
         self._gateway: Gateway | None = None
         self._downloader: Downloader | None = None
+        # Ids this client created (newest last, bounded): a lost create's look-up must
+        # not mistake an earlier run of the same input for it.
+        self.created: dict[str, None] = {}
+
+    def remember(self, prediction_id: str) -> None:
+        """Record a prediction this client created (called on the loop)."""
+        self.created[prediction_id] = None
+        if len(self.created) > _REMEMBERED:
+            del self.created[next(iter(self.created))]
 
     def portal(self) -> BlockingPortal:
         """Return the portal to the client's loop, starting the loop on first use."""
@@ -337,19 +347,25 @@ class ReplicateClient:
         for _ in range(self.max_retries + 1):
             sent_at = time.time()
             try:
-                return await gateway.create(ref, input, **params)
+                prediction = await gateway.create(ref, input, **params)
             except (ServerError, TransportError) as exc:
                 if isinstance(exc, TransportError) and not exc.sent:
                     raise  # provably never arrived; the gateway already retried it
                 first_sent = first_sent or sent_at
                 error = exc
+            else:
+                self._runtime.remember(prediction.id)
+                return prediction
             try:
                 found = await find_created_prediction(gateway, ref, digest, first_sent)
             except EngineError as lookup:
                 log.warning("client.create_unknown", model=str(ref), error=str(lookup))
                 raise PredictionMayExistError(str(ref), digest, first_sent, str(error)) from error
-            if found is not None:
+            # The newest match is the lost create's, unless it is one we already had:
+            # then the lost one was never stored.
+            if found is not None and found not in self._runtime.created:
                 log.info("client.create_found", model=str(ref), prediction_id=found)
+                self._runtime.remember(found)
                 return await gateway.get(found)
             log.info("client.create_not_stored", model=str(ref), error=str(error))
         assert error is not None

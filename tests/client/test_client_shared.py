@@ -208,6 +208,21 @@ def test_5xx_after_store_finds_the_prediction(replicate_env: EmulatorServer) -> 
     client.close()
 
 
+def test_lost_create_is_not_mistaken_for_an_earlier_same_input(
+    replicate_env: EmulatorServer,
+) -> None:
+    client = ReplicateClient(poll_interval=0.02)
+    client.run_model(FLUX, {"prompt": "same"}, use_file_output=False)
+    replicate_env.emulator.update(create_5xx_first=1)  # answered 5xx, not stored
+
+    client.run_model(FLUX, {"prompt": "same"}, use_file_output=False)
+
+    # The earlier prediction of the same input was not taken for the lost one.
+    assert stats(replicate_env)["predictions_created"] == 2
+    assert requests(replicate_env, "models.predictions.create") == 3
+    client.close()
+
+
 def test_create_that_cannot_be_known_says_it_may_exist(replicate_env: EmulatorServer) -> None:
     # 500: replicate's transport does not retry it (a 503 list waits ~50 s per call).
     replicate_env.emulator.update(
