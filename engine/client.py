@@ -192,6 +192,11 @@ class _Runtime:
             with contextlib.suppress(RuntimeError):
                 portal.start_task_soon(events.aclose)
 
+    def close_at_exit(self) -> None:
+        """Close for a collected client or at interpreter exit; never raise there."""
+        with contextlib.suppress(RuntimeError):  # collected on its own loop: it ends with it
+            self.close()
+
     def close(self) -> None:
         """Stop the loop: calls still running are cancelled, pool and files closed."""
         with self._lock:
@@ -248,7 +253,7 @@ class ReplicateClient:
             read_rate=read_rate,
         )
         self._runtime = _Runtime(self._settings)
-        weakref.finalize(self, self._runtime.close)
+        weakref.finalize(self, self._runtime.close_at_exit)
 
     def __repr__(self) -> str:
         s = self._settings
