@@ -9,6 +9,8 @@
     │   ├── InvalidRequestError     400/404/413/422: the request will never succeed as sent
     │   ├── RateLimitedError        429: ``retry_after`` seconds, ``low_credit`` when throttled
     │   └── ServerError             5xx
+    ├── PredictionMayExistError     a create's answer was lost and the prediction list
+    │                               could not tell whether it was stored
     ├── TransportError              the connection failed; ``sent`` tells whether the
     │                               request may have reached the server
     ├── UnexpectedResponseError     the server answered something the client cannot parse
@@ -30,6 +32,7 @@ through `engine._redact.redact`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +58,7 @@ __all__ = [
     "OutputExpiredError",
     "PredictionCanceledError",
     "PredictionError",
+    "PredictionMayExistError",
     "PredictionTimeoutError",
     "RateLimitedError",
     "ServerError",
@@ -290,3 +294,23 @@ def _api_error(
     fields = body.get("invalid_fields")
     invalid = [f for f in fields if isinstance(f, dict)] if isinstance(fields, list) else []
     return InvalidRequestError(status, invalid_fields=invalid, **kwargs)
+
+
+class PredictionMayExistError(EngineError):
+    """A create's answer was lost (5xx, cut connection) and the list could not be read.
+
+    The prediction may exist, run and be billed. ``model``, ``input_digest`` (sha256 of
+    the canonical input JSON, as `jobs.input_digest` computes it) and ``sent_at`` (unix
+    seconds) identify it in the prediction list; the cause is chained.
+    """
+
+    def __init__(self, model: str, input_digest: str, sent_at: float, reason: str) -> None:
+        self.model = model
+        self.input_digest = input_digest
+        self.sent_at = sent_at
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sent_at))
+        super().__init__(
+            f"a prediction of {model} may exist: the create sent at {when} lost its answer "
+            f"({reason}) and the prediction list could not be read to find it; look for "
+            f"input digest {input_digest} created after {when} before running it again"
+        )

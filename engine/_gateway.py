@@ -382,6 +382,13 @@ class Gateway:
         else:
             log.warning("api.call", error=type(error).__name__, message=str(error), **fields)
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """Return the open httpx client (auth, TLS, budgets) for URLs the API hands out."""
+        if self._http is None:
+            raise RuntimeError("Gateway is not open: use 'async with Gateway(...)'")
+        return self._http
+
 
 def _create_path(ref: ModelRef) -> str:
     if ref.kind is RefKind.MODEL:
