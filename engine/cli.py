@@ -97,6 +97,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predictions", type=_non_negative_int, default=None)
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
+    run.add_argument(
+        "--no-sidecars",
+        dest="sidecars",
+        action="store_false",
+        help="do not write {stem}.info.json (provenance) beside each job's outputs",
+    )
     run.add_argument("--poll-interval", type=_positive_float, default=0.5)
     run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
     run.add_argument(
@@ -176,6 +182,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             retry_failed=args.retry_failed,
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
+            sidecars=args.sidecars,
         )
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
 
+from engine._sidecar import store_sidecar
 from engine.config import EngineConfig
 from engine.control import RunControl
 from engine.download import Downloader, is_stored
@@ -304,6 +305,8 @@ class _Lifecycle:
                 log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
                 await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
                 return False
+            # After the files, before done: a run killed in between writes it on resume.
+            await self._sidecar(prediction, files)
             await self._journal(
                 JournalRecord.done(
                     job.key, prediction_id=prediction.id, predict_time=prediction.predict_time
@@ -313,6 +316,7 @@ class _Lifecycle:
             total = sum(f.size for f in files)
             await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
             return False
+        await self._sidecar(prediction)  # failed or canceled: the error and logs, no files
         if prediction.status is PredictionStatus.FAILED:
             permanent = is_permanent_failure(prediction.error)
             error = ModelError(prediction, permanent=permanent)
@@ -327,6 +331,10 @@ class _Lifecycle:
         )
         await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
         return False
+
+    async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
+        if self.ctx.config.sidecars:
+            await store_sidecar(self.ctx.config.output_dir, self.job, prediction, files or ())
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
         if self.tries <= self.ctx.config.max_retries and not self.ctx.control.stop_creating:
@@ -370,7 +378,8 @@ class _Lifecycle:
             dest = ctx.config.output_dir / name
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
-                stored.append(known)
+                # The journal keeps no URL: this prediction's is the file's source.
+                stored.append(replace(known, url=item.url))
                 continue
             started = time.monotonic()
             if item.url is not None:
