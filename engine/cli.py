@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "gallery":
+        return _gallery(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
@@ -132,6 +134,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--state", type=Path, default=None)
     ex.add_argument("--output", type=Path, default=None, help="default: standard output")
 
+    gal = sub.add_parser("gallery", help="write index.html beside the outputs (no network)")
+    gal.add_argument("manifest", type=Path)
+    gal.add_argument("--output-dir", type=Path, default=None)
+    gal.add_argument("--state", type=Path, default=None)
+
     sub.add_parser("emulator", help="serve the local Replicate API emulator (see its --help)")
     return parser
 
@@ -188,6 +195,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     if summary is None:
         return EXIT_USAGE
     _print_summary(summary, config, total)
+    _write_gallery(args.manifest, config.output_dir, config.journal_path)
     return summary.exit_code
 
 
@@ -268,6 +276,32 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"exported {count} files", file=sys.stderr)
     return EXIT_OK
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    output_dir = args.output_dir or default_output_dir(args.manifest)
+    journal = resolve_journal(args.manifest, args.state, output_dir)
+    if not journal.exists():
+        print(f"error: no journal at {journal}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        _write_gallery(args.manifest, output_dir, journal)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _write_gallery(manifest: Path, output_dir: Path, journal: Path) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself."""
+    from engine._gallery import write_manifest_gallery  # noqa: PLC0415
+
+    try:
+        stats = write_manifest_gallery(manifest, output_dir, journal)
+    except OSError as exc:
+        print(f"warning: cannot write the gallery in {output_dir}: {exc}", file=sys.stderr)
+        return
+    print(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", file=sys.stderr)
 
 
 async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:
