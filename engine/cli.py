@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
     run.add_argument(
+        "--embed-metadata",
+        action="store_true",
+        help="write the prompt and parameters into PNG (and, with the images extra, "
+        "JPEG/WebP) outputs",
+    )
+    run.add_argument(
         "--no-sidecars",
         dest="sidecars",
         action="store_false",
@@ -190,7 +196,10 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
             sidecars=args.sidecars,
+            embed_metadata=args.embed_metadata,
         )
+        if args.embed_metadata:
+            _check_images_extra()
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
         return EXIT_USAGE
@@ -276,6 +285,13 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"exported {count} files", file=sys.stderr)
     return EXIT_OK
+
+
+def _check_images_extra() -> None:
+    from engine._metadata import IMAGES_EXTRA_HINT, images_extra_available  # noqa: PLC0415
+
+    if not images_extra_available():
+        print(f"note: PNG outputs get their metadata; {IMAGES_EXTRA_HINT}", file=sys.stderr)
 
 
 def _gallery(args: argparse.Namespace) -> int:

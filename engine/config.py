@@ -113,6 +113,7 @@ class EngineConfig:
     only: frozenset[str] = frozenset()
     cancel_on_exit: bool = False
     sidecars: bool = True  # write {stem}.info.json beside each job's outputs
+    embed_metadata: bool = False  # prompt and parameters inside image files
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 

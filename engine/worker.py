@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 import anyio
 import structlog
 
+from engine._metadata import embed_output_metadata
 from engine._sidecar import store_sidecar
 from engine.config import EngineConfig
 from engine.control import RunControl
@@ -386,9 +387,10 @@ class _Lifecycle:
                 result = await ctx.downloader.fetch(item.url, dest, name=name)
             else:
                 result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
-            stored_file = OutputFile(
-                name, result.size, result.sha256, item.url, result.content_type
-            )
+            size, sha256 = result.size, result.sha256
+            if ctx.config.embed_metadata:  # before the file is journaled: its final hash
+                size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
+            stored_file = OutputFile(name, size, sha256, item.url, result.content_type)
             ctx.stats.download_seconds.append(time.monotonic() - started)
             await self._journal(
                 JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
