@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from engine._pricing import load_prices
 from engine.config import ApiConfig, EngineConfig, Secret
 from engine.control import RunControl
 from engine.display import Progress
@@ -100,6 +101,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
     run.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML price table (model/hardware -> price per unit): show money, allow --max-spend",
+    )
+    run.add_argument(
+        "--max-spend",
+        type=_positive_float,
+        default=None,
+        metavar="AMOUNT",
+        help="stop creating predictions once the priced spend reaches AMOUNT (needs --prices)",
+    )
+    run.add_argument(
         "--embed-metadata",
         action="store_true",
         help="write the prompt and parameters into PNG (and, with the images extra, "
@@ -177,6 +192,14 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     except OSError as exc:
         print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    if args.max_spend is not None and args.prices is None:
+        print("error: --max-spend needs --prices FILE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        prices = None if args.prices is None else load_prices(args.prices)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
         config = EngineConfig(
@@ -197,6 +220,8 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             cancel_on_exit=args.cancel_on_exit,
             sidecars=args.sidecars,
             embed_metadata=args.embed_metadata,
+            prices=prices,
+            max_spend=args.max_spend,
         )
         if args.embed_metadata:
             _check_images_extra()

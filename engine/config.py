@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from engine._pricing import PriceTable
 from engine.errors import ConfigError
 
 __all__ = ["DEFAULT_BASE_URL", "ApiConfig", "EngineConfig", "Secret"]
@@ -114,6 +115,8 @@ class EngineConfig:
     cancel_on_exit: bool = False
     sidecars: bool = True  # write {stem}.info.json beside each job's outputs
     embed_metadata: bool = False  # prompt and parameters inside image files
+    prices: PriceTable | None = None  # the user's price table: money next to billable units
+    max_spend: float | None = None  # stop creating once the priced spend reaches this
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
@@ -124,6 +127,8 @@ class EngineConfig:
             raise ConfigError("rate limits must be positive requests per minute")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be 0 or more, got {self.max_retries}")
+        if self.max_spend is not None and self.prices is None:
+            raise ConfigError("max_spend needs a price table (--prices FILE)")
 
     @property
     def journal_path(self) -> Path:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from engine._pricing import billing_rows
 from engine.events import JobEvent, JobEventKind
 from engine.report import RunSummary
 
@@ -45,7 +46,7 @@ def render_summary(
         ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
         ("throughput", f"{summary.throughput_per_min:.1f} jobs/min"),
-        ("predict time (billed)", f"{summary.predict_seconds:.1f} s"),
+        ("predict time", f"{summary.predict_seconds:.1f} s"),
         (
             "prediction p50 / p95",
             f"{_secs(summary.prediction_p50)} / {_secs(summary.prediction_p95)}",
@@ -56,6 +57,7 @@ def render_summary(
             f"{summary.throttled_429} / {summary.throttled_seconds:.1f} s",
         ),
     ]
+    rows += billing_rows(summary.billing)
     if summary.retries:
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engine._pricing import Usage
 from engine.events import JobEvent, JobEventKind
 
 __all__ = ["RunStats", "RunSummary", "percentile", "write_report"]
@@ -51,6 +52,7 @@ class RunSummary:
     failed_keys: list[str]
     interrupted: bool
     stopped_reason: str | None
+    billing: dict[str, Any] | None = None  # billable units per model (and money, if priced)
 
     @property
     def exit_code(self) -> int:
@@ -100,6 +102,7 @@ class RunStats:
     skipped_failed: list[str] = field(default_factory=list)
     in_flight: int = 0
     queued: int = 0
+    usage: Usage = field(default_factory=Usage)
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -168,6 +171,7 @@ class RunStats:
             failed_keys=failed_keys,
             interrupted=interrupted,
             stopped_reason=stopped_reason,
+            billing=self.usage.to_json(),
         )
 
 

@@ -76,6 +76,7 @@ async def _run(
 ) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
+    stats.usage.prices = config.prices
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     states = replay.jobs
     limits = Limits.from_config(config)

@@ -71,6 +71,15 @@ class WorkerContext:
         self.creates_reserved += 1
         return True
 
+    def add_usage(self, job: Job, prediction: Prediction) -> None:
+        """Count what ``prediction`` is billed for; stop creating at ``--max-spend``."""
+        ref = job.model
+        model = f"deployments/{ref.slug}" if ref.deployment else ref.slug
+        self.stats.usage.record(model, prediction, deployment=ref.deployment)
+        limit = self.config.max_spend
+        if limit is not None and self.stats.usage.spent >= limit:
+            self.control.drain("max-spend reached")
+
     def add_predict_time(self, seconds: float | None) -> None:
         """Count predict time (failed and canceled ones cost too) against the budget."""
         if seconds is None:
@@ -280,6 +289,7 @@ class _Lifecycle:
         """Handle a terminal prediction; return True when a new attempt should follow."""
         ctx, job = self.ctx, self.job
         ctx.add_predict_time(prediction.predict_time)
+        ctx.add_usage(job, prediction)
         if prediction.status is PredictionStatus.SUCCEEDED:
             await self._journal(
                 JournalRecord.succeeded(
