@@ -299,7 +299,8 @@ def _export(args: argparse.Namespace) -> int:
     journal = resolve_journal(args.manifest, args.state, args.output_dir)
     try:
         replay = load_journal(journal)
-        rows = export_rows(args.manifest, replay)
+        output_dir = args.output_dir or default_output_dir(args.manifest)
+        rows = export_rows(args.manifest, replay, output_dir)
         if args.output is None:
             count = write_export(rows, args.format, sys.stdout)
         else:

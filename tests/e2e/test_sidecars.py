@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import ssl
 from pathlib import Path
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from engine import read_manifest, run_jobs
+from engine.cli import main
 from tests.e2e.helpers import FAILS, FLUX, LLAMA, engine_config, journal_records, write_jsonl
 from tests.support import sha256_of
 
@@ -123,3 +125,25 @@ async def test_no_sidecars_writes_none(emulator_server, tmp_path):
     )
     assert [p.name for p in out.iterdir() if p.name.startswith("a.")]  # the output itself
     assert not list(Path(out).rglob("*.info.json"))
+
+
+async def test_export_names_the_version_that_ran_and_keeps_input_an_object(
+    emulator_server, tmp_path
+):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"id": "a", "model": FLUX, "input": {"prompt": "a", "seed": 3}}]
+    )
+    out = tmp_path / "out"
+    await run_jobs(lambda: read_manifest(manifest), engine_config(emulator_server, out))
+    ran = json.loads((out / "a.info.json").read_text())["version"]
+
+    args = ["export", str(manifest), "--output-dir", str(out), "--output"]
+    assert main([*args, str(tmp_path / "e.jsonl")]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert row["version"] == ran  # the manifest named no version
+    assert row["input"] == {"prompt": "a", "seed": 3}
+    assert main([*args, str(tmp_path / "e.csv"), "--format", "csv"]) == 0
+    with (tmp_path / "e.csv").open(newline="") as f:
+        (line,) = list(csv.DictReader(f))
+    assert json.loads(line["input"]) == {"prompt": "a", "seed": 3}
+    assert line["version"] == ran
