@@ -121,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
         "JPEG/WebP) outputs",
     )
     run.add_argument(
+        "--no-gallery",
+        dest="gallery",
+        action="store_false",
+        help="do not write index.html beside the outputs at the end of the run",
+    )
+    run.add_argument(
         "--no-sidecars",
         dest="sidecars",
         action="store_false",
@@ -229,7 +235,8 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     if summary is None:
         return EXIT_USAGE
     _print_summary(summary, config, total)
-    _write_gallery(args.manifest, config.output_dir, config.journal_path)
+    if args.gallery:
+        _write_gallery(args.manifest, config.output_dir, config.journal_path)
     return summary.exit_code
 
 
