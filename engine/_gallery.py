@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine._pricing import model_label
 from engine._sidecar import SIDECAR_SUFFIX, read_sidecar, web_url
 from engine.state import JobState, Replay, load_journal
 from jobs import Job, JobStatus, read_manifest
@@ -86,11 +87,6 @@ def _excerpt(path: Path) -> str:
     return data.decode("utf-8", "replace").rstrip("\ufffd")
 
 
-def _requested(job: Job) -> str:
-    ref = job.model
-    return f"deployments/{ref.slug}" if ref.deployment else ref.slug
-
-
 def gallery_entries(
     jobs: Iterable[Job], replay: Replay, output_dir: Path
 ) -> Iterator[dict[str, Any]]:
@@ -108,7 +104,7 @@ def gallery_entries(
         sidecar = read_sidecar(output_dir / sidecar_name) if state is not None else None
         entry: dict[str, Any] = {
             "k": job.key,
-            "m": _requested(job),
+            "m": model_label(job.model),
             "s": status.value,
             "c": _caption(sidecar["input"] if sidecar else job.input),
         }

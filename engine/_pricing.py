@@ -37,8 +37,18 @@ import yaml
 
 from engine.errors import ConfigError
 from engine.prediction import Prediction, PredictionStatus
+from jobs import ModelRef
 
-__all__ = ["UNITS", "PriceTable", "Usage", "billable_units", "billing_rows", "load_prices"]
+__all__ = [
+    "UNITS",
+    "Estimate",
+    "PriceTable",
+    "Usage",
+    "billable_units",
+    "billing_rows",
+    "load_prices",
+    "model_label",
+]
 
 UNITS = ("output", "input_token", "output_token", "second")
 UNKNOWN_HARDWARE = "unknown"
@@ -60,6 +70,14 @@ class PriceTable:
         if unit == "second" and hardware is not None:
             return self.hardware.get(hardware)
         return None
+
+
+def model_label(ref: ModelRef) -> str:
+    """Return the name prices and reports use: ``owner/name`` or ``deployments/owner/name``.
+
+    No version: a price is the model's, whichever version runs.
+    """
+    return f"deployments/{ref.slug}" if ref.deployment else ref.slug
 
 
 def load_prices(path: Path) -> PriceTable:
@@ -201,3 +219,68 @@ def billing_rows(billing: Mapping[str, Any] | None) -> list[tuple[str, str]]:
             total += f" + {billing['unpriced_lines']} line(s) without a price"
         rows.append(("spend", total))
     return rows
+
+
+@dataclass(slots=True)
+class Estimate:
+    """What the pending jobs of a manifest would cost, where that can be known before.
+
+    Per-output prices: the job's ``num_outputs`` (else the schema's default, else 1) times
+    the price. Per-second prices: the mean ``predict_time`` of the same model's jobs already
+    done in the journal, times the price. Anything else is counted as not estimated.
+    """
+
+    prices: PriceTable
+    money: float = 0.0
+    estimated_jobs: int = 0
+    unestimated: dict[str, int] = field(default_factory=dict)  # model -> pending jobs
+    _pending_seconds: dict[str, int] = field(default_factory=dict)  # model -> jobs to time
+    _seen_seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        schema: Mapping[str, Any] | None,
+        *,
+        done_predict_time: float | None = None,
+        pending: bool = True,
+    ) -> None:
+        """Count one job of ``model``; a done one only lends its predict time."""
+        if done_predict_time is not None:
+            self._seen_seconds.setdefault(model, []).append(done_predict_time)
+        if not pending:
+            return
+        per_output = self.prices.price(model, "output", None)
+        if per_output is not None:
+            self.money += per_output * _outputs(inputs, schema)
+            self.estimated_jobs += 1
+        elif self.prices.price(model, "second", None) is not None:
+            self._pending_seconds[model] = self._pending_seconds.get(model, 0) + 1
+        else:
+            self.unestimated[model] = self.unestimated.get(model, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the estimate; per-second models without earlier timings stay unestimated."""
+        money, jobs, unestimated = self.money, self.estimated_jobs, dict(self.unestimated)
+        for model, count in self._pending_seconds.items():
+            seen = self._seen_seconds.get(model)
+            price = self.prices.price(model, "second", None)
+            if seen and price is not None:
+                money += price * count * sum(seen) / len(seen)
+                jobs += count
+            else:
+                unestimated[model] = unestimated.get(model, 0) + count
+        return {
+            "currency": self.prices.currency,
+            "estimated_cost": money,
+            "estimated_jobs": jobs,
+            "unestimated_jobs": unestimated,
+        }
+
+
+def _outputs(inputs: Mapping[str, Any], schema: Mapping[str, Any] | None) -> int:
+    value = inputs.get("num_outputs")
+    if value is None and schema is not None:
+        value = (schema.get("properties") or {}).get("num_outputs", {}).get("default")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 1

@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--state", type=Path, default=None)
     val.add_argument("--emulator", action="store_true")
     val.add_argument("--read-rate-limit", type=_positive_float, default=3000.0)
+    val.add_argument("--prices", type=Path, default=None, metavar="FILE")
 
     st = sub.add_parser("status", help="counts and failures from the journal (no network)")
     st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
@@ -265,10 +266,19 @@ def _validate(args: argparse.Namespace) -> int:
 
     configure_logging(json=not sys.stderr.isatty(), file=None)
     output_dir = args.output_dir or default_output_dir(args.manifest)
+    try:
+        prices = None if args.prices is None else load_prices(args.prices)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
         config = EngineConfig(
-            api=api, output_dir=output_dir, state_path=args.state, read_rate=args.read_rate_limit
+            api=api,
+            output_dir=output_dir,
+            state_path=args.state,
+            read_rate=args.read_rate_limit,
+            prices=prices,
         )
         try:
             api.require_token()
@@ -279,6 +289,8 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.manifest}: {plan.jobs} jobs, {plan.already_done} already done")
     for model, count in sorted(plan.by_model.items()):
         print(f"  {count:>6}  {model}")
+    if plan.estimate is not None:
+        _print_estimate(plan.estimate.to_json())
     for problem in plan.problems:
         print(f"error: {problem}", file=sys.stderr)
     if plan.problems:
@@ -318,6 +330,16 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"exported {count} files", file=sys.stderr)
     return EXIT_OK
+
+
+def _print_estimate(estimate: dict[str, object]) -> None:
+    jobs, currency = estimate["estimated_jobs"], estimate["currency"]
+    print(f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for {jobs} pending jobs")
+    unestimated = estimate["unestimated_jobs"]
+    assert isinstance(unestimated, dict)
+    for model, count in sorted(unestimated.items()):
+        jobs_text = "1 job" if count == 1 else f"{count} jobs"
+        print(f"  not estimated: {jobs_text} of {model} (no price, or no earlier timing)")
 
 
 def _check_images_extra() -> None:

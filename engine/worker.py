@@ -15,6 +15,7 @@ import anyio
 import structlog
 
 from engine._metadata import embed_output_metadata
+from engine._pricing import model_label
 from engine._sidecar import store_sidecar
 from engine.config import EngineConfig
 from engine.control import RunControl
@@ -73,9 +74,8 @@ class WorkerContext:
 
     def add_usage(self, job: Job, prediction: Prediction) -> None:
         """Count what ``prediction`` is billed for; stop creating at ``--max-spend``."""
-        ref = job.model
-        model = f"deployments/{ref.slug}" if ref.deployment else ref.slug
-        self.stats.usage.record(model, prediction, deployment=ref.deployment)
+        model = model_label(job.model)
+        self.stats.usage.record(model, prediction, deployment=job.model.deployment)
         limit = self.config.max_spend
         if limit is not None and self.stats.usage.spent >= limit:
             self.control.drain("max-spend reached")

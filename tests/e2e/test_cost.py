@@ -26,6 +26,7 @@ from tests.e2e.helpers import (
     write_jsonl,
 )
 
+WHY = "(no price, or no earlier timing)"
 PRICES = """\
 models:
   black-forest-labs/flux-schnell: {output: 0.003}
@@ -165,3 +166,77 @@ def test_a_bad_price_table_says_what_is_wrong(tmp_path):
     path.write_text("hardware:\n  gpu-t4: -1\n")
     with pytest.raises(ConfigError, match=r"hardware.gpu-t4: expected a price >= 0"):
         load_prices(path)
+
+
+def test_dry_run_estimates_from_outputs_and_earlier_timings_only(emulator_server, tmp_path):
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [
+            {"id": "f1", "model": FLUX, "input": {"prompt": "a", "num_outputs": 2}},
+            {"id": "f2", "model": FLUX, "input": {"prompt": "b"}},  # the schema's default: 1
+            {"id": "s1", "model": SDXL, "input": {"prompt": "c"}},
+            {"id": "s2", "model": SDXL, "input": {"prompt": "d"}},
+            {"id": "s3", "model": SDXL, "input": {"prompt": "e"}},
+            {"id": "l1", "model": LLAMA, "input": {"prompt": "f"}},
+        ],
+    )
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(
+        "models:\n"
+        "  black-forest-labs/flux-schnell: {output: 0.5}\n"
+        "  stability-ai/sdxl: {second: 10}\n"
+    )
+    env = cli_env(emulator_server)
+    out = tmp_path / "o"
+    base = [sys.executable, "-m", "engine"]
+
+    def dry_run() -> list[str]:
+        result = subprocess.run(
+            [
+                *base,
+                "run",
+                str(manifest),
+                "--output-dir",
+                str(out),
+                "--dry-run",
+                "--prices",
+                str(prices),
+            ],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        return [
+            line
+            for line in result.stdout.splitlines()
+            if line.startswith(("estimated cost", "  not estimated"))
+        ]
+
+    # Nothing has run: sdxl is priced by the second but no timing is known yet.
+    assert dry_run() == [
+        "estimated cost: 1.5000 USD for 2 pending jobs",
+        f"  not estimated: 1 job of {LLAMA} {WHY}",
+        f"  not estimated: 3 jobs of {SDXL} {WHY}",
+    ]
+    ran = subprocess.run(
+        [*base, "run", str(manifest), "--output-dir", str(out), "--only", "s1"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    remote = predictions(emulator_server, out / "journal.jsonl")
+    (s1,) = remote.values()
+    expected = 1.5 + 2 * 10 * s1["metrics"]["predict_time"]
+    assert dry_run() == [
+        f"estimated cost: {expected:.4f} USD for 4 pending jobs",
+        f"  not estimated: 1 job of {LLAMA} {WHY}",
+    ]
+    assert (
+        emulator_server.emulator.stats.snapshot()["predictions_created"] == 1
+    )  # dry runs pay nothing
