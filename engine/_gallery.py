@@ -126,7 +126,10 @@ def gallery_entries(
         prediction_id = (sidecar or {}).get("prediction_id") or (state and state.prediction_id)
         if prediction_id:
             entry["p"] = prediction_id
-            entry["w"] = (sidecar or {}).get("web_url") or web_url(prediction_id)
+            link = (sidecar or {}).get("web_url")
+            # Only a web page: a sidecar naming a javascript: or data: URL gets ours.
+            ok = isinstance(link, str) and link.startswith("https://")
+            entry["w"] = link if ok else web_url(str(prediction_id))
         if sidecar is not None:
             entry["j"] = sidecar_name
             if sidecar.get("version"):

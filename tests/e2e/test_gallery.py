@@ -208,3 +208,17 @@ def test_gallery_of_the_example_manifest_for_the_readme(tmp_path):
     shot = screenshot((out / "index.html").as_uri(), tmp_path / "profile", tmp_path / "g.png")
     ARTEFACTS.mkdir(exist_ok=True)
     shutil.copy(shot, ARTEFACTS / "gallery-example.png")
+
+
+def test_links_from_a_tampered_sidecar_stay_web_pages(tmp_path):
+    job = Job("evil", ModelRef.parse(FLUX), {"prompt": "x"}, "evil")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "evil.info.json").write_text(
+        json.dumps({"prediction_id": "p1", "web_url": "javascript:alert(1)", "input": {}})
+    )
+    state = JobState("evil", JobStatus.FAILED, "p1", 1, error="boom")
+    stats = write_gallery([job], Replay(jobs={"evil": state}), out, title="t")
+    dom = dump_dom(stats.path.as_uri(), tmp_path / "profile")
+    assert "javascript:" not in dom
+    assert 'href="https://replicate.com/p/p1"' in dom
