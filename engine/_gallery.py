@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine._pricing import model_label
-from engine._sidecar import SIDECAR_SUFFIX, read_sidecar, web_url
+from engine._sidecar import SIDECAR_SUFFIX, read_sidecar, web_url, write_bytes_durably
 from engine.state import JobState, Replay, load_journal
 from jobs import Job, JobStatus, read_manifest
 
@@ -174,17 +173,7 @@ def write_gallery(
     generated = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     page = render_gallery(entries, title=title, generated=generated).encode()
     path = output_dir / GALLERY_NAME
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{GALLERY_NAME}.", suffix=".tmp", dir=output_dir)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(page)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_durably(path, page)
     files = sum(len(e.get("f", ())) for e in entries)
     return GalleryStats(path, len(entries), files)
 

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 import anyio
 import structlog
 
+from engine._sidecar import write_bytes_durably
 from engine.errors import StorageError
 from engine.prediction import Prediction
 from jobs import Job
@@ -147,7 +147,7 @@ def embed_metadata(path: Path, fields: Mapping[str, str]) -> tuple[int, str] | N
         new = _webp_with_exif(data, _exif_bytes(data, fields))
     else:
         return None
-    _replace_durably(path, new)
+    write_bytes_durably(path, new)
     return len(new), hashlib.sha256(new).hexdigest()
 
 
@@ -301,21 +301,3 @@ def _webp_with_exif(data: bytes, exif: bytes) -> bytes:
     chunks.append((b"EXIF", tiff))
     body = b"WEBP" + b"".join(_riff_chunk(k, b) for k, b in chunks)
     return b"RIFF" + struct.pack("<I", len(body)) + body
-
-
-def _replace_durably(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)

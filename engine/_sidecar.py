@@ -33,6 +33,7 @@ __all__ = [
     "sidecar_record",
     "store_sidecar",
     "web_url",
+    "write_bytes_durably",
     "write_json_durably",
     "write_sidecar",
 ]
@@ -112,9 +113,18 @@ def write_sidecar(path: Path, record: Mapping[str, Any]) -> None:
 
 
 def write_json_durably(path: Path, value: object) -> None:
-    """Write ``value`` as indented JSON: temp file, fsync, atomic rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``value`` as indented JSON, durably (see `write_bytes_durably`)."""
     data = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False).encode() + b"\n"
+    write_bytes_durably(path, data)
+
+
+def write_bytes_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``: temp file, fsync, atomic rename, fsync the folder.
+
+    The one durable write of sidecars, the gallery and embedded metadata (engine/_durable
+    in the target layout).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
