@@ -156,6 +156,7 @@ def test_the_summary_shows_units_and_money_and_max_spend_needs_prices(emulator_s
     assert "2 outputs (billed per output) = 1.0000 USD" in run.stdout
     assert "s predict time on gpu-a100-large (no price)" in run.stdout
     assert "1.0000 USD + 1 line(s) without a price" in run.stdout
+    assert (tmp_path / "o" / "index.html").exists()  # every run writes its gallery
 
 
 def test_a_bad_price_table_says_what_is_wrong(tmp_path):
@@ -222,7 +223,7 @@ def test_dry_run_estimates_from_outputs_and_earlier_timings_only(emulator_server
         f"  not estimated: 3 jobs of {SDXL} {WHY}",
     ]
     ran = subprocess.run(
-        [*base, "run", str(manifest), "--output-dir", str(out), "--only", "s1"],
+        [*base, "run", str(manifest), "--output-dir", str(out), "--only", "s1", "--no-gallery"],
         check=False,
         env=env,
         capture_output=True,
@@ -230,6 +231,7 @@ def test_dry_run_estimates_from_outputs_and_earlier_timings_only(emulator_server
         timeout=120,
     )
     assert ran.returncode == 0, ran.stderr[-2000:]
+    assert not (out / "index.html").exists()
     remote = predictions(emulator_server, out / "journal.jsonl")
     (s1,) = remote.values()
     expected = 1.5 + 2 * 10 * s1["metrics"]["predict_time"]
