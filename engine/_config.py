@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine._errors import ConfigError
+from engine._pricing import PriceTable
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -135,6 +136,10 @@ class EngineConfig:
     retry_failed: bool = False
     only: frozenset[str] = frozenset()
     cancel_on_exit: bool = False
+    sidecars: bool = True  # write {stem}.info.json beside each job's outputs
+    embed_metadata: bool = False  # prompt and parameters inside image files
+    prices: PriceTable | None = None  # the user's price table: money next to billable units
+    max_spend: float | None = None  # stop creating once the priced spend reaches this
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
@@ -147,6 +152,8 @@ class EngineConfig:
             raise ConfigError(
                 f"prediction_retries must be 0 or more, got {self.prediction_retries}"
             )
+        if self.max_spend is not None and self.prices is None:
+            raise ConfigError("max_spend needs a price table (--prices FILE)")
 
     @property
     def journal_path(self) -> Path:

@@ -12,6 +12,7 @@ from rich.live import Live
 from rich.table import Table
 
 from engine._events import JobEvent
+from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
 
@@ -44,7 +45,7 @@ def render_summary(
         ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
         ("throughput", f"{summary.throughput_per_min:.1f} jobs/min"),
-        ("predict time (billed)", f"{summary.predict_seconds:.1f} s"),
+        ("predict time", f"{summary.predict_seconds:.1f} s"),
         (
             "prediction p50 / p95",
             f"{_secs(summary.prediction_p50)} / {_secs(summary.prediction_p95)}",
@@ -55,6 +56,7 @@ def render_summary(
             f"{summary.throttled_429} / {summary.throttled_seconds:.1f} s",
         ),
     ]
+    rows += billing_rows(summary.billing)
     if summary.retries:
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:

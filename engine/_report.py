@@ -39,6 +39,7 @@ class RunSummary:
     failed_keys: list[str]
     interrupted: bool
     stopped_reason: str | None
+    billing: dict[str, Any] | None = None  # billable units per model (and money, if priced)
 
     @property
     def exit_code(self) -> int:

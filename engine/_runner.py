@@ -82,7 +82,10 @@ async def _run(
         control,
         max_predictions=config.max_predictions,
         max_predict_seconds=config.max_predict_seconds,
+        max_spend=config.max_spend,
+        usage=stats.usage,
     )
+    stats.usage.prices = config.prices
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     states = replay.jobs
     limits = Limits.from_config(config)

@@ -8,6 +8,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from engine._events import JobEvent, JobEventKind
+from engine._pricing import Usage
 from engine._report import RunSummary
 
 __all__ = ["RunStats", "percentile"]
@@ -54,6 +55,7 @@ class RunStats:
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
+    usage: Usage = field(default_factory=Usage)
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -155,4 +157,5 @@ class RunStats:
             failed_keys=failed_keys,
             interrupted=interrupted,
             stopped_reason=stopped_reason,
+            billing=self.usage.to_json(),
         )

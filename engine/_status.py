@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from engine._config import default_output_dir, journal_path
 from engine._journal import Replay, load_journal
+from engine._sidecar import read_sidecar, sidecar_path
 from jobs import JobStatus, canonical_json, read_manifest
 
 __all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
@@ -72,20 +73,30 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
             print(f"  ... and {len(failed) - 50} more", file=out)
 
 
-def export_rows(manifest: Path, replay: Replay) -> Iterator[dict[str, Any]]:
-    """Yield one row per output file, in manifest order, joining jobs and the journal."""
+def export_rows(
+    manifest: Path, replay: Replay, output_dir: Path | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield one row per output file, in manifest order, joining jobs and the journal.
+
+    With ``output_dir``, ``version`` is the one that actually ran, from the job's sidecar.
+    ``input`` is the object; `write_export` writes it as canonical JSON text in CSV.
+    """
     for job in read_manifest(manifest):
         state = replay.jobs.get(job.key)
         if state is None or state.status is not JobStatus.DONE:
             continue
+        version = job.model.version
+        if output_dir is not None:
+            sidecar = read_sidecar(sidecar_path(output_dir, job))
+            version = (sidecar or {}).get("version") or version
         for file in state.files:
             yield {
                 "file": file.name,
                 "job": job.key,
                 "prediction_id": state.prediction_id,
                 "model": str(job.model),
-                "version": job.model.version,
-                "input": canonical_json(job.input),
+                "version": version,
+                "input": job.input,
                 "size": file.size,
                 "sha256": file.sha256,
                 "predict_time": state.predict_time,
@@ -101,7 +112,9 @@ def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(row))
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow(
+                {k: canonical_json(v) if isinstance(v, dict) else v for k, v in row.items()}
+            )
             count += 1
         return count
     for row in rows:

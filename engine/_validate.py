@@ -16,6 +16,7 @@ from engine._errors import ApiError, AuthenticationError
 from engine._gateway import Gateway
 from engine._journal import load_journal
 from engine._limits import Limits
+from engine._pricing import Estimate, model_label
 from engine._retry import RetryPolicy
 from jobs import JobStatus, check_manifest, read_manifest
 from jobs.schema import check_job_input, input_schema
@@ -31,6 +32,7 @@ class Plan:
     by_model: Counter[str] = field(default_factory=Counter)
     already_done: int = 0
     problems: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None  # with a price table: what the pending jobs would cost
 
     @property
     def ok(self) -> bool:
@@ -40,7 +42,7 @@ class Plan:
 
 async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
     """Parse everything, resolve every model's schema, check every job's input."""
-    plan = Plan()
+    plan = Plan(estimate=Estimate(config.prices) if config.prices else None)
     summary = check_manifest(manifest)
     plan.problems.extend(str(e) for e in summary.errors)
     if not summary.ok:
@@ -52,9 +54,9 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
         for job in read_manifest(manifest):
             plan.jobs += 1
             plan.by_model[str(job.model)] += 1
-            if journal is not None:
-                state = journal.jobs.get(job.key)
-                plan.already_done += state is not None and state.status is JobStatus.DONE
+            state = journal.jobs.get(job.key) if journal is not None else None
+            done = state is not None and state.status is JobStatus.DONE
+            plan.already_done += done
             ref = str(job.model)
             if ref not in schemas:
                 schemas[ref] = await _schema(gateway, job.model)
@@ -63,6 +65,12 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
                 plan.problems.append(f"{job.where}: model: {found}")
                 continue
             schema, components = found
+            if plan.estimate is not None:
+                model = model_label(job.model)
+                past = state.predict_time if state is not None and done else None
+                plan.estimate.add(
+                    model, job.input, schema, done_predict_time=past, pending=not done
+                )
             plan.problems.extend(check_job_input(schema, job, components))
     return plan
 

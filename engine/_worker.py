@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -34,10 +34,12 @@ from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
+from engine._metadata import embed_output_metadata
 from engine._parts import is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
+from engine._sidecar import store_sidecar
 from engine._stats import RunStats
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
 
@@ -261,6 +263,7 @@ class _Lifecycle:
         """Handle a terminal prediction; return True when a new attempt should follow."""
         ctx, job = self.ctx, self.job
         ctx.spending.add_predict_time(prediction.predict_time)
+        ctx.spending.add_usage(job, prediction)
         if prediction.status is PredictionStatus.SUCCEEDED:
             await self._journal(
                 JournalRecord.succeeded(
@@ -287,6 +290,8 @@ class _Lifecycle:
                 log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
                 await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
                 return False
+            # After the files, before done: a run killed in between writes it on resume.
+            await self._sidecar(prediction, files)
             await self._journal(
                 JournalRecord.done(
                     job.key, prediction_id=prediction.id, predict_time=prediction.predict_time
@@ -296,6 +301,7 @@ class _Lifecycle:
             total = sum(f.size for f in files)
             await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
             return False
+        await self._sidecar(prediction)  # failed or canceled: the error and logs, no files
         if prediction.status is PredictionStatus.FAILED:
             permanent = is_permanent_failure(prediction.error)
             error = ModelError(prediction, permanent=permanent)
@@ -310,6 +316,10 @@ class _Lifecycle:
         )
         await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
         return False
+
+    async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
+        if self.ctx.config.sidecars:
+            await store_sidecar(self.ctx.config.output_dir, self.job, prediction, files or ())
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
         if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
@@ -353,16 +363,18 @@ class _Lifecycle:
             dest = ctx.config.output_dir / name
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
-                stored.append(known)
+                # The journal keeps no URL: this prediction's is the file's source.
+                stored.append(replace(known, url=item.url))
                 continue
             started = time.monotonic()
             if item.url is not None:
                 result = await ctx.downloader.fetch(item.url, dest, name=name)
             else:
                 result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
-            stored_file = OutputFile(
-                name, result.size, result.sha256, item.url, result.content_type
-            )
+            size, sha256 = result.size, result.sha256
+            if ctx.config.embed_metadata:  # before the file is journaled: its final hash
+                size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
+            stored_file = OutputFile(name, size, sha256, item.url, result.content_type)
             ctx.stats.download_seconds.append(time.monotonic() - started)
             await self._journal(
                 JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)

@@ -26,6 +26,7 @@ from engine._errors import AuthenticationError, ConfigError
 from engine._journal import load_journal
 from engine._logs import configure_logging
 from engine._precheck import checked_job_count
+from engine._pricing import load_prices
 from engine._report import RunSummary
 from engine._runner import run_jobs
 from engine._status import (
@@ -65,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _status(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "gallery":
+        return _gallery(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 
@@ -100,6 +103,38 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-predictions", type=_non_negative_int, default=None)
     run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
     run.add_argument("--cancel-on-exit", action="store_true")
+    run.add_argument(
+        "--prices",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="YAML price table (model/hardware -> price per unit): show money, allow --max-spend",
+    )
+    run.add_argument(
+        "--max-spend",
+        type=_positive_float,
+        default=None,
+        metavar="AMOUNT",
+        help="stop creating predictions once the priced spend reaches AMOUNT (needs --prices)",
+    )
+    run.add_argument(
+        "--embed-metadata",
+        action="store_true",
+        help="write the prompt and parameters into PNG (and, with the images extra, "
+        "JPEG/WebP) outputs",
+    )
+    run.add_argument(
+        "--no-gallery",
+        dest="gallery",
+        action="store_false",
+        help="do not write index.html beside the outputs at the end of the run",
+    )
+    run.add_argument(
+        "--no-sidecars",
+        dest="sidecars",
+        action="store_false",
+        help="do not write {stem}.info.json (provenance) beside each job's outputs",
+    )
     run.add_argument("--poll-interval", type=_positive_float, default=None)
     run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
     run.add_argument(
@@ -115,6 +150,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--state", type=Path, default=None)
     val.add_argument("--emulator", action="store_true")
     val.add_argument("--read-rate-limit", type=_positive_float, default=None)
+    val.add_argument("--prices", type=Path, default=None, metavar="FILE")
 
     st = sub.add_parser("status", help="counts and failures from the journal (no network)")
     st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
@@ -128,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--output-dir", type=Path, default=None)
     ex.add_argument("--state", type=Path, default=None)
     ex.add_argument("--output", type=Path, default=None, help="default: standard output")
+
+    gal = sub.add_parser("gallery", help="write index.html beside the outputs (no network)")
+    gal.add_argument("manifest", type=Path)
+    gal.add_argument("--output-dir", type=Path, default=None)
+    gal.add_argument("--state", type=Path, default=None)
 
     sub.add_parser("emulator", help="serve the local Replicate API emulator (see its --help)")
     return parser
@@ -161,6 +202,14 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     except OSError as exc:
         print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    if args.max_spend is not None and args.prices is None:
+        print("error: --max-spend needs --prices FILE", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        prices = None if args.prices is None else load_prices(args.prices)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
         given = {
@@ -181,12 +230,20 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             retry_failed=args.retry_failed,
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
+            sidecars=args.sidecars,
+            embed_metadata=args.embed_metadata,
+            prices=prices,
+            max_spend=args.max_spend,
             **{name: value for name, value in given.items() if value is not None},
         )
+        if args.embed_metadata:
+            _check_images_extra()
         summary = _run_batch(args.manifest, config, total, live=live)
     if summary is None:
         return EXIT_USAGE
     _print_summary(summary, config, total)
+    if args.gallery:
+        _write_gallery(args.manifest, config.output_dir, config.journal_path)
     return summary.exit_code
 
 
@@ -215,6 +272,11 @@ def _validate(args: argparse.Namespace) -> int:
 
     configure_logging(json=not sys.stderr.isatty(), file=None)
     output_dir = args.output_dir or default_output_dir(args.manifest)
+    try:
+        prices = None if args.prices is None else load_prices(args.prices)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
         given = {"read_rate": args.read_rate_limit}
@@ -223,6 +285,7 @@ def _validate(args: argparse.Namespace) -> int:
             output_dir=output_dir,
             state_path=args.state,
             **{name: value for name, value in given.items() if value is not None},
+            prices=prices,
         )
         try:
             api.require_token()
@@ -233,6 +296,8 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.manifest}: {plan.jobs} jobs, {plan.already_done} already done")
     for model, count in sorted(plan.by_model.items()):
         print(f"  {count:>6}  {model}")
+    if plan.estimate is not None:
+        _print_estimate(plan.estimate.to_json())
     for problem in plan.problems:
         print(f"error: {problem}", file=sys.stderr)
     if plan.problems:
@@ -260,7 +325,8 @@ def _export(args: argparse.Namespace) -> int:
     journal = resolve_journal(args.manifest, args.state, args.output_dir)
     try:
         replay = load_journal(journal)
-        rows = export_rows(args.manifest, replay)
+        output_dir = args.output_dir or default_output_dir(args.manifest)
+        rows = export_rows(args.manifest, replay, output_dir)
         if args.output is None:
             count = write_export(rows, args.format, sys.stdout)
         else:
@@ -271,6 +337,49 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"exported {count} files", file=sys.stderr)
     return EXIT_OK
+
+
+def _print_estimate(estimate: dict[str, object]) -> None:
+    jobs, currency = estimate["estimated_jobs"], estimate["currency"]
+    print(f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for {jobs} pending jobs")
+    unestimated = estimate["unestimated_jobs"]
+    assert isinstance(unestimated, dict)
+    for model, count in sorted(unestimated.items()):
+        jobs_text = "1 job" if count == 1 else f"{count} jobs"
+        print(f"  not estimated: {jobs_text} of {model} (no price, or no earlier timing)")
+
+
+def _check_images_extra() -> None:
+    from engine._metadata import IMAGES_EXTRA_HINT, images_extra_available  # noqa: PLC0415
+
+    if not images_extra_available():
+        print(f"note: PNG outputs get their metadata; {IMAGES_EXTRA_HINT}", file=sys.stderr)
+
+
+def _gallery(args: argparse.Namespace) -> int:
+    output_dir = args.output_dir or default_output_dir(args.manifest)
+    journal = resolve_journal(args.manifest, args.state, output_dir)
+    if not journal.exists():
+        print(f"error: no journal at {journal}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        _write_gallery(args.manifest, output_dir, journal)
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _write_gallery(manifest: Path, output_dir: Path, journal: Path) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself."""
+    from engine._gallery import write_manifest_gallery  # noqa: PLC0415
+
+    try:
+        stats = write_manifest_gallery(manifest, output_dir, journal)
+    except OSError as exc:
+        print(f"warning: cannot write the gallery in {output_dir}: {exc}", file=sys.stderr)
+        return
+    print(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", file=sys.stderr)
 
 
 async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:
