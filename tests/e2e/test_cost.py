@@ -66,7 +66,7 @@ async def test_spend_is_the_price_table_times_what_the_emulator_reports(emulator
     (tmp_path / "prices.yaml").write_text(PRICES)
     prices = load_prices(tmp_path / "prices.yaml")
     out = tmp_path / "out"
-    config = engine_config(emulator_server, out, prices=prices, max_retries=0)
+    config = engine_config(emulator_server, out, prices=prices, prediction_retries=0)
     await run_jobs(lambda: read_manifest(manifest), config)
 
     remote = predictions(emulator_server, config.journal_path)

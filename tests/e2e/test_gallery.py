@@ -86,11 +86,11 @@ async def test_gallery_of_a_run_renders_every_output_and_failure(emulator_server
             {"id": "waves", "model": VIDEO, "input": {"prompt": "slow waves"}},
             {"id": "poster", "model": "emulator/video-thumbnail", "input": {"prompt": "a film"}},
             {"id": "broken", "model": FAILS, "input": {"prompt": "this one fails"}},
-            {"id": "odd", "model": FLUX, "input": {"prompt": "odd"}, "output": "a b/{id} #name?"},
+            {"id": "odd", "model": FLUX, "input": {"prompt": "odd"}, "output": "a b/{id} #name%"},
         ],
     )
     out = tmp_path / "out"
-    config = engine_config(emulator_server, out, max_retries=0)
+    config = engine_config(emulator_server, out, prediction_retries=0)
     summary = await run_jobs(lambda: read_manifest(manifest), config)
     assert (summary.done, summary.failed) == (6, 1)
 
@@ -135,8 +135,8 @@ async def test_gallery_of_a_run_renders_every_output_and_failure(emulator_server
     assert 'loading="lazy"' in dom
     # Relative and encoded: the folder can be copied or served.
     (odd,) = cards.cards["odd"]["files"]
-    assert odd.startswith("a b/odd #name?.")
-    assert re.search(r'<img src="a%20b/odd%20%23name%3F\.\w+"', dom)
+    assert odd.startswith("a b/odd #name%.")
+    assert re.search(r'<img src="a%20b/odd%20%23name%25\.\w+"', dom)
 
     # Filters are in the URL: failures only.
     failed = rendered(page.as_uri() + "#status=failed", tmp_path / "profile")

@@ -79,7 +79,7 @@ async def test_a_failed_prediction_leaves_its_error_and_logs(emulator_server, tm
         tmp_path / "m.jsonl", [{"id": "bad", "model": FAILS, "input": {"prompt": "x"}}]
     )
     out = tmp_path / "out"
-    config = engine_config(emulator_server, out, max_retries=0)
+    config = engine_config(emulator_server, out, prediction_retries=0)
     summary = await run_jobs(lambda: read_manifest(manifest), config)
     assert summary.failed == 1
 
