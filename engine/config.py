@@ -13,9 +13,17 @@ from pathlib import Path
 
 from engine.errors import ConfigError
 
-__all__ = ["DEFAULT_BASE_URL", "ApiConfig", "EngineConfig", "Secret"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "ApiConfig",
+    "EngineConfig",
+    "Secret",
+    "default_output_dir",
+    "journal_path_for",
+]
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
+JOURNAL_NAME = "journal.jsonl"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
 
 
@@ -126,8 +134,22 @@ class EngineConfig:
     @property
     def journal_path(self) -> Path:
         """Return where the journal lives (``--state`` or next to the outputs)."""
-        return self.state_path or self.output_dir / "journal.jsonl"
+        return journal_path_for(self.output_dir, self.state_path)
 
     def with_changes(self, **changes: object) -> EngineConfig:
         """Return a copy with ``changes`` applied (the value itself stays frozen)."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def default_output_dir(manifest: Path) -> Path:
+    """Return where a manifest's outputs go when no output folder is given."""
+    return Path("outputs") / manifest.stem
+
+
+def journal_path_for(output_dir: Path, state: Path | None = None) -> Path:
+    """Return the journal's path: ``state`` if given, else beside the outputs.
+
+    The one derivation: `EngineConfig.journal_path`, ``run``, ``validate``, ``status``
+    and ``export`` all read it from here.
+    """
+    return state if state is not None else output_dir / JOURNAL_NAME

@@ -12,6 +12,7 @@ import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from engine.events import JobEvent, JobEventKind
 from engine.report import RunSummary
@@ -31,9 +32,7 @@ def render_summary(
     ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
     """
     console = console or Console(file=sys.stdout)
-    table = Table(title="Run summary", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    output_dir = output_dir.resolve()
     rows: list[tuple[str, str]] = [
         ("jobs", _jobs_row(summary.total, manifest_jobs)),
         ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
@@ -60,16 +59,26 @@ def render_summary(
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:
         rows.append(("stopped", summary.stopped_reason))
-    for what, value in rows:
-        table.add_row(what, value)
-    console.print(table)
-    for error, count in summary.common_errors:
-        console.print(f"  {count} x {error}")
+    lines: list[str] = []
+    if console.is_terminal:
+        table = Table(title="Run summary", show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value", justify="right")
+        for what, value in rows:
+            table.add_row(what, Text(value))
+        console.print(table)
+    else:
+        # A log file or a mail from cron: aligned lines that never wrap or split.
+        width = max(len(what) for what, _ in rows)
+        lines += ["Run summary", *(f"  {what:<{width}}  {value}" for what, value in rows)]
+    lines += [f"  {count} x {error}" for error, count in summary.common_errors]
     if summary.failed_keys:
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
-        console.print(f"failed jobs: {shown}{more}")
-    console.print(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+        lines.append(f"failed jobs: {shown}{more}")
+    lines.append(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+    for line in lines:
+        console.print(Text(line), soft_wrap=True, highlight=False)
 
 
 def _jobs_row(reached: int, manifest_jobs: int | None) -> str:
@@ -95,17 +104,27 @@ class Progress:
     """Follow a run from its events; show it live on a terminal, as a log line elsewhere.
 
     On a terminal a rich panel refreshes in place: done / failed / in flight / queued,
-    creates per minute against the budget, bytes downloaded, ETA. Elsewhere (cron, CI) a
-    ``run.progress`` log event every ``interval`` seconds carries the same numbers.
+    creates per minute against the budget, bytes downloaded, ETA. Log lines printed on
+    ``console`` appear above it. Elsewhere (cron, CI) a ``run.progress`` log event carries
+    the same numbers: the first after ``first_interval`` seconds, then every ``interval``.
     """
 
     def __init__(
-        self, total: int, create_rate: float, *, live: bool, interval: float = 30.0
+        self,
+        total: int,
+        create_rate: float,
+        *,
+        live: bool,
+        interval: float = 30.0,
+        first_interval: float = 5.0,
+        console: Console | None = None,
     ) -> None:
         self.total = total
         self.create_rate = create_rate
         self.live = live
         self.interval = interval
+        self.first_interval = first_interval
+        self.console = console
         self.started = time.monotonic()
         self.done = 0
         self.failed = 0
@@ -186,13 +205,15 @@ class Progress:
     async def run(self) -> None:
         """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
         if self.live:
-            with Live(
-                self.render(), console=Console(file=sys.stderr), refresh_per_second=4
-            ) as live:
+            console = self.console or Console(stderr=True)
+            # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
+            # printed above it rather than through it.
+            with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
                 while True:
                     await anyio.sleep(0.25)
-                    live.update(self.render())
+                    live.update(self.render(), refresh=True)
         log = structlog.get_logger("engine.progress")
+        await anyio.sleep(self.first_interval)
         while True:
-            await anyio.sleep(self.interval)
             log.info("run.progress", total=self.total, **self.snapshot())
+            await anyio.sleep(self.interval)

@@ -13,26 +13,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from engine.config import default_output_dir, journal_path_for
 from engine.state import Replay, journal_summary, load_journal
 from jobs import JobStatus, canonical_json, read_manifest
 
-__all__ = ["default_output_dir", "export_rows", "status_report", "write_export"]
+__all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
 
 _JOURNAL_SUFFIXES = (".jsonl", ".ndjson")
 
 
-def default_output_dir(manifest: Path) -> Path:
-    """Return where ``run`` puts a manifest's outputs when ``--output-dir`` is not given."""
-    return Path("outputs") / manifest.stem
-
-
 def resolve_journal(target: Path, state: Path | None, output_dir: Path | None) -> Path:
     """Return the journal for ``target`` (a journal itself, or a manifest)."""
-    if state is not None:
-        return state
-    if target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
+    if state is None and target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
         return target
-    return (output_dir or default_output_dir(target)) / "journal.jsonl"
+    return journal_path_for(output_dir or default_output_dir(target), state)
 
 
 def _looks_like_journal(path: Path) -> bool:
