@@ -12,8 +12,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stop.message:
             click.echo(f"error: {stop.message}", err=True)
         return stop.code
-    except BrokenPipeError:
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
     return result if isinstance(result, int) else EXIT_OK
 
 
-def _silence_stdout() -> None:
-    # The reader left (`export | head`): point stdout at /dev/null so the final flush at
-    # interpreter exit does not raise a second time.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+@contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """End quietly with 141 when the reader of stdout goes away (``export | head``)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at interpreter exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise _Stop(None, EXIT_BROKEN_PIPE) from None
 
 
 @click.group(
@@ -425,10 +428,11 @@ def status(target: Path, output_dir: Path | None, state: Path | None, as_json: b
         raise _Stop(f"no journal at {journal.resolve()}")
     report = status_report(journal)
     report["journal"] = str(journal.resolve())
-    if as_json:
-        click.echo(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        print_status(report)
+    with _reader_may_leave():
+        if as_json:
+            click.echo(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            print_status(report)
     unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
     return EXIT_FAILED if unfinished else EXIT_OK
 
@@ -473,16 +477,14 @@ def export(
         replay = load_journal(journal)
         rows = export_rows(manifest, replay)
         if output is None:
-            count = write_export(rows, fmt, sys.stdout)
-            sys.stdout.flush()
+            with _reader_may_leave():
+                count = write_export(rows, fmt, sys.stdout)
         else:
             with output.open("w", newline="") as out:
                 count = write_export(rows, fmt, out)
     except ManifestError as exc:
         raise _Stop(str(exc)) from None
     except OSError as exc:
-        if isinstance(exc, BrokenPipeError):
-            raise
         raise _Stop(f"{exc.filename}: {exc.strerror}") from None
     click.echo(f"exported {count} files", err=True)
     return EXIT_OK

@@ -209,8 +209,12 @@ class Progress:
             # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
             # printed above it rather than through it.
             with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
-                while True:
-                    await anyio.sleep(0.25)
+                try:
+                    while True:
+                        await anyio.sleep(0.25)
+                        live.update(self.render(), refresh=True)
+                finally:
+                    # The panel left on screen shows the final counts, not the last tick's.
                     live.update(self.render(), refresh=True)
         log = structlog.get_logger("engine.progress")
         await anyio.sleep(self.first_interval)
