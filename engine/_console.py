@@ -78,8 +78,9 @@ def _progress(e: MutableMapping[str, Any]) -> str:
 def _retry(e: MutableMapping[str, Any]) -> str:
     what = str(e.get("callable", ""))
     target = "" if what.startswith("<") or not what else f" {what}"
+    job = f"job={e['job']} " if e.get("job") else ""
     return (
-        f"retry {e.get('retry_num')}{target} in {e.get('wait_for')} s: "
+        f"{job}retry {e.get('retry_num')}{target} in {e.get('wait_for')} s: "
         f"{_SPACE.sub(' ', str(e.get('caused_by')))}"
     )
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -424,3 +425,18 @@ def test_the_summary_gives_absolute_paths(emulator_server, tmp_path):
 
     out = (tmp_path / "outputs" / "m").resolve()
     assert f"outputs in {out}/ ; report in {out / 'report.json'}" in result.stdout
+
+
+def test_a_retried_call_prints_one_readable_line_not_a_stamina_dump(emulator_server, tmp_path):
+    emulator_server.emulator.update(file_5xx_rate=0.5)
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(10))
+
+    result = run_cli("run", str(manifest), env=cli_env(emulator_server), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    retries = [line for line in result.stderr.splitlines() if " retry " in line]
+    assert retries, result.stderr
+    for line in retries:
+        assert re.search(r"WARNING job=p\d{4} retry \d+ in [\d.]+ s: ServerError\(", line), line
+    assert "callable=" not in result.stderr
+    assert "kwargs=" not in result.stderr
