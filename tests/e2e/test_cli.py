@@ -440,3 +440,16 @@ def test_a_retried_call_prints_one_readable_line_not_a_stamina_dump(emulator_ser
         assert re.search(r"WARNING job=p\d{4} retry \d+ in [\d.]+ s: ServerError\(", line), line
     assert "callable=" not in result.stderr
     assert "kwargs=" not in result.stderr
+
+
+def test_the_readme_documents_every_command_and_flag():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+
+    for name, command in cli.commands.items():
+        assert f"`{name} " in readme, f"README does not document the {name} command"
+        for param in command.params:
+            for opt in getattr(param, "opts", []):
+                if opt.startswith("-") and opt not in ("-h", "--help"):
+                    assert f"`{opt}" in readme, f"README does not document {name} {opt}"
+    assert "REPLICATE_BATCH_CONFIG" in readme
+    assert "_REPLICATE_BATCH_COMPLETE" in readme
