@@ -27,7 +27,7 @@ from engine._settings import config_option, given_settings, option, setting_opti
 from engine.config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path_for
 from engine.control import RunControl
 from engine.display import Progress, render_summary
-from engine.errors import AuthenticationError, ConfigError
+from engine.errors import AuthenticationError, ConfigError, EngineError
 from engine.inspect import export_rows, print_status, resolve_journal, status_report, write_export
 from engine.precheck import checked_job_count
 from engine.report import RunSummary
@@ -72,8 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:  # --help, --version, completion
         return exc.exit_code
     except click.ClickException as exc:
-        # One line, no usage dump: what is wrong and where the help is.
         ctx = getattr(exc, "ctx", None)
+        if ctx is not None and not args:  # no command at all: show what there is
+            click.echo(ctx.get_help(), err=True)
+            return EXIT_USAGE
+        # One line, no usage dump: what is wrong and where the help is.
         where = ctx.command_path if ctx is not None else "replicate-batch"
         click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
         return EXIT_USAGE
@@ -348,12 +351,14 @@ async def _handle_signals(
 
 @cli.command(
     epilog=_epilog(
-        "replicate-batch validate manifests/example.yaml --emulator",
-        "replicate-batch validate night.jsonl --output-dir out/",
+        "replicate-batch validate night.jsonl",
+        "replicate-batch validate night.jsonl --output-dir out/ --read-rate-limit 600",
+        "replicate-batch run night.jsonl --dry-run",
         codes="""
 \b
 Exit codes:
   0    every job's input is valid (nothing was run)
+  1    the API could not answer (network, server); nothing was run
   2    a problem in the manifest, the inputs or the configuration""",
     )
 )
@@ -392,6 +397,8 @@ def _validate(
             plan = anyio.run(validate_manifest, manifest, config)
         except (ConfigError, AuthenticationError, ManifestError) as exc:
             raise _Stop(str(exc)) from None
+        except EngineError as exc:  # the API could not answer (network, server)
+            raise _Stop(f"cannot validate: {exc}", EXIT_FAILED) from None
     click.echo(f"{manifest}: {plan.jobs} jobs, {plan.already_done} already done")
     for model, count in sorted(plan.by_model.items()):
         click.echo(f"  {count:>6}  {model}")
