@@ -453,3 +453,15 @@ def test_the_readme_documents_every_command_and_flag():
                     assert f"`{opt}" in readme, f"README does not document {name} {opt}"
     assert "REPLICATE_BATCH_CONFIG" in readme
     assert "_REPLICATE_BATCH_COMPLETE" in readme
+
+
+def test_the_emulator_keeps_its_own_flags_and_no_command_shows_the_help(tmp_path):
+    emulator_help = run_cli("emulator", "--help", env=dict(os.environ), cwd=tmp_path)
+    bare = run_cli(env=dict(os.environ), cwd=tmp_path)
+
+    assert emulator_help.returncode == 0
+    assert "--ca-file" in emulator_help.stdout
+    assert "--port" in emulator_help.stdout
+    assert bare.returncode == 2
+    assert "Commands:" in bare.stderr
+    assert "Traceback" not in bare.stderr
