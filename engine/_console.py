@@ -95,7 +95,7 @@ def human_line(event: MutableMapping[str, Any], *, clock: bool = True) -> str:
     else:
         keys = [k for k in _FIRST if k in event]
         keys += [k for k in event if k not in _HIDDEN and k not in _FIRST]
-        keys = [k for k in keys if event[k] is not None]
+        keys = [k for k in keys if event[k] is not None and event[k] != {} and event[k] != []]
         body = " ".join([name, *(f"{k}={_value(event[k])}" for k in keys)])
     exc = event.get("exc_info")
     if isinstance(exc, BaseException):
