@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -19,28 +18,25 @@ from typing import Any
 
 import anyio
 import click
-import structlog
 from rich.console import Console
 
+from engine._cli_run import api_config, run_batch
 from engine._console import configure_cli_logging
 from engine._settings import config_option, given_settings, option, setting_options
-from engine.config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path_for
-from engine.control import RunControl
+from engine.config import EngineConfig, default_output_dir, journal_path_for
 from engine.display import Progress, render_summary
 from engine.errors import AuthenticationError, ConfigError, EngineError
 from engine.inspect import export_rows, print_status, resolve_journal, status_report, write_export
+from engine.logging import redact
 from engine.precheck import checked_job_count
-from engine.report import RunSummary
-from engine.runner import run_jobs
 from engine.state import load_journal
-from jobs import ManifestError, read_manifest
+from jobs import ManifestError
 
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
 
-log = structlog.get_logger("engine.cli")
 
 _EXIT_CODES = """
 \b
@@ -84,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except _Stop as stop:
         if stop.message:
-            click.echo(f"error: {stop.message}", err=True)
+            click.echo(f"error: {redact(stop.message)}", err=True)
         return stop.code
     return result if isinstance(result, int) else EXIT_OK
 
@@ -229,7 +225,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
         state_dir = journal_path_for(output_dir, options["state"]).parent
         total = _checked_total(manifest, state_dir)
-        api = _api_config(options["emulator"], stack, console)
+        api = api_config(options["emulator"], stack, console)
         try:
             config = EngineConfig(
                 api=api,
@@ -241,7 +237,10 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except ConfigError as exc:
             raise _Stop(str(exc)) from None
         progress = Progress(total, config.create_rate, live=live, console=console)
-        summary = _run_batch(manifest, config, progress, show=not options["quiet"])
+        try:
+            summary = run_batch(manifest, config, progress, show=not options["quiet"])
+        except (AuthenticationError, ConfigError) as exc:
+            raise _Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
     return summary.exit_code
@@ -274,79 +273,6 @@ def _setup_logging(
         json_file=options["json_logs"],
         file_level=logging.DEBUG if options["verbose"] else logging.INFO,
     )
-
-
-def _run_batch(
-    manifest: Path, config: EngineConfig, progress: Progress, *, show: bool
-) -> RunSummary:
-    """Run the batch; stop with exit 2 when the token or authentication makes it impossible."""
-    problem: BaseException
-    try:
-        config.api.require_token()
-    except ConfigError as exc:
-        raise _Stop(str(exc)) from None
-    try:
-        return anyio.run(_run_async, manifest, config, progress, show)
-    except* (AuthenticationError, ConfigError) as group:
-        problem = group.exceptions[0]
-    raise _Stop(str(problem))
-
-
-async def _run_async(
-    manifest: Path, config: EngineConfig, progress: Progress, show: bool
-) -> RunSummary:
-    control = RunControl()
-    log.info(
-        "run.started",
-        manifest=str(manifest),
-        jobs=progress.total,
-        output_dir=str(config.output_dir.resolve()),
-    )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            _handle_signals, control, config.cancel_on_exit, tg.cancel_scope, progress.console
-        )
-        if show:
-            tg.start_soon(progress.run)
-        summary = await run_jobs(
-            # checked_job_count read the whole file (or its stamp vouches for it).
-            lambda: read_manifest(manifest, checked=True),
-            config,
-            control=control,
-            on_event=progress.record,
-        )
-        tg.cancel_scope.cancel()
-    return summary
-
-
-async def _handle_signals(
-    control: RunControl, cancel_on_exit: bool, scope: anyio.CancelScope, console: Console | None
-) -> None:
-    """First signal: stop creating and drain. Second: cancel in-flight predictions."""
-    say = console or Console(stderr=True)
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for signum in signals:
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1 and not cancel_on_exit:
-                say.print(
-                    f"{name}: no new predictions; finishing downloads. "
-                    "Press Ctrl-C again to cancel running predictions.",
-                    markup=False,
-                    highlight=False,
-                )
-                control.interrupt(name)
-            elif count <= 2:
-                say.print(
-                    f"{name}: canceling running predictions on Replicate.",
-                    markup=False,
-                    highlight=False,
-                )
-                control.cancel(name)
-            else:
-                scope.cancel()
-                return
 
 
 @cli.command(
@@ -384,7 +310,7 @@ def _validate(
     console = Console(stderr=True)
     with ExitStack() as stack:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING)
-        api = _api_config(options["emulator"], stack, console)
+        api = api_config(options["emulator"], stack, console)
         read_rate = settings.get("read_rate")
         config = EngineConfig(
             api=api,
@@ -508,15 +434,3 @@ def emulator(emulator_args: tuple[str, ...]) -> int:
 
     code: int = serve_forever(list(emulator_args))
     return code
-
-
-def _api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:
-    if not emulator:
-        return ApiConfig.from_env(os.environ)
-    from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
-
-    server = stack.enter_context(EmulatorServer(EmulatorConfig()))
-    console.print(
-        f"emulator: serving the Replicate API at {server.base_url}", markup=False, highlight=False
-    )
-    return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
