@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from engine import ConfigError
 
-from engine import read_manifest, run_jobs
+from engine import ConfigError, read_manifest, run_jobs
 from engine._pricing import PriceTable, load_prices
 from tests.e2e.helpers import (
     FAILS,

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine._journal import JobState, Replay
 
 from engine import read_manifest, run_jobs
 from engine._gallery import write_gallery
+from engine._journal import JobState, Replay
 from engine.cli import main
 from jobs import Job, JobStatus, ModelRef, OutputFile
 from tests.e2e.browser import dump_dom, screenshot
