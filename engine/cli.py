@@ -21,7 +21,7 @@ import click
 from rich.console import Console
 
 from engine._cli_run import api_config, run_batch
-from engine._config import EngineConfig, default_output_dir, journal_path
+from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_path
 from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
@@ -265,7 +265,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
         state_dir = journal_path(output_dir, options["state"]).parent
         total = _checked_total(manifest, state_dir)
-        api = api_config(options["emulator"], stack, console)
+        api = _api_config(options["emulator"], stack, console)
         try:
             config = EngineConfig(
                 api=api,
@@ -290,8 +290,15 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
     if not options["no_gallery"]:
-        _write_gallery(manifest, config.output_dir, config.journal_path)
+        _write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
     return summary.exit_code
+
+
+def _api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:
+    try:
+        return api_config(emulator, stack, console)
+    except ConfigError as exc:
+        raise _Stop(str(exc)) from None
 
 
 def _checked_total(manifest: Path, state_dir: Path) -> int:
@@ -366,7 +373,7 @@ def _validate(
     console = Console(stderr=True)
     with ExitStack() as stack:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING)
-        api = api_config(options["emulator"], stack, console)
+        api = _api_config(options["emulator"], stack, console)
         read_rate = settings.get("read_rate")
         config = EngineConfig(
             api=api,
@@ -467,7 +474,7 @@ def export(
     journal = resolve_journal(manifest, state, output_dir)
     try:
         replay = load_journal(journal)
-        rows = export_rows(manifest, replay)
+        rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
         if output is None:
             with _reader_may_leave():
                 count = write_export(rows, fmt, sys.stdout)
@@ -509,7 +516,7 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     return EXIT_OK
 
 
-def _write_gallery(manifest: Path, output_dir: Path, journal: Path) -> None:
+def _write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:
     """Write index.html; a gallery that cannot be written never fails the run itself."""
     from engine._gallery import write_manifest_gallery  # noqa: PLC0415
 
@@ -518,7 +525,8 @@ def _write_gallery(manifest: Path, output_dir: Path, journal: Path) -> None:
     except OSError as exc:
         click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
         return
-    click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)
+    if not quiet:
+        click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)
 
 
 def _load_prices(path: Path | None) -> PriceTable | None:

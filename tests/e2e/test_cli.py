@@ -260,7 +260,7 @@ def test_each_help_names_the_program_shows_examples_exit_codes_and_engine_defaul
     assert f"REPLICATE_BATCH_CONCURRENCY; default: {defaults.concurrency}]" in run_help
     assert f"default: {defaults.create_rate:g}]" in run_help
     assert f"default: {defaults.read_rate:g}]" in run_help
-    assert f"REPLICATE_BATCH_MAX_RETRIES; default: {defaults.max_retries}]" in run_help
+    assert f"REPLICATE_BATCH_MAX_RETRIES; default: {defaults.prediction_retries}]" in run_help
     assert f"default: {defaults.poll_interval:g}]" in run_help
     assert "130" in run_help
 
