@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from engine._events import JobEvent
+from engine._logs import get_logger
 from engine._report import RunSummary
 from engine._stats import RunStats
 
@@ -165,7 +165,7 @@ class Progress:
                 while True:
                     await anyio.sleep(0.25)
                     live.update(self.render())
-        log = structlog.get_logger("engine.progress")
+        log = get_logger("engine.progress")
         while True:
             await anyio.sleep(self.interval)
             log.info("run.progress", total=self.total, **self.snapshot())

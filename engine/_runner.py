@@ -13,7 +13,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import anyio
-import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -26,6 +25,7 @@ from engine._gateway import Gateway
 from engine._http import async_library_known
 from engine._journal import JobState, Journal, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
+from engine._logs import get_logger
 from engine._parts import is_stored
 from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
@@ -35,7 +35,7 @@ from jobs import Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
 
-log = structlog.get_logger("engine.runner")
+log = get_logger("engine.runner")
 
 JobSource = Iterable[Job] | Callable[[], Iterable[Job]]
 EventHook = Callable[[JobEvent], Awaitable[None] | None]

@@ -34,6 +34,7 @@ from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
+from engine._logs import get_logger
 from engine._parts import is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
@@ -43,7 +44,7 @@ from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, pla
 
 __all__ = ["WorkerContext", "run_job"]
 
-log = structlog.get_logger("engine.worker")
+log = get_logger("engine.worker")
 
 
 @dataclass(slots=True)
