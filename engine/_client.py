@@ -167,6 +167,7 @@ class _Runtime:
             async with self._opening:
                 if self._gateway is None:
                     config = self._settings.engine
+                    config.api.require_token(how="ReplicateClient(api_token=...)")
                     gateway = Gateway(
                         config.api, Limits.from_config(config), RetryPolicy.from_config(config)
                     )

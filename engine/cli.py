@@ -196,7 +196,7 @@ def _run_batch(
     """Run the batch; None when the configuration (token, auth) makes it impossible."""
     problem: BaseException
     try:
-        config.api.require_token()
+        config.api.require_token(how=None)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -225,7 +225,7 @@ def _validate(args: argparse.Namespace) -> int:
             **{name: value for name, value in given.items() if value is not None},
         )
         try:
-            api.require_token()
+            api.require_token(how=None)
             plan = anyio.run(validate_manifest, args.manifest, config)
         except (ConfigError, AuthenticationError) as exc:
             print(f"error: {exc}", file=sys.stderr)
