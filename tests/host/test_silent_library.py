@@ -40,7 +40,7 @@ model = ModelRef.parse("black-forest-labs/flux-schnell")
 jobs = [Job(f"j{i}", model, {"prompt": f"p{i}"}, f"j{i}") for i in range(10)]
 summary = anyio.run(run_jobs, jobs, EngineConfig(api=ApiConfig.from_env(), output_dir=out))
 with ReplicateClient() as client:
-    urls = client.run_model("black-forest-labs/flux-schnell", {"prompt": "x"}, use_file_output=False)
+    urls = client.run_model(str(model), {"prompt": "x"}, use_file_output=False)
 (out / "host.json").write_text(json.dumps({"done": summary.done, "urls": len(urls)}))
 """
 
