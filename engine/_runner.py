@@ -265,7 +265,8 @@ class RunHandle:
     ``events`` streams the run's `JobEvent`s; reading it is optional. ``await wait()``
     returns the `RunSummary` (also kept in ``summary``) or raises what `run_jobs` would.
     ``control`` stops the run (``drain``, ``interrupt``, ``cancel``). ``dropped_events``
-    counts the events a full buffer could not take (see `open_run`).
+    counts the events a full buffer could not take (see `open_run`); ``error`` is the
+    run's error once it failed.
     """
 
     control: RunControl
@@ -280,7 +281,8 @@ class RunHandle:
         await self._finished.wait()
         if self.error is not None:
             raise self.error
-        assert self.summary is not None
+        if self.summary is None:  # seen from a task outside the cancelled scope
+            raise EngineError("the run was cancelled before it ended")
         return self.summary
 
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from engine import (
     EngineConfig,
+    EngineError,
     Job,
     JobEvent,
     JobEventKind,
@@ -118,11 +119,22 @@ async def test_cancelling_the_hosts_scope_stops_the_run_cleanly(
     handles: list[RunHandle] = []
     done_seen = 0
 
-    async def batch(scope: anyio.CancelScope) -> None:
+    watched: list[Exception] = []
+    watcher_done = anyio.Event()
+
+    async def watch(run: RunHandle) -> None:  # another app task, outside the batch's scope
+        try:
+            await run.wait()
+        except EngineError as exc:
+            watched.append(exc)
+        watcher_done.set()
+
+    async def batch(scope: anyio.CancelScope, tg: TaskGroup) -> None:
         nonlocal done_seen
         with scope:
             async with open_run(_jobs(20), config) as run:
                 handles.append(run)
+                tg.start_soon(watch, run)
                 async for event in run.events:
                     if event.kind is JobEventKind.DONE:
                         done_seen += 1
@@ -132,9 +144,11 @@ async def test_cancelling_the_hosts_scope_stops_the_run_cleanly(
     async with anyio.create_task_group() as tg:
         tg.start_soon(app.tick)
         host_scope = anyio.CancelScope()
-        await batch(host_scope)
+        await batch(host_scope, tg)
         assert host_scope.cancel_called
         assert handles[0].summary is None  # cancelled, not finished
+        await watcher_done.wait()
+        assert [str(e) for e in watched] == ["the run was cancelled before it ended"]
         assert await app.still_ticking()
         assert asyncio.all_tasks() - baseline == {app.ticker}
         assert _open_files(config.journal_path) == []
