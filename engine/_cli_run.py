@@ -36,7 +36,7 @@ def run_batch(
     or authentication makes the run impossible: the CLI turns it into exit code 2.
     """
     problem: BaseException
-    config.api.require_token()
+    config.api.require_token(how=None)
     try:
         return anyio.run(_run_async, manifest, config, progress, show)
     except* (AuthenticationError, ConfigError) as group:

@@ -99,12 +99,15 @@ class ApiConfig:
             ca_file=Path(ca) if ca else None,
         )
 
-    def require_token(self) -> Secret:
-        """Return the token or raise `ConfigError` naming where it is looked for."""
+    def require_token(self, *, how: str | None = "ApiConfig(token=Secret(...))") -> Secret:
+        """Return the token or raise `ConfigError` naming where it is looked for.
+
+        ``how`` is the caller's own way to pass one (None when there is none, as in the CLI).
+        """
         if not self.token:
+            also = f", or pass {how}" if how else ""
             raise ConfigError(
-                "no Replicate API token: set REPLICATE_API_TOKEN (or REPLICATE_API_KEY), "
-                "or pass api_token=..."
+                f"no Replicate API token: set REPLICATE_API_TOKEN (or REPLICATE_API_KEY){also}"
             )
         return self.token
 

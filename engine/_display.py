@@ -6,13 +6,13 @@ import sys
 from pathlib import Path
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from engine._events import JobEvent
+from engine._logs import get_logger
 from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
@@ -186,7 +186,7 @@ class Progress:
                 finally:
                     # The panel left on screen shows the final counts, not the last tick's.
                     live.update(self.render(), refresh=True)
-        log = structlog.get_logger("engine.progress")
+        log = get_logger("engine.progress")
         await anyio.sleep(self.first_interval)
         while True:
             log.info("run.progress", total=self.total, **self.snapshot())

@@ -19,7 +19,6 @@ from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
-import structlog
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
@@ -32,6 +31,7 @@ from engine._errors import (
 )
 from engine._http import async_transport, ssl_context
 from engine._limits import Limits
+from engine._logs import get_logger
 from engine._pacing import BudgetTransport, Exchange, exchange
 from engine._prediction import Prediction, PredictionStatus
 from engine._redact import redact
@@ -42,7 +42,7 @@ __all__ = ["Gateway", "PredictionPage", "StreamEvent"]
 
 T = TypeVar("T")
 
-log = structlog.get_logger("engine.gateway")
+log = get_logger("engine.gateway")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import structlog
 
 from engine._durable import write_durably
 from engine._errors import StorageError
+from engine._logs import get_logger
 from engine._prediction import Prediction
 from jobs import Job
 
@@ -47,7 +47,7 @@ __all__ = [
     "images_extra_available",
 ]
 
-log = structlog.get_logger("engine.metadata")
+log = get_logger("engine.metadata")
 
 IMAGES_EXTRA_HINT = (
     "JPEG and WebP metadata needs Pillow: pip install 'replicate-batch-engine[images]'"

@@ -34,6 +34,7 @@ from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
+from engine._logs import get_logger
 from engine._metadata import embed_output_metadata
 from engine._parts import is_stored
 from engine._prediction import Prediction, PredictionStatus
@@ -45,7 +46,7 @@ from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, pla
 
 __all__ = ["WorkerContext", "run_job"]
 
-log = structlog.get_logger("engine.worker")
+log = get_logger("engine.worker")
 
 
 @dataclass(slots=True)
@@ -61,7 +62,7 @@ class WorkerContext:
     stats: RunStats
     emit: Callable[[JobEvent], Awaitable[None]]
     spending: Spending
-    in_flight: dict[str, str] = field(default_factory=dict)  # prediction id -> job key
+    in_flight: dict[str, Job] = field(default_factory=dict)  # prediction id -> job
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -81,7 +82,9 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
         except EngineError as exc:
             prediction_id = lifecycle.waiting_on
             log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
-            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc)))
+            await ctx.emit(
+                JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc), job=job)
+            )
 
 
 class _Lifecycle:
@@ -108,7 +111,7 @@ class _Lifecycle:
                 if prediction_id is None:
                     return
             else:
-                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
+                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id, job=job))
             try:
                 prediction = await self._wait(prediction_id)
             except InvalidRequestError as exc:
@@ -125,7 +128,7 @@ class _Lifecycle:
                 continue
             if prediction is None:
                 await ctx.emit(
-                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running")
+                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running", job=job)
                 )
                 return
             if not await self._finish(prediction):
@@ -158,7 +161,9 @@ class _Lifecycle:
         error: EngineError | None = None
         for _ in range(ctx.config.call_attempts):
             if ctx.control.stop_creating or not ctx.spending.reserve_create():
-                await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.DEFERRED, None, "not started", job=job)
+                )
                 return None
             self.attempt += 1
             self.tries += 1
@@ -182,20 +187,22 @@ class _Lifecycle:
                     found = await self._find_orphan(digest, first_uncertain)
                     if found is not None:
                         await ctx.emit(
-                            JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
+                            JobEvent(
+                                job.key, JobEventKind.REATTACHED, found, "found by listing", job=job
+                            )
                         )
                         return found
-                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc), job=job))
                 error = exc
                 continue
             # In flight from this moment: a Ctrl-C that lands while the id is being
             # journaled must still cancel this prediction on exit.
-            ctx.in_flight[prediction.id] = job.key
+            ctx.in_flight[prediction.id] = job
             await self._journal(
                 JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
                 durable=True,
             )
-            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id, job=job))
             self.created = prediction
             return prediction.id
         assert error is not None  # the loop only falls through after an error
@@ -222,7 +229,7 @@ class _Lifecycle:
     async def _wait(self, prediction_id: str) -> Prediction | None:
         """Poll until terminal, sharing the read budget; None when the run is interrupted."""
         ctx = self.ctx
-        ctx.in_flight[prediction_id] = self.job.key
+        ctx.in_flight[prediction_id] = self.job
         try:
             prediction = await self._poll(prediction_id)
         except EngineError:
@@ -273,7 +280,7 @@ class _Lifecycle:
                     predict_time=prediction.predict_time,
                 )
             )
-            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id))
+            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id, job=job))
             try:
                 files = await self._download(prediction)
             except OutputExpiredError as exc:
@@ -283,12 +290,16 @@ class _Lifecycle:
                 # The disk refuses: creating more would pay for outputs we cannot keep.
                 # The job stays "succeeded" in the journal, so the next run downloads it.
                 ctx.control.drain(f"storage error: {exc}")
-                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
+                )
                 return False
             except DownloadError as exc:
                 # Still on Replicate: stay "succeeded" so the next run fetches it, paid once.
                 log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
-                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
+                )
                 return False
             # After the files, before done: a run killed in between writes it on resume.
             await self._sidecar(prediction, files)
@@ -299,7 +310,16 @@ class _Lifecycle:
                 durable=True,
             )
             total = sum(f.size for f in files)
-            await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
+            await ctx.emit(
+                JobEvent(
+                    job.key,
+                    JobEventKind.DONE,
+                    prediction.id,
+                    size=total,
+                    job=job,
+                    files=tuple(files),
+                )
+            )
             return False
         await self._sidecar(prediction)  # failed or canceled: the error and logs, no files
         if prediction.status is PredictionStatus.FAILED:
@@ -314,7 +334,7 @@ class _Lifecycle:
         await self._journal(
             JournalRecord.canceled(job.key, prediction_id=prediction.id, why=why), durable=True
         )
-        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
+        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why, job=job))
         return False
 
     async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
@@ -325,7 +345,9 @@ class _Lifecycle:
         if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
             await self._journal(self._failed(prediction_id, exc, permanent=False))
             await self.ctx.emit(
-                JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))
+                JobEvent(
+                    self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc), job=self.job
+                )
             )
             return True
         await self._fail(prediction_id, exc, permanent=False)
@@ -334,7 +356,9 @@ class _Lifecycle:
     async def _fail(self, prediction_id: str | None, exc: Exception, *, permanent: bool) -> None:
         await self._journal(self._failed(prediction_id, exc, permanent=permanent), durable=True)
         log.warning("job.failed", prediction_id=prediction_id, error=str(exc), permanent=permanent)
-        await self.ctx.emit(JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc)))
+        await self.ctx.emit(
+            JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc), job=self.job)
+        )
 
     def _failed(
         self, prediction_id: str | None, exc: Exception, *, permanent: bool
@@ -380,7 +404,9 @@ class _Lifecycle:
                 JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
             )
             await ctx.emit(
-                JobEvent(job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size)
+                JobEvent(
+                    job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size, job=job
+                )
             )
             stored.append(stored_file)
         return stored

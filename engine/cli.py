@@ -383,7 +383,7 @@ def _validate(
             **({"read_rate": read_rate} if read_rate is not None else {}),
         )
         try:
-            api.require_token()
+            api.require_token(how=None)
             plan = anyio.run(validate_manifest, manifest, config)
         except (ConfigError, AuthenticationError, ManifestError) as exc:
             raise _Stop(str(exc)) from None
