@@ -46,6 +46,9 @@ class EmulatorConfig:
     video_size: int = 8 * 1024 * 1024
     data_uri_max: int = 256 * 1024  # sync (Prefer: wait) outputs below this become data: URIs
     sync_partial_on_expiry: bool = False  # answer an expired wait with processing + partial
+    # Every GET of a succeeded prediction inlines files below data_uri_max as data: URIs,
+    # as a sync answer does, so a poller meets data: URIs at any depth of an output.
+    inline_outputs: bool = False
     max_upload: int = 100 * 1024 * 1024
     output_salt: str = ""  # mixed into every output file's bytes: change it to serve new bytes
     # Webhooks.
