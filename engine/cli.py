@@ -22,10 +22,10 @@ import structlog
 from engine._config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path
 from engine._control import RunControl
 from engine._display import Progress
-from engine._errors import AuthenticationError, ConfigError
+from engine._errors import ConfigError, EngineError
 from engine._journal import load_journal
 from engine._logs import configure_logging
-from engine._precheck import checked_job_count
+from engine._precheck import check_only_ids, checked_job_count
 from engine._report import RunSummary
 from engine._runner import run_jobs
 from engine._status import (
@@ -155,6 +155,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     state_dir = journal_path(output_dir, args.state).parent
     try:
         total = checked_job_count(args.manifest, state_dir)
+        check_only_ids(args.manifest, args.only)
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -204,7 +205,7 @@ def _run_batch(
         return anyio.run(
             _run_async, manifest, config, Progress(total, config.create_rate, live=live)
         )
-    except* (AuthenticationError, ConfigError) as group:
+    except* EngineError as group:  # run_jobs raises one error; the signal task group wraps it
         problem = group.exceptions[0]
     print(f"error: {problem}", file=sys.stderr)
     return None
@@ -227,7 +228,7 @@ def _validate(args: argparse.Namespace) -> int:
         try:
             api.require_token()
             plan = anyio.run(validate_manifest, args.manifest, config)
-        except (ConfigError, AuthenticationError) as exc:
+        except EngineError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_USAGE
     print(f"{args.manifest}: {plan.jobs} jobs, {plan.already_done} already done")
@@ -247,7 +248,7 @@ def _status(args: argparse.Namespace) -> int:
     if not journal.exists():
         print(f"error: no journal at {journal}", file=sys.stderr)
         return EXIT_USAGE
-    report = status_report(journal)
+    report = status_report(journal, manifest=None if journal == args.target else args.target)
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -77,6 +77,7 @@ class EmulatorConfig:
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429
     insufficient_credit: bool = False  # every create answers 402 (nothing is stored)
+    forbidden_creates: bool = False  # every create answers 403: the token may only read
     hang_creates: int = 0  # the next N creates are read, then never answered (nothing stored)
     hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
     foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)
