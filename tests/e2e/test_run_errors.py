@@ -138,6 +138,25 @@ def test_the_cli_prints_one_error_line_and_exits_2(emulator_server, tmp_path, ca
     assert "r8_wrong_secret_value_123" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("case", ["401", "bad-ca-file"])
+@pytest.mark.parametrize("command", [["validate"], ["run", "--dry-run"]])
+def test_validate_and_dry_run_print_one_error_line_and_exit_2(
+    emulator_server, tmp_path, case, command
+):
+    setup, _kind, said = CASES[case]
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    env = cli_env(emulator_server)
+    setup(emulator_server, tmp_path, engine_config(emulator_server, tmp_path / "o"), env)
+
+    result = run_cli(*command, str(manifest), env=env, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert said in errors[0]
+
+
 async def test_a_401_while_other_creates_connect_leaves_no_socket_behind(emulator_server, tmp_path):
     # The first 401 cancels the other workers mid-TLS-handshake; httpcore closed such a
     # stream only on errors, so each cancelled one was a ResourceWarning at the next GC.
