@@ -68,6 +68,11 @@ async def run_jobs(
     their outputs are fetched before Replicate deletes them. Resumes from the journal at
     ``config.journal_path``; writes ``report.json`` next to the outputs.
     Never calls ``asyncio.run``: it runs in the caller's event loop.
+
+    A job's failure is in the summary; what stops the whole run is raised as one
+    `EngineError` (never an exception group): `AuthenticationError` (token refused,
+    401/403), `ConfigError` (e.g. a CA bundle that cannot be loaded), `StorageError`
+    (an output folder or journal that cannot be written, a full disk).
     """
     with async_library_known():
         try:
