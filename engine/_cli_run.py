@@ -15,7 +15,7 @@ from rich.console import Console
 from engine._config import ApiConfig, EngineConfig, Secret
 from engine._control import RunControl
 from engine._display import Progress
-from engine._errors import AuthenticationError, ConfigError
+from engine._errors import ConfigError, EngineError
 from engine._report import RunSummary
 from engine._runner import run_jobs
 from jobs import read_manifest
@@ -39,7 +39,7 @@ def run_batch(
     config.api.require_token(how=None)
     try:
         return anyio.run(_run_async, manifest, config, progress, show)
-    except* (AuthenticationError, ConfigError) as group:
+    except* EngineError as group:  # run_jobs raises one error; the signal task group wraps it
         problem = group
         while isinstance(problem, BaseExceptionGroup):  # task groups may nest
             problem = problem.exceptions[0]

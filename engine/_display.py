@@ -41,9 +41,10 @@ def render_summary(
         ("canceled", str(summary.canceled)),
         ("predictions created", str(summary.predictions_created)),
         ("re-attached after restart", str(summary.reattached)),
+        *_totals_rows(summary),
         ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
-        ("throughput", f"{summary.throughput_per_min:.1f} jobs/min"),
+        ("throughput", _throughput(summary.throughput_per_min)),
         ("predict time", f"{summary.predict_seconds:.1f} s"),
         (
             "prediction p50 / p95",
@@ -77,9 +78,26 @@ def render_summary(
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
         lines.append(f"failed jobs: {shown}{more}")
-    lines.append(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+    where = output_dir.resolve()
+    lines.append(f"outputs in {where}/ ; report in {where / 'report.json'}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _throughput(per_min: float | None) -> str:
+    return "-" if per_min is None else f"{per_min:.1f} jobs/min"
+
+
+def _totals_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    runs = summary.totals.get("runs", 1)
+    if runs > 1:
+        created = summary.totals.get("predictions_created", summary.predictions_created)
+        rows.append((f"predictions created, all {runs} runs", str(created)))
+    earlier = summary.earlier_manifest_jobs
+    if earlier:
+        rows.append(("in the journal, not in this manifest", f"{earlier} (earlier versions)"))
+    return rows
 
 
 def _jobs_row(reached: int, manifest_jobs: int | None) -> str:

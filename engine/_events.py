@@ -8,7 +8,11 @@ from typing import Any
 
 from jobs import Job, ModelRef, OutputFile
 
-__all__ = ["JobEvent", "JobEventKind"]
+__all__ = ["FOUND_AFTER_RESTART", "JobEvent", "JobEventKind"]
+
+# The detail of a REATTACHED event for a prediction an earlier run created but never
+# journaled (killed between sending the create and writing its id): found by listing.
+FOUND_AFTER_RESTART = "found by listing after a restart"
 
 
 class JobEventKind(StrEnum):

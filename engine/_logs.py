@@ -61,7 +61,7 @@ _RECORD_ATTRIBUTES = frozenset(
 class LibraryLogger:
     """A logger for library code: structlog once configured, else the stdlib logger.
 
-    Only ``debug``, ``info`` and ``warning`` (what the engine uses). The check is made at
+    ``debug``, ``info``, ``warning`` and ``error`` (what the engine uses). The check is made at
     each call, so configuring logging after import takes effect.
     """
 
@@ -91,6 +91,13 @@ class LibraryLogger:
             self._proxy.warning(event, **fields)
         elif self._std.isEnabledFor(logging.WARNING):
             self._to_stdlib(logging.WARNING, event, fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at ERROR."""
+        if structlog.is_configured():
+            self._proxy.error(event, **fields)
+        elif self._std.isEnabledFor(logging.ERROR):
+            self._to_stdlib(logging.ERROR, event, fields)
 
     def _to_stdlib(self, level: int, event: str, fields: dict[str, Any]) -> None:
         merged = {**structlog.contextvars.get_contextvars(), **fields}

@@ -6,6 +6,7 @@ a memory stream of the same size, so memory is O(in flight), never O(manifest).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
-from engine._errors import EngineError
+from engine._errors import EngineError, StorageError, one_error
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
@@ -29,6 +30,7 @@ from engine._parts import is_stored
 from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats
+from engine._storage import check_output_folder
 from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
@@ -47,6 +49,9 @@ _QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobE
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
+# A job that ended without its outputs: logged once, here, with its reason.
+_WARNING_EVENTS = frozenset({JobEventKind.FAILED, JobEventKind.DEFERRED})
+_QUIET_DEFERRALS = frozenset({"not started", "left running"})  # a stop's ordinary outcome
 
 
 async def run_jobs(
@@ -63,9 +68,26 @@ async def run_jobs(
     their outputs are fetched before Replicate deletes them. Resumes from the journal at
     ``config.journal_path``; writes ``report.json`` next to the outputs.
     Never calls ``asyncio.run``: it runs in the caller's event loop.
+
+    A job's failure is in the summary; what stops the whole run is raised as one
+    `EngineError` (never an exception group): `AuthenticationError` (token refused,
+    401/403), `ConfigError` (e.g. a CA bundle that cannot be loaded), `StorageError`
+    (an output folder or journal that cannot be written, a full disk).
     """
     with async_library_known():
-        return await _run(jobs, config, control=control, on_event=on_event)
+        try:
+            return await _run(jobs, config, control=control, on_event=on_event)
+        except BaseException as exc:
+            # Task groups wrap errors in groups; a host and a person want the error.
+            error = one_error(exc)
+            if isinstance(error, EngineError):
+                # One line, no traceback: the message says it all (our own error).
+                log.error(  # noqa: TRY400
+                    "run.failed", error=str(error), error_class=type(error).__name__
+                )
+            if error is exc:
+                raise
+            raise error from error.__cause__
 
 
 async def _run(
@@ -85,7 +107,13 @@ async def _run(
         usage=stats.usage,
     )
     stats.usage.prices = config.prices
-    replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
+    # Before any create: a prediction whose outputs cannot be kept is money thrown away.
+    await anyio.to_thread.run_sync(check_output_folder, config.output_dir)
+    try:
+        replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"cannot read the journal {config.journal_path}: {reason}") from exc
     states = replay.jobs
     limits = Limits.from_config(config)
     policy = RetryPolicy.from_config(config)
@@ -94,7 +122,12 @@ async def _run(
     async def emit(event: JobEvent) -> None:
         stats.record(event)
         if event.kind not in _QUIET_EVENTS:
-            emit_log = log.debug if event.kind in _DEBUG_EVENTS else log.info
+            if event.kind in _DEBUG_EVENTS:
+                emit_log = log.debug
+            elif event.kind in _WARNING_EVENTS and event.detail not in _QUIET_DEFERRALS:
+                emit_log = log.warning
+            else:
+                emit_log = log.info
             emit_log(
                 f"job.{event.kind}",
                 job=event.key,
@@ -142,6 +175,7 @@ async def _run(
         stats.retries.update(gateway.retries)
         stats.retries.update(downloader.retries)
 
+    at_start = (replay.runs, replay.created, len(states))
     # The replayed states of a long journal are the biggest thing alive: free them before
     # the summary and the report add their own peak.
     del replay, states
@@ -151,11 +185,19 @@ async def _run(
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
+        journal_at_start=at_start,
+        output_dir=str(config.output_dir.resolve()),
+        journal=str(config.journal_path.resolve()),
     )
-    write_report(summary, config.output_dir / "report.json")
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
+    if ctx.storage_error is not None:
+        # The disk refused: the report may not fit either, and the run ends with the error.
+        with contextlib.suppress(OSError):
+            write_report(summary, config.output_dir / "report.json")
+        raise ctx.storage_error
+    write_report(summary, config.output_dir / "report.json")
     log.info("run.finished", **numbers)
     return summary
 
@@ -168,19 +210,22 @@ async def _produce(
     send: MemoryObjectSendStream[tuple[Job, JobState | None]],
 ) -> None:
     """Feed jobs to the workers: resumable ones first, finished ones skipped."""
+    stats = ctx.stats
     async with send:
         for job in _ordered(jobs, states):
             if ctx.control.stop_creating:
                 return  # the rest stays pending in the journal's eyes: the next run does it
+            state = states.get(job.key)
+            stats.journaled_seen += state is not None
             if config.only and job.key not in config.only:
                 continue
-            ctx.stats.total += 1
-            state = states.get(job.key)
+            stats.total += 1
             skipped = None if state is None else _skipped(job, state, config)
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
             await send.send((job, state))
+        stats.read_all_jobs = True
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:

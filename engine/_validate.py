@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine._config import EngineConfig
-from engine._errors import ApiError, AuthenticationError
+from engine._errors import ApiError, AuthenticationError, ConfigError, EngineError
 from engine._gateway import Gateway
 from engine._journal import load_journal
 from engine._limits import Limits
@@ -79,10 +79,12 @@ async def _schema(gateway: Gateway, ref: Any) -> tuple[dict[str, Any], dict[str,
     """Return (Input schema, components) for ``ref``, or why it cannot be had."""
     try:
         version = await gateway.get_version(ref)
-    except AuthenticationError:
-        raise
+    except (AuthenticationError, ConfigError):
+        raise  # the whole check cannot work: one error, not one per model
     except ApiError as exc:
         return f"cannot resolve {ref}: {exc.detail or exc.title or exc.status}"
+    except EngineError as exc:
+        return f"cannot resolve {ref}: {exc}"
     openapi = version.get("openapi_schema") or {}
     components = openapi.get("components", {}).get("schemas", {})
     return dict(input_schema(openapi)), dict(components)

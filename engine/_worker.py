@@ -30,7 +30,7 @@ from engine._errors import (
     StorageError,
     TransportError,
 )
-from engine._events import JobEvent, JobEventKind
+from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
@@ -63,6 +63,8 @@ class WorkerContext:
     emit: Callable[[JobEvent], Awaitable[None]]
     spending: Spending
     in_flight: dict[str, Job] = field(default_factory=dict)  # prediction id -> job
+    # The first disk refusal: the run drains, then ends with it (a whole-run error).
+    storage_error: StorageError | None = None
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -81,7 +83,7 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
             raise
         except EngineError as exc:
             prediction_id = lifecycle.waiting_on
-            log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
+            # Logged once, by the runner's event hook (job.deferred with the reason).
             await ctx.emit(
                 JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc), job=job)
             )
@@ -103,15 +105,20 @@ class _Lifecycle:
     async def run(self) -> None:
         ctx, job, state = self.ctx, self.job, self.state
         prediction_id = self._resumable_prediction()
+        how = ""
         if prediction_id is None and state is not None and state.status is JobStatus.CREATING:
             prediction_id = await self._reconcile(state)
+            how = FOUND_AFTER_RESTART  # paid by the killed run, journaled only now
         while True:
             if prediction_id is None:
                 prediction_id = await self._create()
                 if prediction_id is None:
                     return
             else:
-                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id, job=job))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.REATTACHED, prediction_id, how, job=job)
+                )
+                how = ""
             try:
                 prediction = await self._wait(prediction_id)
             except InvalidRequestError as exc:
@@ -186,9 +193,10 @@ class _Lifecycle:
                     first_uncertain = first_uncertain or sent_at
                     found = await self._find_orphan(digest, first_uncertain)
                     if found is not None:
+                        # Created (and paid) by this run: its answer was lost, not its work.
                         await ctx.emit(
                             JobEvent(
-                                job.key, JobEventKind.REATTACHED, found, "found by listing", job=job
+                                job.key, JobEventKind.CREATED, found, "found by listing", job=job
                             )
                         )
                         return found
@@ -289,6 +297,8 @@ class _Lifecycle:
             except StorageError as exc:
                 # The disk refuses: creating more would pay for outputs we cannot keep.
                 # The job stays "succeeded" in the journal, so the next run downloads it.
+                if ctx.storage_error is None:
+                    ctx.storage_error = exc
                 ctx.control.drain(f"storage error: {exc}")
                 await ctx.emit(
                     JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
@@ -296,7 +306,6 @@ class _Lifecycle:
                 return False
             except DownloadError as exc:
                 # Still on Replicate: stay "succeeded" so the next run fetches it, paid once.
-                log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
                 await ctx.emit(
                     JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
                 )
@@ -355,7 +364,6 @@ class _Lifecycle:
 
     async def _fail(self, prediction_id: str | None, exc: Exception, *, permanent: bool) -> None:
         await self._journal(self._failed(prediction_id, exc, permanent=permanent), durable=True)
-        log.warning("job.failed", prediction_id=prediction_id, error=str(exc), permanent=permanent)
         await self.ctx.emit(
             JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc), job=self.job)
         )

@@ -26,7 +26,7 @@ from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._journal import load_journal
-from engine._precheck import checked_job_count
+from engine._precheck import check_only_ids, checked_job_count
 from engine._pricing import PriceTable, load_prices
 from engine._redact import redact
 from engine._settings import config_option, given_settings, option, setting_options
@@ -265,6 +265,11 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
         state_dir = journal_path(output_dir, options["state"]).parent
         total = _checked_total(manifest, state_dir)
+        if options["only"]:
+            try:
+                check_only_ids(manifest, options["only"])
+            except ManifestError as exc:
+                raise _Stop(str(exc)) from None
         api = _api_config(options["emulator"], stack, console)
         try:
             config = EngineConfig(
@@ -285,7 +290,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         progress = Progress(total, config.create_rate, live=live, console=console)
         try:
             summary = run_batch(manifest, config, progress, show=not options["quiet"])
-        except (AuthenticationError, ConfigError) as exc:
+        except EngineError as exc:
             raise _Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
@@ -425,7 +430,7 @@ def status(target: Path, output_dir: Path | None, state: Path | None, as_json: b
     journal = resolve_journal(target, state, output_dir)
     if not journal.exists():
         raise _Stop(f"no journal at {journal.resolve()}")
-    report = status_report(journal)
+    report = status_report(journal, manifest=None if journal == target else target)
     report["journal"] = str(journal.resolve())
     with _reader_may_leave():
         if as_json:
