@@ -402,7 +402,8 @@ def _validate(
     if plan.estimate is not None:
         _print_estimate(plan.estimate.to_json())
     if plan.problems:
-        raise _Stop(f"{len(plan.problems)} problem(s); nothing was run")
+        click.echo(f"{len(plan.problems)} problem(s); nothing was run", err=True)
+        return EXIT_USAGE
     click.echo("ok: nothing was run")
     return EXIT_OK
 

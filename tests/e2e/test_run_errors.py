@@ -128,6 +128,8 @@ def test_the_cli_prints_one_error_line_and_exits_2(emulator_server, tmp_path, ca
         args += ["--state", env.pop("STATE")]
 
     result = run_cli(*args, env=env, cwd=tmp_path)
+    # The CLI refuses a --state that is a folder before the library sees it (click's words).
+    said = "is a directory" if case == "journal" else said
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
@@ -293,8 +295,8 @@ def test_only_with_unknown_ids_exits_2_naming_them_with_a_close_match(emulator_s
         "run",
         str(manifest),
         "--only",
-        "p0001",
-        "p00002",
+        "p0001,p00002",
+        "--only",
         "zzz",
         env=cli_env(emulator_server),
         cwd=tmp_path,
