@@ -18,6 +18,7 @@ from pathlib import Path
 import anyio
 import structlog
 
+from engine._cluster._args import add_cluster_arguments, wants_cluster
 from engine.config import ApiConfig, EngineConfig, Secret
 from engine.control import RunControl
 from engine.display import Progress
@@ -54,6 +55,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = serve_forever(argv[1:])
         return code
     args = _parser().parse_args(argv)
+    if wants_cluster(args):  # --redis, worker, journal: the only path that imports redis
+        from engine._cluster._cli import main_cluster  # noqa: PLC0415
+
+        return main_cluster(args)
     if args.command == "run":
         return _validate(args) if args.dry_run else _run(args)
     if args.command == "validate":
@@ -114,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--read-rate-limit", type=_positive_float, default=3000.0)
 
     st = sub.add_parser("status", help="counts and failures from the journal (no network)")
-    st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
+    st.add_argument("target", type=Path, nargs="?", metavar="MANIFEST_OR_STATE")
     st.add_argument("--output-dir", type=Path, default=None)
     st.add_argument("--state", type=Path, default=None)
     st.add_argument("--json", action="store_true", help="print the counts as JSON")
@@ -127,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", type=Path, default=None, help="default: standard output")
 
     sub.add_parser("emulator", help="serve the local Replicate API emulator (see its --help)")
+    add_cluster_arguments(sub, run=run, status=st)
     return parser
 
 
@@ -233,6 +239,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    if args.target is None:
+        print("error: status needs MANIFEST_OR_STATE (or --redis URL --run NAME)", file=sys.stderr)
+        return EXIT_USAGE
     journal = resolve_journal(args.target, args.state, args.output_dir)
     if not journal.exists():
         print(f"error: no journal at {journal}", file=sys.stderr)
