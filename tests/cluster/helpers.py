@@ -26,10 +26,10 @@ def engine_command(*args: str) -> list[str]:
 
 def start(server: EmulatorServer, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python -m engine ARGS`` against the emulator, logging to ``log``."""
-    handle = log.open("wb")
-    return subprocess.Popen(
-        engine_command(*args), env=cli_env(server), stdout=handle, stderr=subprocess.STDOUT
-    )
+    with log.open("wb") as handle:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            engine_command(*args), env=cli_env(server), stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 def run(server: EmulatorServer, args: Sequence[str], timeout: float = 120) -> tuple[int, str]:
