@@ -25,8 +25,13 @@ __all__ = ["ClusterPollPacer", "RedisBudget"]
 # Idle budgets vanish; a low-credit downgrade is remembered as long as the account is used.
 _IDLE_MS = 15 * 60 * 1000
 
-# The scheduled-slot step of `Budget.reserve`, with the server's clock. Numbers cross the
-# Lua boundary as strings: Redis truncates Lua numbers to integers.
+# The scheduled-slot step of `Budget.reserve`, with the server's clock. One difference:
+# the next slot is due one interval after this one was *due*, even when this one is taken
+# late. Locally a waiter is late by microseconds; here by a round trip to Redis and a
+# sleep's overshoot, which would otherwise cost a few percent of the budget per slot. The
+# catch-up bound still caps what lateness can make up (`_CATCH_UP` slots), and the
+# headroom covers those. Numbers cross the Lua boundary as strings: Redis truncates Lua
+# numbers to integers.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -37,11 +42,11 @@ if low and low < rate then rate, burst = low, tonumber(h[4]) or 1 end
 local sustained = math.max(rate - (burst - 1), rate / 2) * tonumber(ARGV[4])
 local interval = 60.0 / sustained
 local tolerance = (burst - 1) * interval
-local due = tonumber(h[1]) or (now - interval)
+local due = tonumber(h[1]) or now
 local cooldown = tonumber(h[2]) or 0
 due = math.max(due, now - tonumber(ARGV[3]) * interval)
 local start = math.max(now, due - tolerance, cooldown)
-due = math.max(due, start) + interval
+due = math.max(due, cooldown) + interval
 redis.call('HSET', KEYS[1], 'due', string.format('%.6f', due))
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return {string.format('%.6f', start - now), string.format('%.6f', rate),
