@@ -28,6 +28,7 @@ from jobs import ManifestError, read_manifest
 __all__ = ["main_cluster"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_SIGNALS = frozenset({"SIGINT", "SIGTERM"})
 
 
 def main_cluster(args: argparse.Namespace) -> int:
@@ -108,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         f"({total} in the manifest); by status {status['by_status']}",
         file=sys.stderr,
     )
-    if summary.interrupted:
+    if summary.interrupted or summary.stopped_reason in _SIGNALS:
         return EXIT_INTERRUPTED
     complete = status["finished"] >= status["total"] and set(status["by_status"]) <= {"done"}
     return EXIT_OK if complete else EXIT_FAILED

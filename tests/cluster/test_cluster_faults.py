@@ -171,3 +171,26 @@ def test_a_429_at_one_worker_pauses_all_and_provokes_no_more(
 
     assert anyio.run(shared_count) == 1  # the cooldown every worker waited on
     check_outcome(emulator_server, redis_server, tmp_path, 12)
+
+
+def test_ctrl_c_on_run_drains_every_worker_and_a_second_run_finishes(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(40))
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--redis", redis_server.url, "--run", RUN, "--output-dir",
+            str(out), "--workers", "2", "--concurrency", "2", *FAST_FLAGS]  # fmt: skip
+    first = start(emulator_server, args, tmp_path / "run1.log")
+    wait_for(lambda: created(emulator_server) >= 6)
+    first.send_signal(signal.SIGINT)
+    assert finish(first) == 130
+    text = (tmp_path / "run1.log").read_text()
+    drained = created(emulator_server)
+    assert drained < 40  # it stopped creating
+    # Both processes (the run's and its child worker) finished what they had started.
+    finished = events(text, "worker.finished")
+    assert len(finished) == 2
+    assert sum(e["done"] for e in finished) == drained
+    second = start(emulator_server, args, tmp_path / "run2.log")
+    assert finish(second) == 0
+    check_outcome(emulator_server, redis_server, tmp_path, 40)
