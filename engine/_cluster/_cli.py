@@ -42,6 +42,10 @@ def main_cluster(args: argparse.Namespace) -> int:
     if not args.run:
         print("error: --redis needs --run NAME", file=sys.stderr)
         return EXIT_USAGE
+    unsupported = _unsupported(args)
+    if unsupported:
+        print(f"error: {', '.join(unsupported)} cannot be used with --redis yet", file=sys.stderr)
+        return EXIT_USAGE
     log_file = configure_logging(json=True, file=args.json_logs, level="INFO")
     try:
         if args.command == "worker":
@@ -50,6 +54,23 @@ def main_cluster(args: argparse.Namespace) -> int:
     finally:
         if log_file is not None:
             log_file.close()
+
+
+# Run-wide stops and selections that a worker would apply alone: refused, not half-done.
+_RUN_ONLY_FLAGS = {
+    "deadline": "--deadline",
+    "max_predictions": "--max-predictions",
+    "max_predict_seconds": "--max-predict-seconds",
+    "cancel_on_exit": "--cancel-on-exit",
+    "only": "--only",
+    "state": "--state",
+    "emulator": "--emulator",
+    "dry_run": "--dry-run",
+}
+
+
+def _unsupported(args: argparse.Namespace) -> list[str]:
+    return [flag for name, flag in _RUN_ONLY_FLAGS.items() if getattr(args, name, None)]
 
 
 def _config(args: argparse.Namespace, output_dir: Path) -> EngineConfig:

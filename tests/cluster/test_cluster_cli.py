@@ -94,3 +94,17 @@ def test_worker_refuses_a_missing_run_name(
     assert code == 2
     assert "--run" in text
     assert events(text, "worker.started") == []
+
+
+def test_run_wide_budgets_are_refused_with_redis(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    code, text = run(
+        emulator_server,
+        ["run", str(manifest), "--redis", redis_server.url, "--run", "x",
+         "--max-predictions", "1", "--deadline", "5"],
+    )  # fmt: skip
+    assert code == 2
+    assert "--deadline, --max-predictions cannot be used with --redis" in text
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
