@@ -20,11 +20,12 @@ from engine._cluster._submit import export_run_journal, submit_jobs
 from engine._cluster._worker import connect
 from engine.config import Secret
 from engine.emulator import EmulatorConfig, EmulatorServer
+from engine.emulator.config import ModelTiming
 from jobs import read_manifest
 from tests.cluster.helpers import FAST_FLAGS, assert_all_done, events, start
 from tests.cluster.redis_server import RedisServer
 from tests.conftest import FAST_CONFIG
-from tests.e2e.helpers import image_jobs, write_jsonl
+from tests.e2e.helpers import VIDEO, image_jobs, write_jsonl
 
 RUN = "faults"
 # Predictions last about 0.3 s: long enough to be caught in flight by a kill or a pause.
@@ -93,6 +94,27 @@ def test_a_killed_workers_jobs_are_claimed_and_resumed(
     text = (tmp_path / "w2.log").read_text()
     assert events(text, "job.claimed")  # the dead worker's jobs, after its lease lapsed
     check_outcome(emulator_server, redis_server, tmp_path, 8)
+
+
+def test_a_worker_killed_while_downloading_is_resumed_without_a_new_prediction(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    emulator_server.emulator.update(
+        video_size=16 * 1024 * 1024, model_timings={VIDEO: ModelTiming(0.05, 0.1)}
+    )
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": f"v{i}", "model": VIDEO, "input": {"prompt": f"v {i}"}} for i in range(4)],
+    )
+    assert anyio.run(submit_jobs, redis_server.url, RUN, read_manifest(manifest)) == 4
+    out = tmp_path / "out"
+    doomed = worker(emulator_server, redis_server, out, tmp_path / "w1.log")
+    wait_for(lambda: emulator_server.emulator.stats.bytes_served > 0)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    survivor = worker(emulator_server, redis_server, out, tmp_path / "w2.log")
+    assert finish(survivor) == 0
+    check_outcome(emulator_server, redis_server, tmp_path, 4)
 
 
 def test_killed_between_the_creates_answer_and_its_id_is_reconciled(
