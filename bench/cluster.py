@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=1200.0, help="creates per minute")
     parser.add_argument("--burst", type=int, default=10, help="emulator create burst")
     parser.add_argument("--seconds", type=float, default=15.0, help="target run length")
-    parser.add_argument("--concurrency", type=int, default=40, help="per worker process")
+    parser.add_argument("--concurrency", type=int, default=100, help="per worker process")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--videos", type=int, default=24)
     parser.add_argument("--video-mb", type=int, default=16)

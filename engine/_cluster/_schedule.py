@@ -18,10 +18,14 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from engine.limits import _CATCH_UP, _HEADROOM, Budget, PollPacer
+from engine.limits import _HEADROOM, Budget, PollPacer
 
 __all__ = ["ClusterPollPacer", "RedisBudget"]
 
+# How many missed slots a late worker may make up. More than a local budget's 2: a slot
+# taken through Redis is late by round trips on top of the event loop's own lateness. Any
+# 60 s window still holds at most rate x headroom + this many, under the limit.
+_CATCH_UP = 4
 # Idle budgets vanish; a low-credit downgrade is remembered as long as the account is used.
 _IDLE_MS = 15 * 60 * 1000
 
