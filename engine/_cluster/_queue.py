@@ -35,8 +35,12 @@ local function take(p, stream, id, key, me)
   local owner = h[2]
   if owner and owner ~= '' then
     if owner == me then
-      if h[3] == id then return {'mine'} end
-      redis.call('XACK', stream, 'workers', id); return {'dup'}
+      if h[3] ~= id then redis.call('XACK', stream, 'workers', id); return {'dup'} end
+      -- Ours already: a retried script whose answer was lost, or our own idle entry.
+      -- Hand it out again (the worker skips a job it is running) so it is never stranded.
+      local job = redis.call('HGET', p .. ':jobs', key) or ''
+      local recs = redis.call('LRANGE', p .. ':rec:' .. key, 0, -1)
+      return {'ok', id, key, redis.call('HGET', st, 'epoch'), job, '', recs}
     end
     if redis.call('EXISTS', p .. ':lease:' .. owner) == 1 then
       if h[3] == id then

@@ -27,9 +27,20 @@ def engine_command(*args: str) -> list[str]:
 def start(server: EmulatorServer, args: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python -m engine ARGS`` against the emulator, logging to ``log``."""
     with log.open("wb") as handle:  # the child keeps its own descriptor
-        return subprocess.Popen(
+        process = subprocess.Popen(
             engine_command(*args), env=cli_env(server), stdout=handle, stderr=subprocess.STDOUT
         )
+    _LOGS[process.pid] = log
+    return process
+
+
+_LOGS: dict[int, Path] = {}
+
+
+def log_tail(process: subprocess.Popen[bytes], chars: int = 4000) -> str:
+    """Return the end of the log of a process started by `start`."""
+    log = _LOGS.get(process.pid)
+    return log.read_text(errors="replace")[-chars:] if log is not None else "(no log)"
 
 
 def run(server: EmulatorServer, args: Sequence[str], timeout: float = 120) -> tuple[int, str]:

@@ -22,7 +22,7 @@ from engine.config import Secret
 from engine.emulator import EmulatorConfig, EmulatorServer
 from engine.emulator.config import ModelTiming
 from jobs import read_manifest
-from tests.cluster.helpers import FAST_FLAGS, assert_all_done, events, start
+from tests.cluster.helpers import FAST_FLAGS, assert_all_done, events, log_tail, start
 from tests.cluster.redis_server import RedisServer
 from tests.conftest import FAST_CONFIG
 from tests.e2e.helpers import VIDEO, image_jobs, write_jsonl
@@ -59,11 +59,16 @@ def worker(
 
 
 def finish(process: subprocess.Popen[bytes], timeout: float = 90.0) -> int:
+    """Wait for a worker; on a failure show the end of its log (pytest prints it)."""
     try:
-        return process.wait(timeout=timeout)
+        code = process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-        raise
+        process.wait()
+        code = -1
+    if code not in (0, 130):
+        print(f"--- pid {process.pid} exited {code}:\n{log_tail(process)}")
+    return code
 
 
 def check_outcome(server: EmulatorServer, redis: RedisServer, tmp_path: Path, jobs: int) -> None:
