@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from engine._cluster._keys import account_prefix
-from engine._cluster._submit import export_run_journal, submit_jobs
+from engine._cluster._submit import export_run_journal, run_status, submit_jobs
 from engine._cluster._worker import connect
 from engine.config import Secret
 from engine.emulator import EmulatorConfig, EmulatorServer
@@ -221,3 +221,28 @@ def test_ctrl_c_on_run_drains_every_worker_and_a_second_run_finishes(
     second = start(emulator_server, args, tmp_path / "run2.log")
     assert finish(second) == 0
     check_outcome(emulator_server, redis_server, tmp_path, 40)
+
+
+def test_a_second_ctrl_c_leaves_predictions_running_for_the_next_run(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    emulator_server.emulator.update(time_scale=3.0)  # predictions of about 3 s
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(6))
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--redis", redis_server.url, "--run", RUN, "--output-dir",
+            str(out), "--workers", "2", "--concurrency", "2", *FAST_FLAGS]  # fmt: skip
+    first = start(emulator_server, args, tmp_path / "run1.log")
+    wait_for(lambda: created(emulator_server) >= 2)
+    first.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    assert finish(first) == 130
+    left = created(emulator_server)
+    assert left < 6
+    status = anyio.run(run_status, redis_server.url, RUN)
+    assert status["by_status"].get("running", 0) >= 1  # left running on Replicate, recorded
+    emulator_server.emulator.update(time_scale=0.3)
+    second = start(emulator_server, args, tmp_path / "run2.log")
+    assert finish(second) == 0
+    # The predictions left running were re-attached, not paid again.
+    check_outcome(emulator_server, redis_server, tmp_path, 6)
