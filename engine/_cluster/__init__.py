@@ -8,4 +8,5 @@ Nothing here is imported unless ``--redis`` is given: ``redis`` is an optional e
 - `_fence`: fenced job state (owner + epoch, compare-and-set in Lua), `FencedJournal`.
 - `_queue`: the shared queue (a Streams consumer group), leases, claims, acks.
 - `_worker`: the worker loop; `_submit`: enqueue a manifest, status, journal export.
+- `_args`: the CLI flags (imports no redis); `_cli`: the commands that use Redis.
 """
