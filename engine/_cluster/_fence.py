@@ -71,7 +71,15 @@ return 1
 
 
 class FencedError(Exception):
-    """This worker no longer owns the job (its lease lapsed and another took it)."""
+    """This worker may not act on the job: another took it, or its own lease ran short.
+
+    ``still_owner`` is True in the second case: nobody else holds the job yet, so the
+    worker can put it back in the queue instead of leaving it to a claim.
+    """
+
+    def __init__(self, message: str, *, still_owner: bool = False) -> None:
+        super().__init__(message)
+        self.still_owner = still_owner
 
 
 class Fence:
@@ -117,9 +125,10 @@ class Fence:
         key, epoch = current
         args: list[Any] = [self.keys.prefix, key, self.worker, str(epoch), self.margin_ms]
         answer = await self._check(args=args)
+        if answer == 0:
+            raise FencedError(f"create of job {key!r} refused: taken over")
         if answer != 1:
-            why = "taken over" if answer == 0 else "lease nearly lapsed"
-            raise FencedError(f"create of job {key!r} refused: {why}")
+            raise FencedError(f"create of job {key!r} refused: lease too short", still_owner=True)
 
 
 class FencedJournal(Journal):

@@ -10,6 +10,7 @@ control word (``drain``, ``interrupt``) from whoever pressed Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import secrets
@@ -243,6 +244,11 @@ class _Worker:
         except FencedError as exc:
             self.fenced += 1
             log.warning("job.fenced", job=key, epoch=epoch, error=str(exc))
+            if exc.still_owner:  # a starved heartbeat, not a takeover: hand the job back
+                with contextlib.suppress(FencedError):
+                    await self.queue.finish(
+                        taken, final=False, max_requeues=self.options.max_requeues
+                    )
         finally:
             CURRENT_JOB.reset(token)
             self.fence.held.pop(key, None)

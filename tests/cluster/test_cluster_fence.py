@@ -88,3 +88,23 @@ async def test_enqueue_is_once_per_key_and_a_deferred_job_comes_back(
     [back] = await q.read(10, block_ms=10)
     assert back.job.key == "a"
     await redis.aclose()
+
+
+async def test_a_create_is_refused_when_the_lease_runs_short(redis_server: RedisServer) -> None:
+    redis = connect(redis_server.url)
+    keys = RunKeys("short")
+    q = Queue(redis, keys, "w", lease=LEASE)
+    fence = Fence(redis, keys, "w", margin=LEASE / 2)
+    await q.enqueue([job("j")])
+    await q.heartbeat("inflight", 0)
+    [taken] = await q.read(5, block_ms=10)
+    token = CURRENT_JOB.set(("j", taken.epoch))
+    await anyio.sleep(LEASE * 0.75)  # no heartbeat: less than the margin is left
+    with pytest.raises(FencedError) as refused:
+        await fence.check_create()
+    assert refused.value.still_owner  # nobody else has it: the worker may requeue it
+    CURRENT_JOB.reset(token)
+    await q.finish(taken, final=False, max_requeues=3)
+    [again] = await q.read(5, block_ms=10)
+    assert again.job.key == "j"
+    await redis.aclose()
