@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-finishing-runs", type=int, default=5)
     args = parser.parse_args(argv)
 
-    from engine.state import load_journal  # noqa: PLC0415
+    from engine._journal import load_journal  # noqa: PLC0415
     from jobs import JobStatus  # noqa: PLC0415
 
     rng = random.Random(args.seed)

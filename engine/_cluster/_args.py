@@ -1,79 +1,103 @@
-"""Declare the ``--redis`` flags and the ``worker``/``journal`` commands (no redis import).
+"""Declare the ``--redis`` options of the command line (imports click, never redis).
 
-`engine.cli` calls `add_cluster_arguments` while it builds its parser, and hands any
-command that uses Redis to `engine._cluster._cli.main_cluster`, which imports redis-py.
+`engine.cli` adds these to ``run``, ``status``, ``worker`` and ``journal export``, and
+hands a command that uses Redis to `engine._cluster._cli`, the only module that imports
+redis-py: without ``--redis`` nothing of it is loaded.
 """
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-__all__ = ["add_cluster_arguments", "wants_cluster"]
+import click
 
-_COMMANDS = frozenset({"worker", "journal"})
+from engine._settings import option
 
+__all__ = [
+    "REDIS_EXTRA_HINT",
+    "RUN_ONLY_FLAGS",
+    "lease_options",
+    "redis_options",
+    "workers_option",
+]
 
-def wants_cluster(args: argparse.Namespace) -> bool:
-    """Return True when the command line asks for a Redis-coordinated run."""
-    return args.command in _COMMANDS or bool(getattr(args, "redis", None))
+F = TypeVar("F", bound=Callable[..., Any])
 
+REDIS_EXTRA_HINT = "--redis needs the redis extra: pip install 'replicate-batch-engine[redis]'"
 
-def add_cluster_arguments(
-    sub: Any, *, run: argparse.ArgumentParser, status: argparse.ArgumentParser
-) -> None:
-    """Add ``--redis``/``--run``/``--workers``/``--lease`` and the cluster-only commands."""
-    _shared(run)
-    run.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="with --redis: worker processes on this machine, this one included",
-    )
-    status.add_argument("--redis", default=None, metavar="URL", help="the whole run, from Redis")
-    status.add_argument("--run", default=None, metavar="NAME")
-
-    worker = sub.add_parser("worker", help="join a run coordinated by Redis (--redis)")
-    _shared(worker, required=True)
-    worker.add_argument("--output-dir", type=Path, required=True)
-    worker.add_argument("--concurrency", type=int, default=32)
-    worker.add_argument("--rate-limit", type=float, default=600.0)
-    worker.add_argument("--read-rate-limit", type=float, default=3000.0)
-    worker.add_argument("--max-retries", type=int, default=2)
-    worker.add_argument("--job-timeout", type=float, default=None, metavar="SECONDS")
-    worker.add_argument("--poll-interval", type=float, default=0.5)
-    worker.add_argument("--retry-failed", action="store_true")
-    worker.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
-
-    journal = sub.add_parser("journal", help="journal tools")
-    jsub = journal.add_subparsers(dest="journal_command", required=True)
-    export = jsub.add_parser("export", help="write a standard journal of a Redis run")
-    _shared(export, required=True)
-    export.add_argument("--output", type=Path, required=True, metavar="JOURNAL")
+# Run-wide stops and selections that each worker would apply alone: refused with --redis
+# rather than half-done. Parameter name -> the flag a user typed.
+RUN_ONLY_FLAGS = {
+    "deadline": "--deadline",
+    "max_predictions": "--max-predictions",
+    "max_predict_seconds": "--max-predict-seconds",
+    "cancel_on_exit": "--cancel-on-exit",
+    "only": "--only",
+    "state": "--state",
+    "emulator": "--emulator",
+    "dry_run": "--dry-run",
+    "prices": "--prices",
+    "max_spend": "--max-spend",
+    "log_file": "--log-file",
+}
 
 
-def _shared(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
-    parser.add_argument(
-        "--redis",
-        required=required,
+def redis_options(*, required: bool, what: str) -> Callable[[F], F]:
+    """Return a decorator adding ``--redis URL`` and ``--run NAME``."""
+
+    # A default (even None) would satisfy click's required check: give one only if optional.
+    presence: dict[str, Any] = {"required": True} if required else {"default": None}
+
+    def decorate(func: F) -> F:
+        func = option(
+            "--run",
+            "run_name",
+            **presence,
+            metavar="NAME",
+            show_default=False if required else "none (needs --redis)",
+            help="The run's name in Redis: every process of one run uses the same.",
+        )(func)
+        return option(
+            "--redis",
+            "redis_url",
+            **presence,
+            metavar="URL",
+            show_default=False if required else "none (this machine only)",
+            help=f"{what} (redis://host:6379/0; needs the redis extra).",
+        )(func)
+
+    return decorate
+
+
+def lease_options(func: F) -> F:
+    """Add ``--lease`` and ``--settle`` (how a dead worker's jobs are taken over)."""
+    func = option(
+        "--settle",
+        type=click.FloatRange(min=0),
         default=None,
-        metavar="URL",
-        help="coordinate through Redis, e.g. redis://host:6379/0",
-    )
-    parser.add_argument("--run", required=required, default=None, metavar="NAME")
-    parser.add_argument(
+        metavar="SECONDS",
+        show_default="the API read timeout",
+        help="With --redis: wait this long after a dead worker's create before looking "
+        "for its prediction.",
+    )(func)
+    return option(
         "--lease",
-        type=float,
+        type=click.FloatRange(min=0, min_open=True),
         default=15.0,
         metavar="SECONDS",
-        help="heartbeat lease; a worker silent this long has its jobs claimed",
-    )
-    parser.add_argument(
-        "--settle",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="wait this long after a dead worker's create before looking for it "
-        "(default: the API read timeout)",
-    )
+        show_default=True,
+        help="With --redis: a worker silent this long has its jobs claimed by another.",
+    )(func)
+
+
+def workers_option(func: F) -> F:
+    """Add ``--workers K`` to ``run``."""
+    return option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=1,
+        metavar="K",
+        show_default=True,
+        help="With --redis: worker processes on this machine, this one included.",
+    )(func)

@@ -12,14 +12,15 @@ acts no more (`FencedError`).
 from __future__ import annotations
 
 import contextvars
-import os
 from pathlib import Path
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 
 from engine._cluster._keys import RunKeys
-from engine.state import Journal, JournalEvent, JournalRecord, compacted_records, replay
+from engine._durable import write_durably
+from engine._journal import Journal, JournalEvent, JournalRecord
 from jobs import JobStatus
 
 __all__ = ["CURRENT_JOB", "Fence", "FencedError", "FencedJournal", "export_journal"]
@@ -152,19 +153,17 @@ class FencedJournal(Journal):
 async def export_journal(redis: Redis, keys: RunKeys, path: Path) -> int:
     """Write a standard journal of the whole run at ``path`` (atomically); return its jobs.
 
-    A single-machine ``run`` with that journal (``--state``) finishes what the cluster
-    started: it re-attaches running predictions and reconciles creates in flight.
+    The lines are the very records the workers wrote, job by job, after one run header:
+    a replay folds each job's lines alone, so it gives every job the state it has in
+    Redis. A single-machine ``run`` with that journal (``--state``) finishes what the
+    cluster started: it re-attaches running predictions and reconciles creates in flight.
     """
-    lines: list[bytes] = []
+    lines: list[bytes] = [JournalRecord.run().to_line()]
+    jobs = 0
     async for key, _job in redis.hscan_iter(keys.jobs):
-        lines.extend(await redis.lrange(keys.records(key.decode()), 0, -1))  # type: ignore[misc]
-    result = replay(lines)
-    tmp = path.with_name(f".{path.name}.export")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tmp.open("wb") as out:
-        for record in compacted_records(result):
-            out.write(record.to_line())
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-    return len(result.jobs)
+        records = await redis.lrange(keys.records(key.decode()), 0, -1)  # type: ignore[misc]
+        if records:
+            jobs += 1
+            lines.extend(line if line.endswith(b"\n") else line + b"\n" for line in records)
+    await anyio.to_thread.run_sync(write_durably, path, b"".join(lines))
+    return jobs

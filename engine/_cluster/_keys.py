@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from engine.config import Secret
+from engine._config import Secret
 
 __all__ = ["GROUP", "RunKeys", "account_prefix"]
 

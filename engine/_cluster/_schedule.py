@@ -1,6 +1,6 @@
 """Share one account's rate schedule among every worker, on every machine, through Redis.
 
-`RedisBudget` runs `engine.limits.Budget`'s scheduled-slot algorithm in a short Lua
+`RedisBudget` runs `engine._limits.Budget`'s scheduled-slot algorithm in a short Lua
 script, atomically, against the Redis server's clock (``TIME``): every worker of every
 machine takes its slots from one schedule, so the account sees one smooth stream of
 requests however many processes send them. A 429 seen by any worker sets a cooldown in
@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 from redis.asyncio import Redis
 
-from engine.limits import _HEADROOM, Budget, PollPacer
+from engine._limits import _HEADROOM, Budget, PollPacer
 
 __all__ = ["ClusterPollPacer", "RedisBudget"]
 

@@ -1,6 +1,6 @@
 """Work a run's shared queue: the worker loop of one process (``engine worker --redis``).
 
-The same job lifecycle as a single-machine run (`engine.worker.run_job`), with three
+The same job lifecycle as a single-machine run (`engine._worker.run_job`), with three
 things swapped in: jobs come from the Redis stream (only as many as there are free
 slots), the journal is a `FencedJournal` (each record is also a fenced write of the
 job's shared state), and the budgets are `RedisBudget`s shared with every worker of the
@@ -32,16 +32,18 @@ from engine._cluster._fence import CURRENT_JOB, FINAL, Fence, FencedError, Fence
 from engine._cluster._keys import RunKeys, account_prefix
 from engine._cluster._queue import Beat, Queue, Taken
 from engine._cluster._schedule import ClusterPollPacer, RedisBudget
-from engine.config import EngineConfig
-from engine.control import RunControl
-from engine.download import Downloader, is_stored
-from engine.events import JobEvent, JobEventKind
-from engine.gateway import Gateway
-from engine.limits import Limits
-from engine.report import RunStats, RunSummary, write_report
-from engine.retry import RetryPolicy
-from engine.state import JobState, replay
-from engine.worker import WorkerContext, run_job
+from engine._config import EngineConfig
+from engine._control import RunControl, Spending
+from engine._download import Downloader
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._journal import JobState, replay
+from engine._limits import Limits
+from engine._parts import is_stored
+from engine._report import RunSummary, write_report
+from engine._retry import RetryPolicy
+from engine._stats import RunStats
+from engine._worker import WorkerContext, run_job
 from jobs import JobStatus
 
 __all__ = ["ClusterOptions", "connect", "serve_worker", "worker_files"]
@@ -131,6 +133,9 @@ class _Worker:
         self.create.before_send = self.fence.check_create
         self.pacer = ClusterPollPacer(self.read, min_interval=config.poll_interval)
         self.stats = RunStats()
+        # Run-wide budgets are refused with --redis: only the predict time is counted here.
+        self.spending = Spending(control, usage=self.stats.usage)
+        self.stats.usage.prices = config.prices
         self.on_event = on_event
         self.active: dict[str, Taken] = {}
         self.freed = anyio.Event()
@@ -182,6 +187,7 @@ class _Worker:
                 control=self.control,
                 stats=self.stats,
                 emit=self.emit,
+                spending=self.spending,
             )
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._heartbeats)
@@ -191,6 +197,7 @@ class _Worker:
             self.stats.retries.update(gateway.retries)
             self.stats.retries.update(downloader.retries)
         summary = self.stats.summary(
+            predict_seconds=self.spending.predict_seconds,
             throttled_429=self.create.throttled + self.read.throttled,
             throttled_seconds=self.create.throttled_seconds + self.read.throttled_seconds,
             interrupted=self.control.interrupted,

@@ -78,6 +78,7 @@ class EmulatorConfig:
     hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
     foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)
     hang_after_store: bool = False  # a hung create stores its prediction first (an orphan)
+    stream_drop_after_events: int = 0  # a prediction's first stream ends after N events
 
     def timing(self, model: str, default: ModelTiming) -> ModelTiming:
         """Return the scaled timing of ``model``."""

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from engine._journal import load_journal
 from engine.emulator import EmulatorServer
-from engine.state import load_journal
 from jobs import JobStatus
 from tests.e2e.helpers import cli_env
 from tests.support import sha256_of

@@ -18,7 +18,7 @@ import pytest
 from engine._cluster._keys import account_prefix
 from engine._cluster._submit import export_run_journal, run_status, submit_jobs
 from engine._cluster._worker import connect
-from engine.config import Secret
+from engine._config import Secret
 from engine.emulator import EmulatorConfig, EmulatorServer
 from engine.emulator.config import ModelTiming
 from jobs import read_manifest

@@ -9,7 +9,7 @@ from engine._cluster._fence import CURRENT_JOB, Fence, FencedError
 from engine._cluster._keys import RunKeys
 from engine._cluster._queue import Queue
 from engine._cluster._worker import connect
-from engine.state import JournalRecord, replay
+from engine._journal import JournalRecord, replay
 from jobs import Job, JobStatus, ModelRef
 from tests.cluster.redis_server import RedisServer
 

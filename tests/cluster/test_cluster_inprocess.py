@@ -9,8 +9,8 @@ import pytest
 
 from engine._cluster._submit import export_run_journal, run_status, submit_jobs
 from engine._cluster._worker import ClusterOptions, serve_worker
+from engine._journal import load_journal
 from engine.emulator import EmulatorServer
-from engine.state import load_journal
 from jobs import JobStatus, read_manifest
 from tests.cluster.redis_server import RedisServer
 from tests.e2e.helpers import engine_config, image_jobs, write_jsonl

@@ -10,7 +10,7 @@ from engine._cluster._keys import RunKeys, account_prefix
 from engine._cluster._queue import Queue
 from engine._cluster._schedule import ClusterPollPacer, RedisBudget
 from engine._cluster._worker import connect
-from engine.config import Secret
+from engine._config import Secret
 from tests.cluster.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio

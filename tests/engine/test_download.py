@@ -17,12 +17,13 @@ import httpx
 import pytest
 import stamina
 
-from engine.config import ApiConfig
-from engine.download import Downloader, _TrustedHostAuth
-from engine.errors import OutputExpiredError, StorageError
-from engine.gateway import Gateway
-from engine.limits import Budget, Limits
-from engine.retry import RetryPolicy
+from engine._config import ApiConfig
+from engine._download import Downloader
+from engine._errors import OutputExpiredError, StorageError
+from engine._gateway import Gateway
+from engine._http import TrustedHostAuth
+from engine._limits import Budget, Limits
+from engine._retry import RetryPolicy
 from jobs.model import ModelRef
 from tests.support import sha256_of
 
@@ -252,7 +253,7 @@ async def test_the_token_never_goes_to_a_foreign_host(
 
 
 def test_only_the_api_origin_and_replicate_delivery_are_trusted() -> None:
-    auth = _TrustedHostAuth("r8_x", "https://api.replicate.com")
+    auth = TrustedHostAuth("r8_x", "https://api.replicate.com")
     trusted = [
         "https://api.replicate.com/v1/files/x",
         "https://replicate.delivery/pbxt/x.png",

@@ -8,14 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.state import (
+from engine._journal import (
     JobState,
     JournalRecord,
     Replay,
-    compacted_records,
-    journal_summary,
     replay,
 )
+from engine._status import journal_summary
 from jobs.model import JobStatus, OutputFile
 
 R = JournalRecord
@@ -281,9 +280,3 @@ def test_torn_final_line_equals_replay_without_it(journal: list[bytes], last: R)
     whole = replay(journal)
     assert torn.jobs == whole.jobs
     assert (torn.torn_lines, torn.records) == (1, whole.records)
-
-
-@given(journals)
-def test_compacted_records_replay_to_the_same_jobs(journal: list[bytes]) -> None:
-    result = replay(journal)
-    assert replay(r.to_line() for r in compacted_records(result)).jobs == result.jobs

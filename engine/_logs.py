@@ -1,0 +1,92 @@
+"""Configure structlog once, for the CLI, and keep secrets out of every event.
+
+Event names are stable and dotted (``api.call``, ``download.completed``, ``job.finished``);
+per-job context is bound with `structlog.contextvars`. `redact_secrets` is a processor that
+applies `engine._redact.redact` to every value of an event, for applications that configure
+structlog themselves.
+`configure_logging` masks the rendered line instead: one pass covers every value, key and
+traceback, at a fraction of the cost of walking each event.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping, MutableMapping
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+from engine._redact import redact
+
+__all__ = ["configure_logging", "redact_secrets"]
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if depth > 4:
+        return value
+    if isinstance(value, Mapping):
+        return {k: _scrub(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v, depth + 1) for v in value)
+    if isinstance(value, BaseException):
+        return redact(f"{type(value).__name__}: {value}")
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Mask token-looking strings in every value of the event (a structlog processor)."""
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def _redact_rendered(_logger: Any, _method: str, rendered: Any) -> Any:
+    # After the renderer: whatever reached the line (values, keys, tracebacks) is masked.
+    return redact(rendered) if isinstance(rendered, str) else rendered
+
+
+def configure_logging(
+    *,
+    json: bool,
+    level: int | str = logging.INFO,
+    file: Path | None = None,
+) -> TextIO | None:
+    """Configure structlog for the process: JSON lines or console, to stderr or a file.
+
+    Call once, from the CLI. ``level`` is a `logging` level or its name. A ``file`` is
+    opened for appending and returned: the caller owns it and closes it when the run ends
+    (after `structlog.reset_defaults()` or a new configuration). Without one, returns None.
+    """
+    if isinstance(level, str):
+        numeric = logging.getLevelNamesMapping().get(level.upper())
+        if numeric is None:
+            raise ValueError(f"unknown log level {level!r}")
+    else:
+        numeric = level
+    renderer: structlog.typing.Processor
+    if json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=file is None and sys.stderr.isatty())
+    stream: TextIO = file.open("a", encoding="utf-8") if file is not None else sys.stderr
+    processors: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    if json:
+        processors += [structlog.processors.dict_tracebacks]
+    processors += [renderer, _redact_rendered]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+    return stream if file is not None else None

@@ -1,0 +1,48 @@
+"""Check a manifest before any API call, once per version of the file.
+
+A manifest error must stop a run before it spends anything, so the CLI reads the whole
+manifest first. For a million-line manifest that read costs many seconds on every
+resume, although the file has not changed since the last run checked it. The check
+therefore leaves a stamp beside the journal (the manifest's path, size and mtime) and
+a later run with the same file skips the read. Manifests with ``@file`` inputs are
+always read again: the files they name may have changed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePath
+
+from engine._durable import write_durably
+from jobs import read_manifest
+
+__all__ = ["checked_job_count"]
+
+_STAMP = ".manifest-checked.json"
+
+
+def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
+    """Return the number of jobs in ``manifest``, reading it only when it changed.
+
+    Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
+    """
+    stat = manifest.stat()
+    identity = {
+        "path": str(manifest.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    stamp = stamp_dir / _STAMP
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("manifest") == identity:
+        return int(saved["jobs"])
+    count, local_files = 0, False
+    for job in read_manifest(manifest):
+        count += 1
+        local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
+    if not local_files:
+        write_durably(stamp, json.dumps({"manifest": identity, "jobs": count}).encode())
+    return count

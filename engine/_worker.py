@@ -1,0 +1,397 @@
+"""Carry one job through its life: create -> journal id -> wait -> download -> journal done.
+
+The order is what makes a run safe to kill at any moment: the prediction id reaches the
+journal (fsynced) before anything waits on it, and ``done`` is written only after every
+output file is verified and renamed into place.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+import anyio
+import structlog
+
+from engine._config import EngineConfig
+from engine._control import RunControl, Spending
+from engine._download import Downloader
+from engine._errors import (
+    ApiError,
+    AuthenticationError,
+    ConfigError,
+    DownloadError,
+    EngineError,
+    InvalidRequestError,
+    ModelError,
+    OutputExpiredError,
+    ServerError,
+    StorageError,
+    TransportError,
+)
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._journal import JobState, Journal, JournalRecord
+from engine._limits import PollPacer
+from engine._metadata import embed_output_metadata
+from engine._parts import is_stored
+from engine._prediction import Prediction, PredictionStatus
+from engine._reconcile import find_created_prediction
+from engine._retry import is_permanent_failure
+from engine._sidecar import store_sidecar
+from engine._stats import RunStats
+from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
+
+__all__ = ["WorkerContext", "run_job"]
+
+log = structlog.get_logger("engine.worker")
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """What every worker shares: gateway, downloader, journal, pacer, control and counters."""
+
+    config: EngineConfig
+    gateway: Gateway
+    downloader: Downloader
+    journal: Journal
+    pacer: PollPacer
+    control: RunControl
+    stats: RunStats
+    emit: Callable[[JobEvent], Awaitable[None]]
+    spending: Spending
+    in_flight: dict[str, str] = field(default_factory=dict)  # prediction id -> job key
+
+
+async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
+    """Run ``job`` to a final state, resuming from its journaled ``state``.
+
+    An API or network error that outlasted its retries ends only this job, as deferred:
+    the journal keeps what it knew, so the next run picks the job up where it stood. Errors
+    that concern the whole run (bad token or configuration, a journal that cannot be
+    written) stop the run.
+    """
+    with structlog.contextvars.bound_contextvars(job=job.key):
+        lifecycle = _Lifecycle(job, state, ctx)
+        try:
+            await lifecycle.run()
+        except (AuthenticationError, ConfigError, StorageError):
+            raise
+        except EngineError as exc:
+            prediction_id = lifecycle.waiting_on
+            log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
+            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc)))
+
+
+class _Lifecycle:
+    """The state machine of one job within one run."""
+
+    def __init__(self, job: Job, state: JobState | None, ctx: WorkerContext) -> None:
+        self.job = job
+        self.state = state
+        self.ctx = ctx
+        self.attempt = state.attempts if state else 0  # numbering continues across runs
+        self.tries = 0  # predictions created by this run, for --max-retries
+        # The create's answer is the first poll: a fast model may already be done.
+        self.created: Prediction | None = None
+        self.waiting_on: str | None = None  # the prediction whose wait failed, if one did
+
+    async def run(self) -> None:
+        ctx, job, state = self.ctx, self.job, self.state
+        prediction_id = self._resumable_prediction()
+        if prediction_id is None and state is not None and state.status is JobStatus.CREATING:
+            prediction_id = await self._reconcile(state)
+        while True:
+            if prediction_id is None:
+                prediction_id = await self._create()
+                if prediction_id is None:
+                    return
+            else:
+                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
+            try:
+                prediction = await self._wait(prediction_id)
+            except InvalidRequestError as exc:
+                if exc.status != 404:
+                    raise
+                # Unknown to this account (another token, a restarted emulator): its
+                # outputs can never be had. Like an expired output, only a new prediction
+                # brings them back.
+                log.warning("job.prediction_not_found", prediction_id=prediction_id)
+                self.waiting_on = None  # given up for good, not left for the next run
+                if not await self._retry_or_fail(prediction_id, exc):
+                    return
+                prediction_id = None
+                continue
+            if prediction is None:
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running")
+                )
+                return
+            if not await self._finish(prediction):
+                return
+            prediction_id = None
+
+    def _resumable_prediction(self) -> str | None:
+        state = self.state
+        if state is None or state.prediction_id is None:
+            return None
+        if state.status in (JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.DONE):
+            return state.prediction_id
+        return None
+
+    async def _journal(self, record: JournalRecord, *, durable: bool = False) -> None:
+        await self.ctx.journal.append(record, durable=durable)
+
+    # -- create --------------------------------------------------------------------------
+
+    async def _create(self) -> str | None:
+        """Create a prediction and journal its id durably; None when it cannot be had.
+
+        A create that failed in a way that may have stored the prediction (a 5xx, a
+        connection lost after sending) is followed by a look at the prediction list
+        before paying again. At most ``call_attempts`` creates are tried.
+        """
+        ctx, job = self.ctx, self.job
+        digest = input_digest(job.input)
+        first_uncertain: float | None = None
+        error: EngineError | None = None
+        for _ in range(ctx.config.call_attempts):
+            if ctx.control.stop_creating or not ctx.spending.reserve_create():
+                await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
+                return None
+            self.attempt += 1
+            self.tries += 1
+            sent_at = time.time()
+            # Durable before sending: after a kill, this record is how the next run knows
+            # to look for the prediction instead of paying for a second one.
+            await self._journal(
+                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
+                durable=True,
+            )
+            try:
+                prediction = await ctx.gateway.create(job.model, job.input)
+            except (AuthenticationError, ConfigError):
+                raise  # the whole run is misconfigured: stop it, loudly and early
+            except (ApiError, TransportError) as exc:
+                if isinstance(exc, ApiError) and exc.permanent:
+                    await self._fail(None, exc, permanent=True)
+                    return None
+                if _maybe_stored(exc):
+                    first_uncertain = first_uncertain or sent_at
+                    found = await self._find_orphan(digest, first_uncertain)
+                    if found is not None:
+                        await ctx.emit(
+                            JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
+                        )
+                        return found
+                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                error = exc
+                continue
+            # In flight from this moment: a Ctrl-C that lands while the id is being
+            # journaled must still cancel this prediction on exit.
+            ctx.in_flight[prediction.id] = job.key
+            await self._journal(
+                JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
+                durable=True,
+            )
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
+            self.created = prediction
+            return prediction.id
+        assert error is not None  # the loop only falls through after an error
+        await self._fail(None, error, permanent=False)
+        return None
+
+    async def _find_orphan(self, digest: str, since: float) -> str | None:
+        """Find (and journal) a prediction the server stored though we never saw its id."""
+        found = await find_created_prediction(self.ctx.gateway, self.job.model, digest, since)
+        if found is not None:
+            log.info("job.reconciled", prediction_id=found)
+            record = JournalRecord.created(self.job.key, prediction_id=found, attempt=self.attempt)
+            await self._journal(record, durable=True)
+        return found
+
+    async def _reconcile(self, state: JobState) -> str | None:
+        """After a crash between sending a create and journaling its id, find that prediction."""
+        since = state.creating_since or 0.0
+        digest = state.input_digest or input_digest(self.job.input)
+        return await self._find_orphan(digest, since)
+
+    # -- wait ----------------------------------------------------------------------------
+
+    async def _wait(self, prediction_id: str) -> Prediction | None:
+        """Poll until terminal, sharing the read budget; None when the run is interrupted."""
+        ctx = self.ctx
+        ctx.in_flight[prediction_id] = self.job.key
+        try:
+            prediction = await self._poll(prediction_id)
+        except EngineError:
+            # This run stops watching it (the next one re-attaches): exit must not cancel it.
+            ctx.in_flight.pop(prediction_id, None)
+            self.waiting_on = prediction_id
+            raise
+        return prediction
+
+    async def _poll(self, prediction_id: str) -> Prediction | None:
+        ctx = self.ctx
+        started = time.monotonic()
+        timeout = ctx.config.job_timeout
+        with ctx.pacer.track():
+            while True:
+                known, self.created = self.created, None
+                if known is not None and known.id == prediction_id:
+                    prediction = known
+                else:
+                    prediction = await ctx.gateway.get(prediction_id)
+                if prediction.status.terminal:
+                    ctx.in_flight.pop(prediction_id, None)
+                    ctx.stats.prediction_seconds.append(time.monotonic() - started)
+                    return prediction
+                if ctx.control.interrupted:
+                    return None
+                if timeout is not None and time.monotonic() - started > timeout:
+                    log.warning("job.timeout", prediction_id=prediction_id, timeout=timeout)
+                    canceled = await ctx.gateway.cancel(prediction_id)
+                    ctx.in_flight.pop(prediction_id, None)
+                    return canceled
+                with anyio.move_on_after(ctx.pacer.interval(time.monotonic() - started)):
+                    await ctx.control.wait_changed()
+
+    # -- finish --------------------------------------------------------------------------
+
+    async def _finish(self, prediction: Prediction) -> bool:
+        """Handle a terminal prediction; return True when a new attempt should follow."""
+        ctx, job = self.ctx, self.job
+        ctx.spending.add_predict_time(prediction.predict_time)
+        ctx.spending.add_usage(job, prediction)
+        if prediction.status is PredictionStatus.SUCCEEDED:
+            await self._journal(
+                JournalRecord.succeeded(
+                    job.key,
+                    prediction_id=prediction.id,
+                    outputs=None,
+                    predict_time=prediction.predict_time,
+                )
+            )
+            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id))
+            try:
+                files = await self._download(prediction)
+            except OutputExpiredError as exc:
+                # Gone from Replicate: only a new prediction can bring the files back.
+                return await self._retry_or_fail(prediction.id, exc)
+            except StorageError as exc:
+                # The disk refuses: creating more would pay for outputs we cannot keep.
+                # The job stays "succeeded" in the journal, so the next run downloads it.
+                ctx.control.drain(f"storage error: {exc}")
+                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                return False
+            except DownloadError as exc:
+                # Still on Replicate: stay "succeeded" so the next run fetches it, paid once.
+                log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
+                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                return False
+            # After the files, before done: a run killed in between writes it on resume.
+            await self._sidecar(prediction, files)
+            await self._journal(
+                JournalRecord.done(
+                    job.key, prediction_id=prediction.id, predict_time=prediction.predict_time
+                ),
+                durable=True,
+            )
+            total = sum(f.size for f in files)
+            await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
+            return False
+        await self._sidecar(prediction)  # failed or canceled: the error and logs, no files
+        if prediction.status is PredictionStatus.FAILED:
+            permanent = is_permanent_failure(prediction.error)
+            error = ModelError(prediction, permanent=permanent)
+            if permanent:
+                await self._fail(prediction.id, error, permanent=True)
+                return False
+            return await self._retry_or_fail(prediction.id, error)
+        # canceled or aborted: by us (timeout) or on Replicate; either way not retried blindly
+        why = "timeout" if ctx.config.job_timeout else "canceled"
+        await self._journal(
+            JournalRecord.canceled(job.key, prediction_id=prediction.id, why=why), durable=True
+        )
+        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
+        return False
+
+    async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
+        if self.ctx.config.sidecars:
+            await store_sidecar(self.ctx.config.output_dir, self.job, prediction, files or ())
+
+    async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
+        if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
+            await self._journal(self._failed(prediction_id, exc, permanent=False))
+            await self.ctx.emit(
+                JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))
+            )
+            return True
+        await self._fail(prediction_id, exc, permanent=False)
+        return False
+
+    async def _fail(self, prediction_id: str | None, exc: Exception, *, permanent: bool) -> None:
+        await self._journal(self._failed(prediction_id, exc, permanent=permanent), durable=True)
+        log.warning("job.failed", prediction_id=prediction_id, error=str(exc), permanent=permanent)
+        await self.ctx.emit(JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc)))
+
+    def _failed(
+        self, prediction_id: str | None, exc: Exception, *, permanent: bool
+    ) -> JournalRecord:
+        return JournalRecord.failed(
+            self.job.key,
+            prediction_id=prediction_id,
+            error=str(exc),
+            error_class=type(exc).__name__,
+            permanent=permanent,
+            attempt=self.attempt,
+        )
+
+    # -- download ------------------------------------------------------------------------
+
+    async def _download(self, prediction: Prediction) -> list[OutputFile]:
+        """Store every output, skipping files already verified on disk by an earlier run."""
+        ctx, job = self.ctx, self.job
+        items = normalise_output(prediction.output)
+        if not items and prediction.data_removed:
+            raise OutputExpiredError(f"outputs of prediction {prediction.id} were removed")
+        planned = plan_outputs(job, items)  # names, and local names inside JSON documents
+        have = {f.name: f for f in (self.state.files if self.state else ())}
+        stored: list[OutputFile] = []
+        for item, name in ((p.item, p.name) for p in planned):
+            dest = ctx.config.output_dir / name
+            known = have.get(name)
+            if known is not None and is_stored(dest, known.size):
+                # The journal keeps no URL: this prediction's is the file's source.
+                stored.append(replace(known, url=item.url))
+                continue
+            started = time.monotonic()
+            if item.url is not None:
+                result = await ctx.downloader.fetch(item.url, dest, name=name)
+            else:
+                result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
+            size, sha256 = result.size, result.sha256
+            if ctx.config.embed_metadata:  # before the file is journaled: its final hash
+                size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
+            stored_file = OutputFile(name, size, sha256, item.url, result.content_type)
+            ctx.stats.download_seconds.append(time.monotonic() - started)
+            await self._journal(
+                JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
+            )
+            await ctx.emit(
+                JobEvent(job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size)
+            )
+            stored.append(stored_file)
+        return stored
+
+
+def _maybe_stored(exc: EngineError) -> bool:
+    """Tell whether a failed create may still have stored (and billed) a prediction."""
+    return isinstance(exc, ServerError) or (isinstance(exc, TransportError) and exc.sent)
+
+
+def _why(exc: BaseException) -> str:
+    """Return ``ErrorClass: message`` for events and the report (no secrets by construction)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}"[:300]
