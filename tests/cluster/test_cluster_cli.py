@@ -108,3 +108,20 @@ def test_run_wide_budgets_are_refused_with_redis(
     assert code == 2
     assert "--deadline, --max-predictions cannot be used with --redis" in text
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
+
+
+def test_redis_without_its_extra_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    # As if redis-py were not installed: the import fails the way a missing package does.
+    probe = (
+        "import sys\n"
+        "sys.modules['redis'] = None\n"
+        "from engine.cli import main\n"
+        "sys.exit(main(['status', '--redis', 'redis://127.0.0.1:1/0', '--run', 'x']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --redis needs the redis extra: pip install 'replicate-batch-engine[redis]'"
+    ]
