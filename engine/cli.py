@@ -21,6 +21,13 @@ import click
 from rich.console import Console
 
 from engine._cli_run import api_config, run_batch
+from engine._cluster._args import (
+    REDIS_EXTRA_HINT,
+    RUN_ONLY_FLAGS,
+    lease_options,
+    redis_options,
+    workers_option,
+)
 from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_path
 from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
@@ -29,7 +36,13 @@ from engine._journal import load_journal
 from engine._precheck import check_only_ids, checked_job_count
 from engine._pricing import PriceTable, load_prices
 from engine._redact import redact
-from engine._settings import config_option, given_settings, option, setting_options
+from engine._settings import (
+    RUN_SETTINGS,
+    config_option,
+    given_settings,
+    option,
+    setting_options,
+)
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from jobs import ManifestError
 
@@ -191,6 +204,7 @@ def _split_only(
         "replicate-batch run manifests/example.yaml --emulator",
         "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
         "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
+        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night --workers 3",
     )
 )
 @_manifest
@@ -246,14 +260,20 @@ def _split_only(
     show_default="gallery on",
     help="Do not write index.html beside the outputs at the end of the run.",
 )
+@redis_options(required=False, what="Share the run with other processes through Redis")
+@workers_option
+@lease_options
 @_logging_options
 @click.pass_context
 def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     """Run a YAML or JSONL manifest; run it again to resume.
 
     Finished jobs are skipped, journaled predictions re-attached, nothing is paid twice.
+    With --redis, other machines join with 'worker' (see docs/scale-out.md).
     """
     output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["redis_url"] or options["run_name"]:
+        return _run_on_redis(ctx, manifest, output_dir, options)
     if options["dry_run"]:
         return _validate(manifest, output_dir, options, given_settings(ctx))
     if options["max_spend"] is not None and options["prices"] is None:
@@ -297,6 +317,206 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     if not options["no_gallery"]:
         _write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
     return summary.exit_code
+
+
+def _cluster_cli() -> Any:
+    """Import the Redis commands (and so redis-py): only a command that uses --redis does."""
+    try:
+        from engine._cluster import _cli  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis" and not (exc.name or "").startswith("redis."):
+            raise
+        raise _Stop(REDIS_EXTRA_HINT) from None
+    return _cli
+
+
+def _cluster_call(func: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+    try:
+        return func(*args, **kwargs)
+    except (AuthenticationError, ConfigError) as exc:
+        raise _Stop(str(exc)) from None
+
+
+def _cluster_options(options: dict[str, Any]) -> Any:
+    from engine._cluster._worker import ClusterOptions  # noqa: PLC0415 - imports redis
+
+    return ClusterOptions(
+        options["redis_url"], options["run_name"], lease=options["lease"], settle=options["settle"]
+    )
+
+
+def _run_on_redis(
+    ctx: click.Context, manifest: Path, output_dir: Path, options: dict[str, Any]
+) -> int:
+    """``run --redis``: submit the manifest, work it with --workers processes here."""
+    if not (options["redis_url"] and options["run_name"]):
+        raise _Stop("--redis needs --run NAME (and --run needs --redis URL)")
+    settings = given_settings(ctx)
+    fields = {s.param: s.field for s in RUN_SETTINGS}
+    refused = [
+        flag
+        for name, flag in RUN_ONLY_FLAGS.items()
+        if (settings.get(fields[name]) if name in fields else options.get(name))
+    ]
+    if refused:
+        raise _Stop(f"{', '.join(refused)} cannot be used with --redis yet")
+    cluster = _cluster_cli()
+    with ExitStack() as stack:
+        cluster.configure_cluster_logging(
+            stack,
+            quiet=options["quiet"],
+            verbose=options["verbose"],
+            json_logs=options["json_logs"],
+        )
+        total = _checked_total(manifest, journal_path(output_dir).parent)
+        config = _engine_config(
+            output_dir=output_dir,
+            sidecars=not options["no_sidecars"],
+            embed_metadata=options["embed_metadata"],
+            **settings,
+        )
+        worker_args = [
+            *(["-q"] if options["quiet"] else []),
+            *(["-v"] if options["verbose"] else []),
+            *(["--json-logs", str(options["json_logs"])] if options["json_logs"] else []),
+        ]
+        return _cluster_call(
+            cluster.run_on_redis,
+            manifest,
+            config,
+            _cluster_options(options),
+            workers=options["workers"],
+            total=total,
+            worker_args=worker_args,
+        )
+
+
+def _engine_config(**kwargs: Any) -> EngineConfig:
+    try:
+        return EngineConfig(api=ApiConfig.from_env(os.environ), **kwargs)
+    except ConfigError as exc:
+        raise _Stop(str(exc)) from None
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/",
+        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/ "
+        "--concurrency 8 --json-logs worker.log",
+        codes="""
+\b
+Exit codes:
+  0    the run is complete: every job this worker took is done
+  1    some jobs this worker took are not done (failed, canceled, deferred)
+  2    usage or configuration error, or Redis cannot be reached
+  130  interrupted (Ctrl-C or SIGTERM here, or on the run's submitting process)""",
+    )
+)
+@redis_options(required=True, what="The Redis the run is coordinated through")
+@option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Where this machine writes outputs (and its own journal under .cluster/).",
+)
+@setting_options(
+    "concurrency",
+    "rate-limit",
+    "read-rate-limit",
+    "max-retries",
+    "poll-interval",
+    "job-timeout",
+    "retry-failed",
+)
+@config_option()
+@option(
+    "--embed-metadata",
+    is_flag=True,
+    show_default="off",
+    help="Write the prompt and parameters into PNG (JPEG/WebP with the images extra) outputs.",
+)
+@option(
+    "--no-sidecars",
+    "no_sidecars",
+    is_flag=True,
+    show_default="sidecars on",
+    help="Do not write {stem}.info.json (provenance) beside each job's outputs.",
+)
+@lease_options
+@option("-q", "--quiet", is_flag=True, show_default="off", help="Log only errors.")
+@option("-v", "--verbose", is_flag=True, show_default="off", help="Log debug events too.")
+@option(
+    "--json-logs",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="standard error",
+    metavar="PATH",
+    help="Append the JSON log lines to PATH.",
+)
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> int:
+    """Join a run coordinated by Redis: take its jobs until every one has an outcome.
+
+    Start the run with 'run MANIFEST --redis URL --run NAME'; a worker may join before or
+    after. The rate limits are the account's, shared by every worker through Redis.
+    """
+    cluster = _cluster_cli()
+    with ExitStack() as stack:
+        cluster.configure_cluster_logging(
+            stack,
+            quiet=options["quiet"],
+            verbose=options["verbose"],
+            json_logs=options["json_logs"],
+        )
+        config = _engine_config(
+            output_dir=options["output_dir"],
+            sidecars=not options["no_sidecars"],
+            embed_metadata=options["embed_metadata"],
+            **given_settings(ctx),
+        )
+        result: int = _cluster_call(cluster.serve_on_redis, config, _cluster_options(options))
+        return result
+
+
+@cli.group(
+    epilog=_epilog(
+        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "--output night.jsonl",
+    )
+)
+def journal() -> None:
+    """Journal tools: write a Redis run's state as a standard journal."""
+
+
+@journal.command(
+    "export",
+    epilog=_epilog(
+        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "--output night.jsonl",
+        "replicate-batch run night.jsonl --state night.jsonl --output-dir out/",
+        codes="""
+\b
+Exit codes:
+  0    the journal was written
+  2    usage error, Redis cannot be reached, or the file cannot be written""",
+    ),
+)
+@redis_options(required=True, what="The Redis the run is coordinated through")
+@option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    metavar="JOURNAL",
+    help="Write the journal here (atomically); 'run --state JOURNAL' resumes from it.",
+)
+def journal_export(redis_url: str, run_name: str, output: Path) -> int:
+    """Write a standard journal of a Redis run: every job's records, no network to Replicate.
+
+    A single-machine 'run --state JOURNAL' then finishes what the cluster started.
+    """
+    cluster = _cluster_cli()
+    result: int = _cluster_call(cluster.export_from_redis, redis_url, run_name, output)
+    return result
 
 
 def _api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:
@@ -412,22 +632,46 @@ def _validate(
     epilog=_epilog(
         "replicate-batch status manifests/example.yaml",
         "replicate-batch status outputs/example/journal.jsonl --json",
+        "replicate-batch status --redis redis://host:6379/0 --run night",
         codes="""
 \b
 Exit codes:
-  0    every job in the journal is done
+  0    every job in the journal (or the Redis run) is done
   1    some jobs are not done (running, failed, canceled)
-  2    no journal there""",
+  2    no journal there, or Redis cannot be reached""",
     )
 )
 @click.argument(
-    "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
+    "target",
+    metavar="[MANIFEST_OR_JOURNAL]",
+    required=False,
+    type=click.Path(path_type=Path, dir_okay=False),
 )
 @_output_dir
 @_state
 @option("--json", "as_json", is_flag=True, show_default="off", help="Print the counts as JSON.")
-def status(target: Path, output_dir: Path | None, state: Path | None, as_json: bool) -> int:
-    """Count jobs by status and list the failures, from the journal alone (no network)."""
+@redis_options(required=False, what="Count the whole run from Redis instead of a journal")
+def status(
+    target: Path | None,
+    *,
+    output_dir: Path | None,
+    state: Path | None,
+    as_json: bool,
+    redis_url: str | None,
+    run_name: str | None,
+) -> int:
+    """Count jobs by status and list the failures, from the journal alone (no network).
+
+    With --redis and --run: the whole run's counts, workers and queue, from Redis.
+    """
+    if redis_url or run_name:
+        if not (redis_url and run_name):
+            raise _Stop("status --redis needs --run NAME (and --run needs --redis URL)")
+        cluster = _cluster_cli()
+        with _reader_may_leave():
+            return _cluster_call(cluster.status_on_redis, redis_url, run_name, as_json=as_json)
+    if target is None:
+        raise _Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
     journal = resolve_journal(target, state, output_dir)
     if not journal.exists():
         raise _Stop(f"no journal at {journal.resolve()}")
