@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine._errors import ConfigError
+from jobs.names import ENGINE_FILES
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -25,7 +26,7 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
-JOURNAL_NAME = "journal.jsonl"
+JOURNAL_NAME = ENGINE_FILES.journal
 
 
 def default_output_dir(manifest: Path) -> Path:
@@ -120,7 +121,7 @@ class EngineConfig:
 
     api: ApiConfig = field(default_factory=ApiConfig)
     output_dir: Path = Path("outputs")
-    state_path: Path | None = None  # default: output_dir / "journal.jsonl"
+    state_path: Path | None = None  # default: output_dir / ENGINE_FILES.journal
     concurrency: int = 32
     create_rate: float = 600.0
     read_rate: float = 3000.0

@@ -14,6 +14,7 @@ from rich.table import Table
 from engine._events import JobEvent
 from engine._report import RunSummary
 from engine._stats import RunStats
+from jobs import ENGINE_FILES
 
 __all__ = ["Progress", "render_summary"]
 
@@ -68,7 +69,7 @@ def render_summary(
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
         console.print(f"failed jobs: {shown}{more}")
-    console.print(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+    console.print(f"outputs in {output_dir}/ ; report in {output_dir / ENGINE_FILES.report}")
 
 
 def _jobs_row(reached: int, manifest_jobs: int | None) -> str:

@@ -14,11 +14,11 @@ import json
 from pathlib import Path, PurePath
 
 from engine._durable import write_durably
-from jobs import read_manifest
+from jobs import ENGINE_FILES, read_manifest
 
 __all__ = ["checked_job_count"]
 
-_STAMP = ".manifest-checked.json"
+_STAMP = ENGINE_FILES.stamp
 
 
 def checked_job_count(manifest: Path, stamp_dir: Path) -> int:

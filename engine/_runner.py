@@ -31,7 +31,7 @@ from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats
 from engine._worker import WorkerContext, run_job
-from jobs import Job, JobStatus
+from jobs import ENGINE_FILES, Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
 
@@ -150,7 +150,7 @@ async def _run(
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
     )
-    write_report(summary, config.output_dir / "report.json")
+    write_report(summary, config.output_dir / ENGINE_FILES.report)
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
