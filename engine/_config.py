@@ -136,6 +136,9 @@ class EngineConfig:
     retry_failed: bool = False
     only: frozenset[str] = frozenset()
     cancel_on_exit: bool = False
+    # The manifest the jobs come from: recorded in the journal's run header, so a journal
+    # written for another manifest is noticed (each job's input is compared anyway).
+    manifest: Path | None = None
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 

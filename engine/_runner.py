@@ -24,7 +24,7 @@ from engine._errors import EngineError
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
-from engine._journal import JobState, Journal, JournalRecord, load_journal
+from engine._journal import JobState, Journal, JournalLock, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
 from engine._parts import is_stored
 from engine._report import RunSummary, write_report
@@ -76,6 +76,23 @@ async def _run(
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
+    # Locked before the replay: a run that replayed while another was still appending
+    # would create again what the other created after the replay.
+    lock = JournalLock(config.journal_path)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        return await _run_locked(jobs, config, control=control, on_event=on_event)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None,
+    on_event: EventHook | None,
+) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
     spending = Spending(
@@ -85,6 +102,11 @@ async def _run(
     )
     replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     states = replay.jobs
+    manifest = str(config.manifest.resolve()) if config.manifest is not None else None
+    if manifest is not None and replay.manifest not in (None, manifest):
+        # Keys alone do not say the jobs are the same: each job's input digest is
+        # compared below, and the jobs that differ are named one by one.
+        log.warning("journal.other_manifest", journal_manifest=replay.manifest, manifest=manifest)
     limits = Limits.from_config(config)
     policy = RetryPolicy.from_config(config)
     api = replace(config.api, cancel_after=config.job_timeout) if config.job_timeout else config.api
@@ -106,7 +128,12 @@ async def _run(
                 await result
 
     async with (
-        Journal(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
+        Journal(
+            config.journal_path,
+            flush_interval=config.journal_flush_interval,
+            locked=True,
+            manifest=manifest,
+        ) as journal,
         Gateway(api, limits, policy) as gateway,
         Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
     ):

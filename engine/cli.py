@@ -181,6 +181,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             retry_failed=args.retry_failed,
             only=frozenset(args.only),
             cancel_on_exit=args.cancel_on_exit,
+            manifest=args.manifest,
             **{name: value for name, value in given.items() if value is not None},
         )
         summary = _run_batch(args.manifest, config, total, live=live)

@@ -54,11 +54,12 @@ SHORT: Final[dict[str, str]] = {
     "error_class": "cls",
     "permanent": "perm",
     "why": "why",  # why a job was canceled
+    "manifest": "m",  # run header: the manifest's resolved path (added in 0.x; may be absent)
 }
 
 # Which attributes each event carries (besides key, event, ts), in the order written.
 FIELDS: Final[dict[JournalEvent, tuple[str, ...]]] = {
-    JournalEvent.RUN: ("version",),
+    JournalEvent.RUN: ("version", "manifest"),
     JournalEvent.CREATING: ("attempt", "input_digest"),
     JournalEvent.CREATED: ("prediction_id", "attempt"),
     JournalEvent.SUCCEEDED: ("prediction_id", "outputs", "predict_time"),
@@ -103,11 +104,12 @@ class JournalRecord:
     permanent: bool | None = None
     why: str | None = None
     version: int | None = None
+    manifest: str | None = None
 
     @classmethod
-    def run(cls, *, ts: float | None = None) -> Self:
-        """Return the header written each time a journal is opened."""
-        return cls("", JournalEvent.RUN, _ts(ts), version=FORMAT_VERSION)
+    def run(cls, *, manifest: str | None = None, ts: float | None = None) -> Self:
+        """Return the header written each time a journal is opened (``manifest``: its path)."""
+        return cls("", JournalEvent.RUN, _ts(ts), version=FORMAT_VERSION, manifest=manifest)
 
     @classmethod
     def creating(

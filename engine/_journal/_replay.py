@@ -34,6 +34,7 @@ _A, _IH, _P = SHORT["attempt"], SHORT["input_digest"], SHORT["prediction_id"]
 _O, _PT = SHORT["outputs"], SHORT["predict_time"]
 _N, _SZ, _SHA = SHORT["name"], SHORT["size"], SHORT["sha256"]
 _ERR, _CLS, _PERM, _WHY = SHORT["error"], SHORT["error_class"], SHORT["permanent"], SHORT["why"]
+_M = SHORT["manifest"]
 _EV = JournalEvent
 _RUN, _CREATING, _CREATED = _EV.RUN.value, _EV.CREATING.value, _EV.CREATED.value
 _SUCCEEDED, _FILE, _DONE = _EV.SUCCEEDED.value, _EV.FILE.value, _EV.DONE.value
@@ -74,6 +75,7 @@ class Replay:
     runs: int = 0  # how many times the journal was opened
     torn_lines: int = 0  # partial lines left by a kill mid-write
     corrupt_lines: int = 0  # any other line that is not a valid record
+    manifest: str | None = None  # the manifest the last run header names (None: unsaid)
 
 
 _S = JobStatus
@@ -220,7 +222,9 @@ class _Replayer:
     def __init__(self, start: Replay | None) -> None:
         self.jobs: dict[str, _Fold] = {}
         self.records = self.runs = self.torn = self.corrupt = 0
+        self.manifest: str | None = None
         if start is not None:
+            self.manifest = start.manifest
             self.jobs = {key: _Fold.thaw(state) for key, state in start.jobs.items()}
             self.records, self.runs = start.records, start.runs
             self.torn, self.corrupt = start.torn_lines, start.corrupt_lines
@@ -241,6 +245,9 @@ class _Replayer:
                 key = check(obj[_K])
                 if obj[_E] == _RUN:
                     self.runs += 1
+                    manifest = obj.get(_M)
+                    if isinstance(manifest, str):
+                        self.manifest = manifest
                     if self.bad is not None:
                         self.torn += 1
                         self.bad = None
@@ -277,7 +284,8 @@ class _Replayer:
         for key, st in jobs.items():
             st.freeze(key)  # in place: the mapping now holds the states
         self.jobs = {}
-        return Replay(cast(dict[str, JobState], jobs), self.records, self.runs, torn, corrupt)
+        states = cast(dict[str, JobState], jobs)
+        return Replay(states, self.records, self.runs, torn, corrupt, self.manifest)
 
 
 def replay(lines: Iterable[str | bytes], start: Replay | None = None) -> Replay:
