@@ -239,9 +239,25 @@ def _skipped(state: JobState, config: EngineConfig) -> JobEvent | None:
         is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
         return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done")
-    if status in _GAVE_UP and not config.retry_failed:
+    if status in _GAVE_UP and not config.retry_failed and not _not_the_jobs_fault(state):
         return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed")
     return None
+
+
+def _not_the_jobs_fault(state: JobState) -> bool:
+    """Tell whether a failure was about the account or the network, not the job.
+
+    Such a job never got a prediction (the create itself was refused: 402 insufficient
+    credit, connection refused, 5xx or 429 past every retry), and the failure was not
+    permanent. A plain re-run creates it again once the credit or the network is back;
+    ``--retry-failed`` is for jobs whose prediction failed. Read from fields every
+    journal has, so journals written before this rule are read by it too.
+    """
+    return (
+        state.status is JobStatus.FAILED
+        and state.prediction_id is None
+        and not state.permanent
+    )
 
 
 async def _work(

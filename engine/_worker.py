@@ -45,6 +45,8 @@ __all__ = ["WorkerContext", "run_job"]
 
 log = structlog.get_logger("engine.worker")
 
+_PAYMENT_REQUIRED = 402  # Replicate's "insufficient credit" on a create
+
 
 @dataclass(slots=True)
 class WorkerContext:
@@ -172,6 +174,12 @@ class _Lifecycle:
             except (AuthenticationError, ConfigError):
                 raise  # the whole run is misconfigured: stop it, loudly and early
             except (ApiError, TransportError) as exc:
+                if isinstance(exc, ApiError) and exc.status == _PAYMENT_REQUIRED:
+                    # The account, not the job: every create would be refused alike. Stop
+                    # creating; journaled as not permanent, the next run creates it again.
+                    ctx.control.drain(f"insufficient credit: {exc}")
+                    await self._fail(None, exc, permanent=False)
+                    return None
                 if isinstance(exc, ApiError) and exc.permanent:
                     await self._fail(None, exc, permanent=True)
                     return None
