@@ -253,11 +253,7 @@ def _not_the_jobs_fault(state: JobState) -> bool:
     ``--retry-failed`` is for jobs whose prediction failed. Read from fields every
     journal has, so journals written before this rule are read by it too.
     """
-    return (
-        state.status is JobStatus.FAILED
-        and state.prediction_id is None
-        and not state.permanent
-    )
+    return state.status is JobStatus.FAILED and state.prediction_id is None and not state.permanent
 
 
 async def _work(
