@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from engine._errors import ConfigError
 from jobs.names import ENGINE_FILES
@@ -139,6 +140,9 @@ class EngineConfig:
     # The manifest the jobs come from: recorded in the journal's run header, so a journal
     # written for another manifest is noticed (each job's input is compared anyway).
     manifest: Path | None = None
+    # A job with an explicit id whose model or input changed since the journal saw it:
+    # "rerun" it (old outputs renamed aside) or only "report" it (exit 1).
+    on_changed: Literal["rerun", "report"] = "rerun"
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
@@ -147,6 +151,8 @@ class EngineConfig:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.create_rate <= 0 or self.read_rate <= 0:
             raise ConfigError("rate limits must be positive requests per minute")
+        if self.on_changed not in ("rerun", "report"):
+            raise ConfigError(f"on_changed must be 'rerun' or 'report', got {self.on_changed!r}")
         if self.prediction_retries < 0:
             raise ConfigError(
                 f"prediction_retries must be 0 or more, got {self.prediction_retries}"

@@ -69,6 +69,13 @@ def render_summary(
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
         console.print(f"failed jobs: {shown}{more}")
+    for keys, what in (
+        (summary.changed_keys, "changed since done, re-run (old outputs kept as *.before-*)"),
+        (summary.stale_keys, "changed since done, NOT re-run (--on-changed report)"),
+    ):
+        if keys:
+            more = f" (+{len(keys) - 20} more)" if len(keys) > 20 else ""
+            console.print(f"{what}: {', '.join(keys[:20])}{more}")
     console.print(f"outputs in {output_dir}/ ; report in {output_dir / ENGINE_FILES.report}")
 
 

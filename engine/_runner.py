@@ -17,6 +17,7 @@ import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from engine._changed import has_changed, keep_aside
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
@@ -44,7 +45,9 @@ _RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEED
 _GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without --retry-failed
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
-_QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
+_QUIET_EVENTS = frozenset(
+    {JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED, JobEventKind.CHANGED}
+)  # CHANGED: `_changed` logs its own warning, with the files kept aside
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
@@ -201,11 +204,28 @@ async def _produce(
                 continue
             ctx.stats.total += 1
             state = states.get(job.key)
+            if state is not None and job.explicit_id and has_changed(job, state):
+                state = await _changed(job, state, config, ctx)
             skipped = None if state is None else _skipped(state, config)
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
             await send.send((job, state))
+
+
+async def _changed(
+    job: Job, state: JobState, config: EngineConfig, ctx: WorkerContext
+) -> JobState | None:
+    """Act on a job whose model or input changed: the state to go on with (None: afresh)."""
+    if config.on_changed == "report":
+        log.warning("job.changed", job=job.key, action="report", status=str(state.status))
+        await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, "report"))
+        return state
+    kept = await anyio.to_thread.run_sync(keep_aside, config.output_dir, state)
+    log.warning("job.changed", job=job.key, action="rerun", kept_aside=kept or None)
+    detail = "rerun; old outputs kept as " + ", ".join(kept) if kept else "rerun"
+    await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, detail))
+    return None
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:

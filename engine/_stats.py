@@ -53,6 +53,8 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # re-run after a change
+    stale: list[str] = field(default_factory=list)  # changed, only reported
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
 
     def record(self, event: JobEvent) -> None:
@@ -77,6 +79,8 @@ class RunStats:
         elif kind is JobEventKind.REATTACHED:
             self.reattached += 1
             self.in_flight += 1
+        elif kind is JobEventKind.CHANGED:
+            (self.stale if event.detail.startswith("report") else self.changed).append(event.key)
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
@@ -155,4 +159,6 @@ class RunStats:
             failed_keys=failed_keys,
             interrupted=interrupted,
             stopped_reason=stopped_reason,
+            changed_keys=sorted(self.changed),
+            stale_keys=sorted(self.stale),
         )

@@ -39,7 +39,15 @@ from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
 from engine._stats import RunStats
-from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
+from jobs import (
+    Job,
+    JobStatus,
+    OutputFile,
+    input_digest,
+    job_key,
+    normalise_output,
+    plan_outputs,
+)
 
 __all__ = ["WorkerContext", "run_job"]
 
@@ -154,6 +162,8 @@ class _Lifecycle:
         """
         ctx, job = self.ctx, self.job
         digest = input_digest(job.input)
+        # An explicit id stays when the model or input changes: record what it asked for.
+        content = job_key(job.model, job.input) if job.explicit_id else None
         first_uncertain: float | None = None
         error: EngineError | None = None
         for _ in range(ctx.config.call_attempts):
@@ -166,7 +176,9 @@ class _Lifecycle:
             # Durable before sending: after a kill, this record is how the next run knows
             # to look for the prediction instead of paying for a second one.
             await self._journal(
-                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
+                JournalRecord.creating(
+                    job.key, attempt=self.attempt, input_digest=digest, content=content
+                ),
                 durable=True,
             )
             try:

@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-retries", type=_non_negative_int, default=None)
     run.add_argument("--retry-failed", action="store_true")
+    run.add_argument("--on-changed", choices=("rerun", "report"), default=None)
     run.add_argument("--only", nargs="+", default=(), metavar="ID")
     run.add_argument("--job-timeout", type=_positive_float, default=None, metavar="SECONDS")
     run.add_argument("--deadline", type=_positive_float, default=None, metavar="SECONDS")
@@ -169,6 +170,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             "read_rate": args.read_rate_limit,
             "prediction_retries": args.max_retries,
             "poll_interval": args.poll_interval,
+            "on_changed": args.on_changed,
         }
         config = EngineConfig(
             api=api,
