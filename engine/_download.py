@@ -355,6 +355,8 @@ class Downloader:
                             url=safe,
                         )
                     if not resume_at:
+                        if offset:  # If-Range did not match: the server sent it all again
+                            log.info("download.part_replaced", name=label, offset=offset)
                         source[:] = [PartSource.of(url, response.headers, total)]
                         start_part(dest, source[0], safe)
                     digest = hashlib.sha256()
