@@ -58,3 +58,26 @@ def test_an_output_named_like_another_jobs_sidecar_is_refused(emulator_server, t
     assert result.returncode == 2, result.stderr
     assert "line 1" in result.stderr
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}
+
+
+def test_the_engines_temporaries_stay_inside_its_reserved_names(emulator_server, tmp_path):
+    # ".report" is a valid output stem, so ".report.json.tmp" is a name its job owns: the
+    # report's temporary must not be that name (it is "report.json.<pid>.tmp").
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / ".report.json.tmp").symlink_to(victim)
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"id": ".report", "model": LLAMA, "input": {"prompt": "hi"}}]
+    )
+
+    result = run_cli(
+        "run", str(manifest), "--output-dir", "out", env=cli_env(emulator_server), cwd=tmp_path
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "precious"
+    assert (out / ENGINE_FILES.report).is_file()
+    assert (out / ".report.txt").is_file()
+    assert [p.name for p in out.glob("*.tmp")] == [".report.json.tmp"]  # only the planted one
