@@ -36,6 +36,7 @@ from jobs.names import ENGINE_FILES
 
 __all__ = [
     "PartSource",
+    "check_folders",
     "check_regular",
     "discard_part",
     "finish_part",
@@ -147,6 +148,22 @@ def check_regular(path: Path, url: str | None = None) -> None:
         raise _refuse(path, "a symlink", url)
     if not stat.S_ISREG(info.st_mode):
         raise _refuse(path, "not a regular file", url)
+
+
+def check_folders(root: Path, name: str) -> None:
+    """Raise `DownloadError` when a folder of ``name`` below ``root`` is a symlink.
+
+    An output ``a/b.png`` must land in ``root/a``, not wherever a link named ``a``
+    points. (A race with a link made after the check is not covered: that needs
+    ``openat`` relative to a folder descriptor all the way down.)
+    """
+    folder = root
+    for part in name.split("/")[:-1]:
+        folder = folder / part
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(folder.lstat().st_mode):
+                kind = "a symlink" if folder.is_symlink() else "not a folder"
+                raise _refuse(folder, kind, None)
 
 
 def open_part(path: Path, flags: int, url: str | None = None) -> int:

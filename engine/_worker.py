@@ -34,7 +34,7 @@ from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
-from engine._parts import is_stored
+from engine._parts import check_folders, is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
@@ -371,6 +371,8 @@ class _Lifecycle:
         stored: list[OutputFile] = []
         for item, name in ((p.item, p.name) for p in planned):
             dest = ctx.config.output_dir / name
+            if "/" in name:
+                check_folders(ctx.config.output_dir, name)
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
                 stored.append(known)

@@ -12,6 +12,7 @@ from engine import run_jobs
 from engine._http import ssl_context
 from jobs import read_manifest
 from tests.e2e.helpers import (
+    FLUX,
     VIDEO,
     engine_config,
     image_jobs,
@@ -70,3 +71,22 @@ async def test_an_output_replaced_by_a_symlink_is_refused_not_followed(emulator_
     assert "symlink" in str(again.common_errors)
     assert victim.read_bytes() == b"x" * (victim.stat().st_size)
     assert image.is_symlink()
+
+
+async def test_an_output_folder_that_is_a_symlink_is_refused(emulator_server, tmp_path):
+    jobs = [
+        {"id": "a", "model": FLUX, "input": {"prompt": "a"}, "output": "sub/a"},
+        {"id": "b", "model": FLUX, "input": {"prompt": "b"}},
+    ]
+    manifest = write_jsonl(tmp_path / "m.jsonl", jobs)
+    out = tmp_path / "out"
+    out.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "sub").symlink_to(elsewhere)
+
+    summary = await run_jobs(lambda: read_manifest(manifest), engine_config(emulator_server, out))
+
+    assert (summary.done, summary.failed_keys) == (1, ["a"])
+    assert "symlink" in str(summary.common_errors)
+    assert list(elsewhere.iterdir()) == []
