@@ -169,10 +169,14 @@ def check_folders(root: Path, name: str) -> None:
 def open_part(path: Path, flags: int, url: str | None = None) -> int:
     """Open ``path`` without following a symlink; refuse anything but a regular file."""
     try:
-        fd = os.open(path, flags | _NOFOLLOW, 0o666)
+        # O_NONBLOCK: opening a FIFO would otherwise wait for its other end; a regular
+        # file ignores the flag.
+        fd = os.open(path, flags | _NOFOLLOW | os.O_NONBLOCK, 0o666)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise _refuse(path, "a symlink", url) from exc
+        if exc.errno == errno.ENXIO:  # a FIFO without a reader
+            raise _refuse(path, "not a regular file", url) from exc
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)

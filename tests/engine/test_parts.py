@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import stamina
 
@@ -155,3 +157,17 @@ async def test_inline_outputs_refuse_a_symlinked_part(
     with pytest.raises(DownloadError, match="symlink"):
         await downloader.write_inline("hello", dest)
     assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("which", ["part", "output"])
+async def test_a_fifo_is_refused_without_blocking(
+    downloader: Downloader, api: ApiConfig, server: Any, tmp_path: Path, which: str
+) -> None:
+    # Opening a FIFO for writing would wait for a reader forever.
+    url = await video_url(api, server, "fifo")
+    dest = tmp_path / "out.mp4"
+    os.mkfifo(dest if which == "output" else dest.with_name("out.mp4.part"))
+    with anyio.fail_after(10), pytest.raises(DownloadError, match="not a regular file"):
+        await downloader.fetch(url, dest)
+    with anyio.fail_after(10), pytest.raises(DownloadError, match="not a regular file"):
+        await downloader.write_inline("text", dest)
