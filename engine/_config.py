@@ -10,9 +10,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from engine._errors import ConfigError
 from engine._pricing import PriceTable
+from jobs.names import ENGINE_FILES
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -26,7 +28,7 @@ __all__ = [
 
 DEFAULT_BASE_URL = "https://api.replicate.com"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
-JOURNAL_NAME = "journal.jsonl"
+JOURNAL_NAME = ENGINE_FILES.journal
 
 
 def default_output_dir(manifest: Path) -> Path:
@@ -124,7 +126,7 @@ class EngineConfig:
 
     api: ApiConfig = field(default_factory=ApiConfig)
     output_dir: Path = Path("outputs")
-    state_path: Path | None = None  # default: output_dir / "journal.jsonl"
+    state_path: Path | None = None  # default: output_dir / ENGINE_FILES.journal
     concurrency: int = 32
     create_rate: float = 600.0
     read_rate: float = 3000.0
@@ -143,6 +145,12 @@ class EngineConfig:
     embed_metadata: bool = False  # prompt and parameters inside image files
     prices: PriceTable | None = None  # the user's price table: money next to billable units
     max_spend: float | None = None  # stop creating once the priced spend reaches this
+    # The manifest the jobs come from: recorded in the journal's run header, so a journal
+    # written for another manifest is noticed (each job's input is compared anyway).
+    manifest: Path | None = None
+    # A job with an explicit id whose model or input changed since the journal saw it:
+    # "rerun" it (old outputs renamed aside) or only "report" it (exit 1).
+    on_changed: Literal["rerun", "report"] = "rerun"
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
@@ -151,6 +159,8 @@ class EngineConfig:
             raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.create_rate <= 0 or self.read_rate <= 0:
             raise ConfigError("rate limits must be positive requests per minute")
+        if self.on_changed not in ("rerun", "report"):
+            raise ConfigError(f"on_changed must be 'rerun' or 'report', got {self.on_changed!r}")
         if self.prediction_retries < 0:
             raise ConfigError(
                 f"prediction_retries must be 0 or more, got {self.prediction_retries}"

@@ -16,6 +16,7 @@ from engine._logs import get_logger
 from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
+from jobs import ENGINE_FILES
 
 __all__ = ["Progress", "render_summary"]
 
@@ -78,8 +79,15 @@ def render_summary(
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
         lines.append(f"failed jobs: {shown}{more}")
+    for keys, what in (
+        (summary.changed_keys, "changed since done, re-run (old outputs kept as *.before-*)"),
+        (summary.stale_keys, "changed since done, NOT re-run (--on-changed report)"),
+    ):
+        if keys:
+            more = f" (+{len(keys) - 20} more)" if len(keys) > 20 else ""
+            lines.append(f"{what}: {', '.join(keys[:20])}{more}")
     where = output_dir.resolve()
-    lines.append(f"outputs in {where}/ ; report in {where / 'report.json'}")
+    lines.append(f"outputs in {where}/ ; report in {where / ENGINE_FILES.report}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)
 

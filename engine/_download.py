@@ -4,7 +4,9 @@ A file is never visible under its final name until every byte is on disk: bytes 
 into ``name.part``, the size is checked against ``Content-Length``, the sha256 is computed
 on the way, the file and then its directory are fsynced around an atomic ``os.replace``.
 A cut transfer keeps its part, and the next attempt (or the next run) asks only for the
-missing bytes with ``Range``. Memory stays at one chunk plus the first 256 KiB whatever
+missing bytes with ``Range`` and ``If-Range``, when the part's recorded source (URL and
+validators, `engine._parts`) proves it is the start of the same file; otherwise the
+part is discarded. Memory stays at one chunk plus the first 256 KiB whatever
 the file's size.
 
 Every download starts with a ``Range`` request for its first 256 KiB on the event loop.
@@ -55,7 +57,18 @@ from engine._http import (
     ssl_context,
 )
 from engine._logs import get_logger
-from engine._parts import finish_part, part_path, storage_errors, write_part
+from engine._parts import (
+    PartSource,
+    check_regular,
+    discard_part,
+    finish_part,
+    open_part,
+    part_path,
+    resumable_source,
+    start_part,
+    storage_errors,
+    write_part,
+)
 from engine._redact import redact
 from engine._retry import RetryPolicy, retry_download
 from jobs.model import OutputFile
@@ -170,17 +183,24 @@ class Downloader:
     ) -> OutputFile:
         if self._client is None:
             raise RuntimeError("Downloader is not open: use 'async with Downloader(...)'")
-        etag: list[str] = []  # the first answer's ETag, so a resume asks If-Range
+        safe = redact(url)
+        check_regular(dest, safe)
+        # The source of the bytes in the part: recorded by an earlier run, else set by the
+        # first answer of this one. A part whose source cannot be proven is discarded.
+        source: list[PartSource] = []
+        found = resumable_source(dest, url, safe)
+        if found is not None:
+            source.append(found)
         async for attempt in self.retry.retrying(retry_download, self.retries):
             with attempt:
                 prefix = b""
-                if not part_path(dest).exists():  # a part left to resume goes to a thread
-                    prefix, total, content_type = await self._probe(url, dest, etag, progress)
+                if not part_path(dest).exists():  # a part to resume goes to a thread
+                    prefix, total, content_type = await self._probe(url, dest, source, progress)
                     if len(prefix) == total:
                         return await self._store_bytes(prefix, dest, label, content_type, url)
                 transfer = partial(self._transfer, prefix=prefix)
                 result, resumed_at = await anyio.to_thread.run_sync(
-                    transfer, url, dest, label, etag, progress, limiter=self._threads
+                    transfer, url, dest, label, source, progress, limiter=self._threads
                 )
                 if resumed_at > len(prefix):
                     log.info("download.resumed", name=label, offset=resumed_at, size=result.size)
@@ -188,7 +208,7 @@ class Downloader:
         raise AssertionError("unreachable: stamina either returns or raises")
 
     async def _probe(
-        self, url: str, dest: Path, etag: list[str], progress: Progress | None
+        self, url: str, dest: Path, source: list[PartSource], progress: Progress | None
     ) -> tuple[bytes, int | None, str | None]:
         """Read the file's first 256 KiB on the event loop: (bytes, total size, type).
 
@@ -210,9 +230,8 @@ class Downloader:
                     empty = stated is not None and stated.start is None and stated.total == 0
                     return b"", 0 if empty else None, None
                 self._check_status(response, safe, None)
-                if "etag" in response.headers:
-                    etag[:] = [response.headers["etag"]]
                 total = _probe_total(response)
+                source[:] = [PartSource.of(url, response.headers, total)]
                 async for chunk in response.aiter_raw():
                     received.append(chunk)
                     size += len(chunk)
@@ -225,10 +244,9 @@ class Downloader:
                         total = size  # the body ended before the range did: that is the file
                 content_type = response.headers.get("content-type")
         except httpx.TransportError as exc:
-            if received:
-                await anyio.to_thread.run_sync(
-                    write_part, b"".join(received), dest, safe, limiter=self._threads
-                )
+            if received and source:
+                start = partial(write_part, b"".join(received), dest, safe, source[0])
+                await anyio.to_thread.run_sync(start, limiter=self._threads)
             raise translate_httpx_error(exc, f"GET {safe}") from exc
         return b"".join(received), total, content_type
 
@@ -256,11 +274,13 @@ class Downloader:
         three calls instead of ten the store costs about half the CPU (bench/RESULTS.md).
         """
         part = part_path(dest)
+        safe = redact(url) if url else None
         # Bounded like the threads, so that waiting stores do not pile up open files.
         async with self._stores:
-            with storage_errors(dest, part, redact(url) if url else None):
+            with storage_errors(dest, part, safe):
+                check_regular(dest, safe)
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+                fd = open_part(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, safe)
                 try:
                     write_all(fd, payload)
                     folder = os.open(dest.parent, os.O_RDONLY)
@@ -293,7 +313,7 @@ class Downloader:
         url: str,
         dest: Path,
         label: str,
-        etag: list[str],
+        source: list[PartSource],
         progress: Progress | None,
         *,
         prefix: bytes = b"",
@@ -306,30 +326,48 @@ class Downloader:
         part = part_path(dest)
         safe = redact(url)
         if prefix:
-            write_part(prefix, dest, safe)
+            write_part(prefix, dest, safe, source[0] if source else None)
         with storage_errors(dest, part, safe):
             dest.parent.mkdir(parents=True, exist_ok=True)
+            check_regular(part, safe)
             offset = part.stat().st_size if part.exists() else 0
         headers: dict[str, str] = {}
-        if offset > 0:
+        validator = source[0].if_range if source else None
+        if offset > 0 and (validator is not None or prefix):
             headers["Range"] = f"bytes={offset}-"
-            # The representation must not have changed under our part. A weak ETag may
-            # not be used in If-Range (RFC 9110): the server would resend the whole file.
-            if etag and not etag[0].startswith("W/"):
-                headers["If-Range"] = etag[0]
+            # The representation must not have changed under our part: a server whose
+            # file changed answers 200 with all of it (RFC 9110 If-Range). A prefix read
+            # a moment ago in this attempt continues even without a validator.
+            if validator is not None:
+                headers["If-Range"] = validator
+        elif offset > 0:
+            offset = 0  # nothing proves the part is this file's start: fetch it whole
         try:
             with self._client.stream("GET", url, headers=headers) as response:
                 self._check_status(response, safe, part)
-                if "etag" in response.headers and not etag:
-                    etag.append(response.headers["etag"])
                 resume_at, total = _plan(response, offset)
                 with storage_errors(dest, part, safe):
+                    if resume_at and not source[0].matches(response.headers, total):
+                        # A server that ignored If-Range: the part is another file's start.
+                        discard_part(dest)
+                        raise IntegrityError(
+                            f"{label}: the file changed since its part was started; restarting",
+                            url=safe,
+                        )
+                    if not resume_at:
+                        if offset:  # If-Range did not match: the server sent it all again
+                            log.info("download.part_replaced", name=label, offset=offset)
+                        source[:] = [PartSource.of(url, response.headers, total)]
+                        start_part(dest, source[0], safe)
                     digest = hashlib.sha256()
                     if resume_at:
                         self._hash_prefix(part, resume_at, digest)
                     size = resume_at
                     # The part is exactly `resume_at` long: append; else start it afresh.
-                    with part.open("ab" if resume_at else "wb") as out:
+                    flags = os.O_WRONLY | (os.O_APPEND if resume_at else os.O_CREAT | os.O_TRUNC)
+                    with os.fdopen(
+                        open_part(part, flags, safe), "ab" if resume_at else "wb"
+                    ) as out:
                         # httpcore's own reads (64 KiB): re-chunking them costs a third.
                         for chunk in response.iter_raw():
                             anyio.from_thread.check_cancelled()
@@ -380,7 +418,7 @@ class Downloader:
 
     def _hash_prefix(self, part: Path, length: int, digest: hashlib._Hash) -> None:
         remaining = length
-        with part.open("rb") as existing:
+        with os.fdopen(open_part(part, os.O_RDONLY), "rb") as existing:
             while remaining > 0:
                 chunk = existing.read(min(self.chunk_size, remaining))
                 if not chunk:

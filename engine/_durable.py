@@ -46,8 +46,12 @@ def write_durably(path: Path, data: bytes) -> None:
     file is left behind then.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    # Per process: two writers of one file (two runs' precheck stamps) never share a
+    # temporary. Named "<name>.<pid>.tmp", not ".<name>.tmp": the engine's files keep their
+    # temporaries inside the names jobs.ENGINE_FILES reserves (``.report`` is a valid
+    # output stem, and ``.report.json.tmp`` lies in its namespace).
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:
         write_all(fd, data)
         folder = os.open(path.parent, os.O_RDONLY)

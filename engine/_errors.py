@@ -4,6 +4,7 @@
 
     EngineError
     ├── ConfigError                 bad configuration (e.g. no token); names the variables
+    │   └── JournalLockedError      another process runs this journal (``holder`` says who)
     ├── ApiError                    the API answered 4xx/5xx (``status``, ``title``, ``detail``)
     │   ├── AuthenticationError     401/403: the token is missing, wrong or not allowed
     │   ├── InvalidRequestError     400/404/413/422: the request will never succeed as sent
@@ -54,6 +55,7 @@ __all__ = [
     "EngineError",
     "IntegrityError",
     "InvalidRequestError",
+    "JournalLockedError",
     "ModelError",
     "OutputExpiredError",
     "PredictionCanceledError",
@@ -77,6 +79,14 @@ class EngineError(Exception):
 
 class ConfigError(EngineError):
     """Raise when the configuration cannot work (missing token, bad value)."""
+
+
+class JournalLockedError(ConfigError):
+    """Raise when another process holds the journal's lock: two runs would pay twice."""
+
+    def __init__(self, message: str, *, holder: str | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder  # "pid 123 on host", as the holder wrote it; None if unknown
 
 
 class ApiError(EngineError):

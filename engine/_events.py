@@ -27,6 +27,7 @@ class JobEventKind(StrEnum):
     RETRYING = "retrying"  # the attempt failed transiently; a new prediction follows
     FAILED = "failed"  # the job ended without its outputs
     CANCELED = "canceled"  # we canceled its prediction (deadline, interrupt)
+    CHANGED = "changed"  # the model or input of a journaled explicit id changed (see detail)
     DEFERRED = "deferred"  # not started (or left running) because the run is stopping
 
 

@@ -17,11 +17,11 @@ from collections.abc import Collection
 from pathlib import Path, PurePath
 
 from engine._durable import write_durably
-from jobs import ManifestError, read_manifest
+from jobs import ENGINE_FILES, ManifestError, read_manifest
 
 __all__ = ["check_only_ids", "checked_job_count"]
 
-_STAMP = ".manifest-checked.json"
+_STAMP = ENGINE_FILES.stamp
 
 
 def checked_job_count(manifest: Path, stamp_dir: Path) -> int:

@@ -48,13 +48,19 @@ class RunSummary:
     earlier_manifest_jobs: int | None = None
     output_dir: str | None = None  # absolute
     journal: str | None = None  # absolute
+    # Explicit ids whose model or input changed since the journal saw them: re-run
+    # (``changed_keys``, old outputs kept aside) or only reported (``stale_keys``).
+    changed_keys: list[str] = field(default_factory=list)
+    stale_keys: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
-        """Return 130 when interrupted, 1 when any job is not done, else 0."""
+        """Return 130 when interrupted, 1 when any job is not done (or stale), else 0."""
         if self.interrupted:
             return 130
-        unfinished = self.failed or self.deferred or self.canceled or self.stopped_reason
+        unfinished = (
+            self.failed or self.deferred or self.canceled or self.stopped_reason or self.stale_keys
+        )
         return 1 if unfinished else 0
 
     @property

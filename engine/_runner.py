@@ -16,6 +16,7 @@ import anyio
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from engine._changed import has_changed, keep_aside
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
@@ -23,7 +24,7 @@ from engine._errors import EngineError, StorageError, one_error
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
-from engine._journal import JobState, Journal, JournalRecord, load_journal
+from engine._journal import JobState, Journal, JournalLock, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
 from engine._logs import get_logger
 from engine._parts import is_stored
@@ -32,7 +33,7 @@ from engine._retry import RetryPolicy
 from engine._stats import RunStats
 from engine._storage import check_output_folder
 from engine._worker import WorkerContext, run_job
-from jobs import Job, JobStatus
+from jobs import ENGINE_FILES, Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
 
@@ -45,7 +46,9 @@ _RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEED
 _GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without --retry-failed
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
-_QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
+_QUIET_EVENTS = frozenset(
+    {JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED, JobEventKind.CHANGED}
+)  # CHANGED: `_changed` logs its own warning, with the files kept aside
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
@@ -97,6 +100,23 @@ async def _run(
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
+    # Locked before the replay: a run that replayed while another was still appending
+    # would create again what the other created after the replay.
+    lock = JournalLock(config.journal_path)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        return await _run_locked(jobs, config, control=control, on_event=on_event)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None,
+    on_event: EventHook | None,
+) -> RunSummary:
     control = control or RunControl()
     stats = RunStats()
     spending = Spending(
@@ -115,6 +135,11 @@ async def _run(
         reason = exc.strerror or str(exc)
         raise StorageError(f"cannot read the journal {config.journal_path}: {reason}") from exc
     states = replay.jobs
+    manifest = str(config.manifest.resolve()) if config.manifest is not None else None
+    if manifest is not None and replay.manifest not in (None, manifest):
+        # Keys alone do not say the jobs are the same: each job's input digest is
+        # compared below, and the jobs that differ are named one by one.
+        log.warning("journal.other_manifest", journal_manifest=replay.manifest, manifest=manifest)
     limits = Limits.from_config(config)
     policy = RetryPolicy.from_config(config)
     api = replace(config.api, cancel_after=config.job_timeout) if config.job_timeout else config.api
@@ -141,7 +166,12 @@ async def _run(
                 await result
 
     async with (
-        Journal(config.journal_path, flush_interval=config.journal_flush_interval) as journal,
+        Journal(
+            config.journal_path,
+            flush_interval=config.journal_flush_interval,
+            locked=True,
+            manifest=manifest,
+        ) as journal,
         Gateway(api, limits, policy) as gateway,
         Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
     ):
@@ -192,12 +222,15 @@ async def _run(
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
+    for many in ("changed_keys", "stale_keys"):
+        numbers[many] = len(numbers[many])
+    numbers.pop("billing", None)  # a table: report.json and the summary show it
     if ctx.storage_error is not None:
         # The disk refused: the report may not fit either, and the run ends with the error.
         with contextlib.suppress(OSError):
-            write_report(summary, config.output_dir / "report.json")
+            write_report(summary, config.output_dir / ENGINE_FILES.report)
         raise ctx.storage_error
-    write_report(summary, config.output_dir / "report.json")
+    write_report(summary, config.output_dir / ENGINE_FILES.report)
     log.info("run.finished", **numbers)
     return summary
 
@@ -220,12 +253,29 @@ async def _produce(
             if config.only and job.key not in config.only:
                 continue
             stats.total += 1
+            if state is not None and job.explicit_id and has_changed(job, state):
+                state = await _changed(job, state, config, ctx)
             skipped = None if state is None else _skipped(job, state, config)
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
             await send.send((job, state))
         stats.read_all_jobs = True
+
+
+async def _changed(
+    job: Job, state: JobState, config: EngineConfig, ctx: WorkerContext
+) -> JobState | None:
+    """Act on a job whose model or input changed: the state to go on with (None: afresh)."""
+    if config.on_changed == "report":
+        log.warning("job.changed", job=job.key, action="report", status=str(state.status))
+        await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, "report"))
+        return state
+    kept = await anyio.to_thread.run_sync(keep_aside, config.output_dir, state)
+    log.warning("job.changed", job=job.key, action="rerun", kept_aside=kept or None)
+    detail = "rerun; old outputs kept as " + ", ".join(kept) if kept else "rerun"
+    await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, detail))
+    return None
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
@@ -259,9 +309,21 @@ def _skipped(job: Job, state: JobState, config: EngineConfig) -> JobEvent | None
         is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
         return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done", job=job)
-    if status in _GAVE_UP and not config.retry_failed:
+    if status in _GAVE_UP and not config.retry_failed and not _not_the_jobs_fault(state):
         return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed", job=job)
     return None
+
+
+def _not_the_jobs_fault(state: JobState) -> bool:
+    """Tell whether a failure was about the account or the network, not the job.
+
+    Such a job never got a prediction (the create itself was refused: 402 insufficient
+    credit, connection refused, 5xx or 429 past every retry), and the failure was not
+    permanent. A plain re-run creates it again once the credit or the network is back;
+    ``--retry-failed`` is for jobs whose prediction failed. Read from fields every
+    journal has, so journals written before this rule are read by it too.
+    """
+    return state.status is JobStatus.FAILED and state.prediction_id is None and not state.permanent
 
 
 async def _work(

@@ -79,6 +79,8 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # re-run after a change
+    stale: list[str] = field(default_factory=list)  # changed, only reported
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
     usage: Usage = field(default_factory=Usage)
 
@@ -106,6 +108,8 @@ class RunStats:
             self.in_flight += 1
             if event.detail == FOUND_AFTER_RESTART:
                 self.found_after_restart += 1
+        elif kind is JobEventKind.CHANGED:
+            (self.stale if event.detail.startswith("report") else self.changed).append(event.key)
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
@@ -202,4 +206,6 @@ class RunStats:
             earlier_manifest_jobs=earlier,
             output_dir=output_dir,
             journal=journal,
+            changed_keys=sorted(self.changed),
+            stale_keys=sorted(self.stale),
         )

@@ -36,17 +36,27 @@ from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
 from engine._logs import get_logger
 from engine._metadata import embed_output_metadata
-from engine._parts import is_stored
+from engine._parts import check_folders, is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
 from engine._sidecar import store_sidecar
 from engine._stats import RunStats
-from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
+from jobs import (
+    Job,
+    JobStatus,
+    OutputFile,
+    input_digest,
+    job_key,
+    normalise_output,
+    plan_outputs,
+)
 
 __all__ = ["WorkerContext", "run_job"]
 
 log = get_logger("engine.worker")
+
+_PAYMENT_REQUIRED = 402  # Replicate's "insufficient credit" on a create
 
 
 @dataclass(slots=True)
@@ -164,6 +174,8 @@ class _Lifecycle:
         """
         ctx, job = self.ctx, self.job
         digest = input_digest(job.input)
+        # An explicit id stays when the model or input changes: record what it asked for.
+        content = job_key(job.model, job.input) if job.explicit_id else None
         first_uncertain: float | None = None
         error: EngineError | None = None
         for _ in range(ctx.config.call_attempts):
@@ -178,7 +190,9 @@ class _Lifecycle:
             # Durable before sending: after a kill, this record is how the next run knows
             # to look for the prediction instead of paying for a second one.
             await self._journal(
-                JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
+                JournalRecord.creating(
+                    job.key, attempt=self.attempt, input_digest=digest, content=content
+                ),
                 durable=True,
             )
             try:
@@ -186,6 +200,12 @@ class _Lifecycle:
             except (AuthenticationError, ConfigError):
                 raise  # the whole run is misconfigured: stop it, loudly and early
             except (ApiError, TransportError) as exc:
+                if isinstance(exc, ApiError) and exc.status == _PAYMENT_REQUIRED:
+                    # The account, not the job: every create would be refused alike. Stop
+                    # creating; journaled as not permanent, the next run creates it again.
+                    ctx.control.drain(f"insufficient credit: {exc}")
+                    await self._fail(None, exc, permanent=False)
+                    return None
                 if isinstance(exc, ApiError) and exc.permanent:
                     await self._fail(None, exc, permanent=True)
                     return None
@@ -393,6 +413,8 @@ class _Lifecycle:
         stored: list[OutputFile] = []
         for item, name in ((p.item, p.name) for p in planned):
             dest = ctx.config.output_dir / name
+            if "/" in name:
+                check_folders(ctx.config.output_dir, name)
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
                 # The journal keeps no URL: this prediction's is the file's source.

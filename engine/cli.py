@@ -254,6 +254,14 @@ def _split_only(
     help="Do not write {stem}.info.json (provenance) beside each job's outputs.",
 )
 @option(
+    "--on-changed",
+    type=click.Choice(["rerun", "report"]),
+    default=None,
+    show_default="rerun",
+    help="A job with an explicit id whose model or input changed since it was journaled: "
+    "run it again (old files kept as ID.before-<prediction>.ext) or only report it (exit 1).",
+)
+@option(
     "--no-gallery",
     "no_gallery",
     is_flag=True,
@@ -301,6 +309,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
                 embed_metadata=options["embed_metadata"],
                 prices=prices,
                 max_spend=options["max_spend"],
+                manifest=manifest,
+                **({"on_changed": options["on_changed"]} if options["on_changed"] else {}),
                 **given_settings(ctx),
             )
         except ConfigError as exc:

@@ -65,6 +65,8 @@ class EngineFiles:
     stamp: str = ".manifest-checked.json"  # the precheck stamp (and its .tmp)
     stamp_prefix: str = ".manifest-checked"
     sidecar_suffix: str = ".info.json"  # a job's provenance: f"{stem}{sidecar_suffix}"
+    lock_suffix: str = ".lock"  # beside the journal: who runs it (journal.jsonl.lock)
+    part_meta_suffix: str = ".meta"  # beside a part: where its bytes came from (x.png.part.meta)
 
     @property
     def reserved_stems(self) -> tuple[str, ...]:

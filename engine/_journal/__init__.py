@@ -4,6 +4,7 @@
 of lines into one `JobState` per job, ``_writer`` the group-commit `Journal`.
 """
 
+from engine._journal._lock import JournalLock, lock_path
 from engine._journal._records import (
     FORMAT_VERSION,
     MAX_ERROR_CHARS,
@@ -19,9 +20,11 @@ __all__ = [
     "JobState",
     "Journal",
     "JournalEvent",
+    "JournalLock",
     "JournalRecord",
     "JournalStats",
     "Replay",
     "load_journal",
+    "lock_path",
     "replay",
 ]

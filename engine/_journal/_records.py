@@ -54,12 +54,16 @@ SHORT: Final[dict[str, str]] = {
     "error_class": "cls",
     "permanent": "perm",
     "why": "why",  # why a job was canceled
+    "manifest": "m",  # run header: the manifest's resolved path (absent in older journals)
+    "content": "jk",  # creating, explicit ids only: job_key(model, input) (absent before)
 }
+# Written only when set: an absent field reads as None, and old journals lack them anyway.
+_OPTIONAL: Final[frozenset[str]] = frozenset({"manifest", "content"})
 
 # Which attributes each event carries (besides key, event, ts), in the order written.
 FIELDS: Final[dict[JournalEvent, tuple[str, ...]]] = {
-    JournalEvent.RUN: ("version",),
-    JournalEvent.CREATING: ("attempt", "input_digest"),
+    JournalEvent.RUN: ("version", "manifest"),
+    JournalEvent.CREATING: ("attempt", "input_digest", "content"),
     JournalEvent.CREATED: ("prediction_id", "attempt"),
     JournalEvent.SUCCEEDED: ("prediction_id", "outputs", "predict_time"),
     JournalEvent.FILE: ("name", "size", "sha256", "prediction_id"),
@@ -103,18 +107,37 @@ class JournalRecord:
     permanent: bool | None = None
     why: str | None = None
     version: int | None = None
+    manifest: str | None = None
+    content: str | None = None
 
     @classmethod
-    def run(cls, *, ts: float | None = None) -> Self:
-        """Return the header written each time a journal is opened."""
-        return cls("", JournalEvent.RUN, _ts(ts), version=FORMAT_VERSION)
+    def run(cls, *, manifest: str | None = None, ts: float | None = None) -> Self:
+        """Return the header written each time a journal is opened (``manifest``: its path)."""
+        return cls("", JournalEvent.RUN, _ts(ts), version=FORMAT_VERSION, manifest=manifest)
 
     @classmethod
     def creating(
-        cls, key: str, *, attempt: int, input_digest: str, ts: float | None = None
+        cls,
+        key: str,
+        *,
+        attempt: int,
+        input_digest: str,
+        content: str | None = None,
+        ts: float | None = None,
     ) -> Self:
-        """Return the record written just before a create request is sent."""
-        return cls(key, JournalEvent.CREATING, _ts(ts), attempt=attempt, input_digest=input_digest)
+        """Return the record written just before a create request is sent.
+
+        ``content`` is what the job asks for, ``job_key(model, input)``: written for jobs
+        with an explicit id, whose key does not change when their model or input does.
+        """
+        return cls(
+            key,
+            JournalEvent.CREATING,
+            _ts(ts),
+            attempt=attempt,
+            input_digest=input_digest,
+            content=content,
+        )
 
     @classmethod
     def created(
@@ -215,6 +238,8 @@ class JournalRecord:
         obj: dict[str, Any] = {_K: self.key, _E: self.event.value, _TS: self.ts}
         for attr, short in _WRITTEN[self.event]:
             value = getattr(self, attr)
+            if value is None and attr in _OPTIONAL:
+                continue
             obj[short] = list(value) if isinstance(value, tuple) else value
         return obj
 

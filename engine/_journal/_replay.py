@@ -34,6 +34,7 @@ _A, _IH, _P = SHORT["attempt"], SHORT["input_digest"], SHORT["prediction_id"]
 _O, _PT = SHORT["outputs"], SHORT["predict_time"]
 _N, _SZ, _SHA = SHORT["name"], SHORT["size"], SHORT["sha256"]
 _ERR, _CLS, _PERM, _WHY = SHORT["error"], SHORT["error_class"], SHORT["permanent"], SHORT["why"]
+_M, _JK = SHORT["manifest"], SHORT["content"]
 _EV = JournalEvent
 _RUN, _CREATING, _CREATED = _EV.RUN.value, _EV.CREATING.value, _EV.CREATED.value
 _SUCCEEDED, _FILE, _DONE = _EV.SUCCEEDED.value, _EV.FILE.value, _EV.DONE.value
@@ -49,6 +50,8 @@ class JobState:
     ``creating_since``/``input_digest`` are set only while ``status`` is creating, to find
     a prediction whose create was in flight at a crash. ``files`` are the outputs verified
     so far, ``outputs`` the URLs still to fetch (None: re-GET the prediction).
+    ``content`` is the ``job_key(model, input)`` the last attempt was created for (jobs
+    with an explicit id; None in journals older than the field), kept in every status.
     """
 
     key: str
@@ -63,6 +66,7 @@ class JobState:
     error_class: str | None = None
     permanent: bool = False
     predict_time: float | None = None
+    content: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class Replay:
     torn_lines: int = 0  # partial lines left by a kill mid-write
     corrupt_lines: int = 0  # any other line that is not a valid record
     created: int = 0  # ``created`` records: predictions made over every run (all paid)
+    manifest: str | None = None  # the manifest the last run header names (None: unsaid)
 
 
 _S = JobStatus
@@ -104,11 +109,13 @@ class _Fold:
     error_class: str | None
     permanent: bool
     predict_time: float | None
+    content: str | None
 
     def __init__(self) -> None:
         self.status, self.prediction_id, self.attempts = _S.PENDING, None, 0
         self.creating_since, self.input_digest, self.outputs, self.files = None, None, None, ()
         self.error, self.error_class, self.permanent, self.predict_time = None, None, False, None
+        self.content = None
 
     @classmethod
     def thaw(cls, state: JobState) -> _Fold:
@@ -149,8 +156,12 @@ def _apply(st: _Fold, obj: dict[str, Any]) -> None:
         st.permanent, st.predict_time = False, None
     elif e == _CREATING:
         attempt, since, digest = _int(obj[_A]), _num(obj[_TS]), _str(obj[_IH])
+        content = obj.get(_JK)
+        if content is not None:
+            content = _str(content)
         # A new attempt starts clean: only the attempt count carries over.
         st.status, st.prediction_id, st.attempts = _S.CREATING, None, attempt
+        st.content = content
         st.creating_since, st.input_digest, st.outputs, st.files = since, digest, None, ()
         st.error = st.error_class = st.predict_time = None
         st.permanent = False
@@ -221,7 +232,9 @@ class _Replayer:
     def __init__(self, start: Replay | None) -> None:
         self.jobs: dict[str, _Fold] = {}
         self.records = self.runs = self.torn = self.corrupt = self.created = 0
+        self.manifest: str | None = None
         if start is not None:
+            self.manifest = start.manifest
             self.jobs = {key: _Fold.thaw(state) for key, state in start.jobs.items()}
             self.records, self.runs, self.created = start.records, start.runs, start.created
             self.torn, self.corrupt = start.torn_lines, start.corrupt_lines
@@ -243,6 +256,9 @@ class _Replayer:
                 event = obj[_E]
                 if event == _RUN:
                     self.runs += 1
+                    manifest = obj.get(_M)
+                    if isinstance(manifest, str):
+                        self.manifest = manifest
                     if self.bad is not None:
                         self.torn += 1
                         self.bad = None
@@ -281,8 +297,15 @@ class _Replayer:
         for key, st in jobs.items():
             st.freeze(key)  # in place: the mapping now holds the states
         self.jobs = {}
+        states = cast(dict[str, JobState], jobs)
         return Replay(
-            cast(dict[str, JobState], jobs), self.records, self.runs, torn, corrupt, self.created
+            states,
+            self.records,
+            self.runs,
+            torn,
+            corrupt,
+            created=self.created,
+            manifest=self.manifest,
         )
 
 

@@ -18,6 +18,7 @@ from typing import Self
 import anyio
 
 from engine._errors import StorageError
+from engine._journal._lock import JournalLock
 from engine._journal._records import JournalRecord
 
 __all__ = ["Journal", "JournalStats"]
@@ -51,10 +52,23 @@ class Journal:
     one ``write()`` and, when any of them is durable, fsyncs once. A non-durable record is
     written in the next batch and becomes durable with the next fsync. On exit everything
     pending is written and fsynced, even when the surrounding scope is being cancelled.
+
+    Opening takes the journal's `JournalLock` (`JournalLockedError` when another process
+    holds it) unless ``locked`` says the caller already holds it, as `run_jobs` does from
+    before its replay. ``manifest`` is recorded in the run header (additive field).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, flush_interval: float = 0.02) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        flush_interval: float = 0.02,
+        locked: bool = False,
+        manifest: str | None = None,
+    ) -> None:
         self.path = Path(path)
+        self._lock_file = None if locked else JournalLock(self.path)
+        self._manifest = manifest
         self.flush_interval = flush_interval
         self.stats = JournalStats()
         self.repaired = False  # a torn last line was closed with a newline at open
@@ -106,12 +120,19 @@ class Journal:
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
-        self._fd = await anyio.to_thread.run_sync(self._open_sync)
+        if self._lock_file is not None:
+            await anyio.to_thread.run_sync(self._lock_file.acquire)
+        try:
+            self._fd = await anyio.to_thread.run_sync(self._open_sync)
+        except BaseException:
+            if self._lock_file is not None:
+                self._lock_file.release()
+            raise
         body_error: Exception | None = None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer)
-                await self.append(JournalRecord.run())
+                await self.append(JournalRecord.run(manifest=self._manifest))
                 try:
                     yield
                 except Exception as exc:  # noqa: BLE001 (re-raised below, outside the group)
@@ -126,6 +147,8 @@ class Journal:
             fd, self._fd = self._fd, None
             if fd is not None:
                 os.close(fd)
+            if self._lock_file is not None:
+                self._lock_file.release()
         if body_error is not None:
             raise body_error
         if self._error is not None:

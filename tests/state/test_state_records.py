@@ -19,8 +19,10 @@ def test_line_is_compact_json_with_short_names() -> None:
 @pytest.mark.parametrize(
     "record",
     [
-        JournalRecord.run(ts=1.0),
-        JournalRecord.creating("a", attempt=1, input_digest="ff", ts=1.0),
+        JournalRecord.run(manifest="/data/m.yaml", ts=1.0),
+        JournalRecord.creating(
+            "a", attempt=1, input_digest="ff", content="j0123456789abcdef", ts=1.0
+        ),
         JournalRecord.created("a", prediction_id="p", attempt=1, ts=1.0),
         JournalRecord.succeeded("a", prediction_id="p", outputs=["https://x/y.png"], ts=1.0),
         JournalRecord.succeeded("a", prediction_id="p", outputs=None, predict_time=2.5, ts=1.0),
@@ -47,12 +49,29 @@ def test_replay_reads_what_the_writer_writes(record: JournalRecord) -> None:
     assert set(obj) == {"k", "e", "ts", *(SHORT[a] for a in FIELDS[record.event])}
     result = replay([line])
     assert (result.records, result.corrupt_lines) == (1, 0)
-    optional = {SHORT["predict_time"]} | (
+    # Added later (older journals lack them): their absence is no corruption.
+    optional = {SHORT["predict_time"], SHORT["content"], SHORT["manifest"]} | (
         {SHORT["prediction_id"]} if record.event == "file" else set()
     )
     for short in set(obj) - optional - {"ts"} if record.event != "run" else ():
         cut = {k: v for k, v in obj.items() if k != short}
         assert replay([json.dumps(cut) + "\n"]).corrupt_lines == 1, short
+
+
+def test_fields_added_later_are_left_out_when_unset() -> None:
+    # Implicit-key jobs need no content digest (their key is it): not a byte per line.
+    assert b'"jk"' not in JournalRecord.creating("a", attempt=1, input_digest="ff").to_line()
+    assert b'"m"' not in JournalRecord.run().to_line()
+    state = replay([JournalRecord.creating("a", attempt=1, input_digest="ff").to_line()])
+    assert state.jobs["a"].content is None
+    lines = [
+        JournalRecord.run(manifest="/m.yaml").to_line(),
+        JournalRecord.creating("a", attempt=1, input_digest="ff", content="jk1").to_line(),
+        JournalRecord.created("a", prediction_id="p", attempt=1).to_line(),
+        JournalRecord.done("a", prediction_id="p").to_line(),
+    ]
+    result = replay(lines)
+    assert (result.manifest, result.jobs["a"].content) == ("/m.yaml", "jk1")  # kept when done
 
 
 def test_timestamp_defaults_to_now_in_milliseconds() -> None:
