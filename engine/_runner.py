@@ -100,6 +100,8 @@ async def _run(
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
+    # Before any create: a prediction whose outputs cannot be kept is money thrown away.
+    await anyio.to_thread.run_sync(check_output_folder, config.output_dir)
     # Locked before the replay: a run that replayed while another was still appending
     # would create again what the other created after the replay.
     lock = JournalLock(config.journal_path)
@@ -127,8 +129,6 @@ async def _run_locked(
         usage=stats.usage,
     )
     stats.usage.prices = config.prices
-    # Before any create: a prediction whose outputs cannot be kept is money thrown away.
-    await anyio.to_thread.run_sync(check_output_folder, config.output_dir)
     try:
         replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
     except OSError as exc:
