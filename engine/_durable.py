@@ -4,16 +4,21 @@
 stamp). Its steps are exposed for the downloader, which writes on the event loop and
 waits for the disk in a worker thread: `write_all` (page-cache writes, no disk wait) and
 `commit` (fsync the file, rename it into place, fsync the folder so the rename persists).
-`fsync_dir` persists a rename made elsewhere.
+`fsync_dir` persists a rename made elsewhere. `GroupCommit` writes many small files from
+the event loop (the sidecars) whose disk waits share worker-thread hops and folder fsyncs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["commit", "fsync_dir", "write_all", "write_durably"]
+import anyio
+import anyio.to_thread
+
+__all__ = ["GroupCommit", "commit", "fsync_dir", "write_all", "write_durably"]
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -46,11 +51,7 @@ def write_durably(path: Path, data: bytes) -> None:
     file is left behind then.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Per process: two writers of one file (two runs' precheck stamps) never share a
-    # temporary. Named "<name>.<pid>.tmp", not ".<name>.tmp": the engine's files keep their
-    # temporaries inside the names jobs.ENGINE_FILES reserves (``.report`` is a valid
-    # output stem, and ``.report.json.tmp`` lies in its namespace).
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
     try:
         write_all(fd, data)
@@ -65,3 +66,85 @@ def write_durably(path: Path, data: bytes) -> None:
         raise
     finally:
         os.close(fd)
+
+
+def _temporary(path: Path) -> Path:
+    # Per process: two writers of one file (two runs' precheck stamps) never share a
+    # temporary. Named "<name>.<pid>.tmp", not ".<name>.tmp": the engine's files keep their
+    # temporaries inside the names jobs.ENGINE_FILES reserves (``.report`` is a valid
+    # output stem, and ``.report.json.tmp`` lies in its namespace).
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """One written, not yet durable file of a `GroupCommit`."""
+
+    fd: int
+    part: Path
+    dest: Path
+    done: bool = False
+    error: OSError | None = None
+
+
+class GroupCommit:
+    """`write_durably` from the event loop for many small files; their disk waits are shared.
+
+    A write puts its bytes into a temporary file on the loop (page cache: no disk wait)
+    and queues it. Whoever holds the lock takes every queued file to one worker thread,
+    which fsyncs each, renames each into place and then fsyncs each folder once. Files
+    queued meanwhile go in the next hop. A write returns once its own file is durable, or
+    raises the OSError that concerned it. Measured per file (32 writers at once), this
+    costs 0.55-0.65 of the CPU of one `write_durably` per worker-thread hop.
+    """
+
+    def __init__(self) -> None:
+        self._queue: list[_Pending] = []
+        self._lock = anyio.Lock()
+
+    async def write(self, path: Path, data: bytes) -> None:
+        """Replace ``path`` with ``data`` durably (see `write_durably`); raise OSError."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = _temporary(path)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+        pending = _Pending(fd, part, path)
+        try:
+            write_all(fd, data)
+            self._queue.append(pending)
+            # Shielded like a thread call: the file must not be closed while a hop holds it.
+            with anyio.CancelScope(shield=True):
+                async with self._lock:
+                    if not pending.done:
+                        batch, self._queue = self._queue, []
+                        await anyio.to_thread.run_sync(_commit_all, batch)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise
+        finally:
+            os.close(fd)
+        if pending.error is not None or not pending.done:  # not done: its hop raised no OSError
+            with contextlib.suppress(OSError):
+                part.unlink()  # gone already when only the folder's fsync failed
+            raise pending.error or OSError(f"{path} was not committed")
+
+
+def _commit_all(batch: list[_Pending]) -> None:
+    """Make every file of ``batch`` durable and renamed; each folder is fsynced once."""
+    folders: dict[Path, list[_Pending]] = {}
+    for pending in batch:
+        try:
+            os.fsync(pending.fd)
+            pending.part.replace(pending.dest)
+        except OSError as exc:
+            pending.error = exc
+        else:
+            folders.setdefault(pending.dest.parent, []).append(pending)
+    for folder, renamed in folders.items():
+        try:
+            fsync_dir(folder)
+        except OSError as exc:
+            for pending in renamed:
+                pending.error = exc
+    for pending in batch:
+        pending.done = True

@@ -18,9 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from engine._durable import write_durably
+from engine._durable import GroupCommit, write_durably
 from engine._errors import StorageError
 from engine._prediction import Prediction
 from jobs import Job, OutputFile
@@ -91,16 +89,21 @@ def _file(f: OutputFile) -> dict[str, Any]:
 
 
 async def store_sidecar(
-    output_dir: Path, job: Job, prediction: Prediction, files: Iterable[OutputFile] = ()
+    commits: GroupCommit,
+    output_dir: Path,
+    job: Job,
+    prediction: Prediction,
+    files: Iterable[OutputFile] = (),
 ) -> Path:
-    """Write ``job``'s sidecar durably in a worker thread; return its path.
+    """Write ``job``'s sidecar durably through the run's ``commits``; return its path.
 
+    The fsyncs and the rename share worker-thread hops with the other jobs' sidecars.
     Raise `StorageError` when the disk refuses, as a download would.
     """
     path = sidecar_path(output_dir, job)
     record = sidecar_record(job, prediction, files)
     try:
-        await anyio.to_thread.run_sync(write_sidecar, path, record)
+        await commits.write(path, _json_bytes(record))
     except OSError as exc:
         reason = os.strerror(exc.errno) if exc.errno is not None else str(exc)
         raise StorageError(f"cannot write {path}: {reason}") from exc
@@ -114,8 +117,11 @@ def write_sidecar(path: Path, record: Mapping[str, Any]) -> None:
 
 def write_json_durably(path: Path, value: object) -> None:
     """Write ``value`` as indented JSON, durably (see `write_durably`)."""
-    data = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False).encode() + b"\n"
-    write_durably(path, data)
+    write_durably(path, _json_bytes(value))
+
+
+def _json_bytes(value: object) -> bytes:
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=False).encode() + b"\n"
 
 
 def read_sidecar(path: Path) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import structlog
 from engine._config import EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
+from engine._durable import GroupCommit
 from engine._errors import (
     ApiError,
     AuthenticationError,
@@ -75,6 +76,7 @@ class WorkerContext:
     in_flight: dict[str, Job] = field(default_factory=dict)  # prediction id -> job
     # The first disk refusal: the run drains, then ends with it (a whole-run error).
     storage_error: StorageError | None = None
+    sidecars: GroupCommit = field(default_factory=GroupCommit)  # their fsyncs share hops
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -368,7 +370,10 @@ class _Lifecycle:
 
     async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
         if self.ctx.config.sidecars:
-            await store_sidecar(self.ctx.config.output_dir, self.job, prediction, files or ())
+            ctx = self.ctx
+            await store_sidecar(
+                ctx.sidecars, ctx.config.output_dir, self.job, prediction, files or ()
+            )
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
         if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
