@@ -14,6 +14,17 @@ until it exits 0. Reported:
                    whose orphan the reconcile could not find) -- reported, not hidden
   torn/corrupt     journal lines the replay skipped, checked after each kill
 
+The paths of issue 12 are attacked too:
+
+  lock held        a second run of the same journal is started 0.2 s after each run
+                   (a cron overlap): it must exit 2 while the first holds the lock, and
+                   no run may ever be refused by the lock of a process already killed
+  part validated   every ``--video-every``-th job is a video (``--video-size`` bytes), so
+                   kills land mid-download and leave parts; every third run flips the
+                   emulator's ``output_salt`` (same URLs, other bytes), so a part left
+                   under one salt must be discarded, not spliced, under the other. Each
+                   file must equal a fresh download under one of the salts used.
+
     python bench/crash.py                    # 200 jobs, 8 kills, ~1 min
     python bench/crash.py --jobs 500 --kills 15
 """
@@ -22,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import (
     FLUX,
     ROOT,
+    VIDEO,
     emulator,
     engine_run,
     flux_jobs,
@@ -49,7 +63,10 @@ def knobs(seed: int) -> dict[str, object]:
         "create_burst": 50,
         "read_rate_per_min": 7500.0,
         "read_burst": 250,
-        "model_timings": {FLUX: {"cold_start": 0.1, "run_time": 0.5}},
+        "model_timings": {
+            FLUX: {"cold_start": 0.1, "run_time": 0.5},
+            VIDEO: {"cold_start": 0.1, "run_time": 0.5},
+        },
         "create_5xx_rate": 0.03,
         "create_5xx_after_store": True,
         "get_5xx_rate": 0.03,
@@ -57,9 +74,33 @@ def knobs(seed: int) -> dict[str, object]:
     }
 
 
-def cli(manifest: Path, out: Path) -> list[str]:
+def cli(manifest: Path, out: Path, log: Path) -> list[str]:
     flags = ["--rate-limit", "1500", "--read-rate-limit", "7500", "--poll-interval", "0.1"]
-    return engine_run(manifest, out, *flags, "--concurrency", "32")
+    return engine_run(manifest, out, *flags, "--concurrency", "32", "--json-logs", str(log))
+
+
+def mixed_jobs(n: int, video_every: int) -> list[dict[str, object]]:
+    """Return flux jobs with every ``video_every``-th one a video (a multi-MB download)."""
+    jobs: list[dict[str, object]] = list(flux_jobs(n))
+    if video_every > 0:
+        for job in jobs[::video_every]:
+            job["model"] = VIDEO
+    return jobs
+
+
+def log_events(folder: Path) -> dict[str, int]:
+    """Count the events of interest in every run's --json-logs file."""
+    wanted = ("download.resumed", "download.part_discarded", "download.part_replaced")
+    counts = dict.fromkeys(wanted, 0)
+    for path in sorted(folder.glob("*.jsonl")):
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                event = json.loads(line).get("event")
+            except ValueError:
+                continue
+            if event in counts:
+                counts[event] += 1
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,36 +111,71 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-delay", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-finishing-runs", type=int, default=5)
+    parser.add_argument("--video-every", type=int, default=10, help="0: images only")
+    parser.add_argument("--video-size", type=int, default=3 * 1024 * 1024)
+    parser.add_argument("--no-overlap", action="store_true", help="no second run per run")
     args = parser.parse_args(argv)
 
-    from engine.state import load_journal  # noqa: PLC0415
+    from engine._journal import load_journal  # noqa: PLC0415
     from jobs import JobStatus  # noqa: PLC0415
 
     rng = random.Random(args.seed)
     work = tempdir("crash")
-    manifest = write_jsonl(work / "jobs.jsonl", flux_jobs(args.jobs))
+    all_jobs = mixed_jobs(args.jobs, args.video_every)
+    manifest = write_jsonl(work / "jobs.jsonl", all_jobs)
     out = work / "out"
+    logs = work / "logs"
+    logs.mkdir()
     journal = out / "journal.jsonl"
     runs = []
     torn_total = corrupt_total = 0
-    with emulator(knobs(args.seed), work / "emu") as emu:
+    salts = [""]
+    overlaps_refused = overlaps_ran = overlaps_wrong = stale_refusals = parts_at_kills = 0
+    with emulator({**knobs(args.seed), "video_size": args.video_size}, work / "emu") as emu:
         env = emu.env()
         for k in range(args.kills):
+            if k % 3 == 2:  # same URLs, other bytes: parts left so far belong to old bytes
+                salts.append(f"salt-{k}")
+                emu.configure(output_salt=salts[-1])
             delay = rng.uniform(args.min_delay, args.max_delay)
-            proc = subprocess.Popen(
-                cli(manifest, out),
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            errors = logs / f"run-{k:03d}.stderr"
+            with errors.open("w") as stderr_file:
+                proc = subprocess.Popen(
+                    cli(manifest, out, logs / f"run-{k:03d}.jsonl"),
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=stderr_file,
+                )
+            started = time.monotonic()
+            if not args.no_overlap:
+                time.sleep(0.2)
+                second = subprocess.run(
+                    cli(manifest, out, logs / f"overlap-{k:03d}.jsonl"),
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=False,
+                )
+                first_alive = proc.poll() is None
+                if second.returncode == 2 and "in use by pid" in second.stderr:
+                    overlaps_refused += 1
+                elif first_alive:
+                    overlaps_wrong += 1  # both ran at once: the lock did not hold
+                else:
+                    overlaps_ran += 1  # the first had ended: running was right
             try:
-                code = proc.wait(delay)
+                code = proc.wait(max(0.0, delay - (time.monotonic() - started)))
                 killed = False
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
                 code = proc.wait()
                 killed = True
+                parts_at_kills += sum(1 for _ in out.rglob("*.part"))
+            if code == 2 and "in use by pid" in errors.read_text(errors="replace"):
+                stale_refusals += 1  # no other run was alive: a stale lock
             replay = load_journal(journal) if journal.exists() else None
             torn = replay.torn_lines if replay else 0
             corrupt = replay.corrupt_lines if replay else 0
@@ -126,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         while finishing < args.max_finishing_runs and code != 0:
             finishing += 1
             code = subprocess.run(
-                cli(manifest, out),
+                cli(manifest, out, logs / f"finish-{finishing}.jsonl"),
                 cwd=ROOT,
                 env=env,
                 capture_output=True,
@@ -153,8 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         emu.configure(cut_download_rate=0.0, get_5xx_rate=0.0, create_5xx_rate=0.0)
         replay = load_journal(journal)
         lost = corrupt_vs_journal = corrupt_vs_emulator = files = unverifiable = 0
+        # Each file must be one of the salts' bytes whole: a splice matches none of them.
+        checks: list[tuple[str, str]] = []  # (url, digest on disk)
         with emu.client(headers={"Authorization": f"Bearer {env['REPLICATE_API_TOKEN']}"}) as c:
-            for key in (j["id"] for j in flux_jobs(args.jobs)):
+            for key in (str(j["id"]) for j in all_jobs):
                 state = replay.jobs.get(key)
                 if state is None or state.status != JobStatus.DONE or not state.files:
                     lost += 1
@@ -177,18 +255,32 @@ def main(argv: list[str] | None = None) -> int:
                     if not url:
                         unverifiable += 1
                         continue
+                    checks.append((url, digest))
+            fresh: dict[str, set[str]] = {}
+            for salt in salts:
+                emu.configure(output_salt=salt)
+                for url, _ in checks:
                     r = c.get(url)
-                    if r.status_code != 200:
-                        unverifiable += 1
-                    elif hashlib.sha256(r.content).hexdigest() != digest:
-                        corrupt_vs_emulator += 1
+                    if r.status_code == 200:
+                        fresh.setdefault(url, set()).add(hashlib.sha256(r.content).hexdigest())
+            for url, digest in checks:
+                if url not in fresh:
+                    unverifiable += 1
+                elif digest not in fresh[url]:
+                    corrupt_vs_emulator += 1
+    events = log_events(logs)
+    discarded = events["download.part_discarded"]
+    replaced = events["download.part_replaced"]
 
     dups = stats["duplicates"]
     kills = sum(1 for r in runs if r[2] == "SIGKILL")
     print(
         f"{args.jobs} jobs, {kills} SIGKILLs at random moments "
         f"({args.min_delay}-{args.max_delay}s into each run), seed {args.seed}; faults: "
-        "create 5xx 3% (after store), GET 5xx 3%, downloads cut 5%"
+        "create 5xx 3% (after store), GET 5xx 3%, downloads cut 5%; "
+        f"every {args.video_every}th job a {args.video_size} B video; "
+        f"output_salt flipped {len(salts) - 1} times; "
+        f"{'no overlapping runs' if args.no_overlap else 'a second run 0.2 s into each run'}"
     )
     print(
         table(
@@ -214,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["lost outputs (job not done or file missing)", lost, "0"],
                 ["files checked", files, ""],
                 ["corrupt vs journal sha256", corrupt_vs_journal, "0"],
-                ["corrupt vs fresh emulator download", corrupt_vs_emulator, "0"],
+                ["corrupt vs fresh emulator download (any salt used)", corrupt_vs_emulator, "0"],
                 ["files not re-downloadable (expired/no URL)", unverifiable, ""],
                 ["predictions created", stats["predictions_created"], f">= {args.jobs}"],
                 ["inputs created more than once", len(dups), f"<= kills ({kills}) + create 5xx"],
@@ -227,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
                     "",
                 ],
                 ["downloads cut", stats["downloads_cut"], ""],
+                ["overlapping runs refused (exit 2, holder named)", overlaps_refused, ""],
+                ["overlapping runs that ran after the first ended", overlaps_ran, ""],
+                ["overlapping runs that ran beside a live holder", overlaps_wrong, "0"],
+                ["runs refused by a killed run's lock (stale)", stale_refusals, "0"],
+                ["parts on disk at the kills (sum)", parts_at_kills, ""],
+                ["parts resumed (download.resumed)", events["download.resumed"], ""],
+                ["parts discarded (download.part_discarded)", discarded, ""],
+                ["parts replaced, If-Range refused (download.part_replaced)", replaced, ""],
             ],
             title="Crash harness",
         )

@@ -4,7 +4,7 @@ A fresh emulator subprocess serves a kling-video output of ``--size`` bytes (the
 emulator's ``video_size`` knob). One prediction is created and awaited, then the same
 output URL is fetched by each contender, in alternating order for ``--rounds`` rounds:
 
-  engine   `engine.download.Downloader.fetch` (part file, sha256 while streaming, fsync,
+  engine   `engine._download.Downloader.fetch` (part file, sha256 while streaming, fsync,
            rename) in a child process
   curl     ``curl -o FILE`` (when installed): the target's yardstick
   curl+sha256+sync  ``curl -o FILE && sha256sum FILE && sync FILE``: curl doing the same
@@ -60,7 +60,7 @@ def rss_now_mb() -> float:
 
 async def child_engine(url: str, dest: Path) -> None:
     from engine import ApiConfig  # noqa: PLC0415
-    from engine.download import Downloader  # noqa: PLC0415
+    from engine._download import Downloader  # noqa: PLC0415
 
     async with Downloader(ApiConfig.from_env()) as downloader:
         await downloader.fetch(url, dest)
@@ -144,7 +144,7 @@ def child_two_threads(url: str, dest: Path) -> None:
 def child_main(kind: str, url: str, dest: Path) -> None:
     import httpx  # noqa: F401, PLC0415
 
-    import engine.download  # noqa: F401, PLC0415 - imports before the baseline RSS
+    import engine._download  # noqa: F401, PLC0415 - imports before the baseline RSS
 
     before = rss_now_mb()
     t0, cpu0 = time.monotonic(), time.process_time()

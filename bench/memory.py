@@ -83,7 +83,7 @@ def run_cli(
 
 def synthetic_journal(path: Path, jobs: int) -> None:
     """Write 3 records per job (creating, created, permanent failed) + the run header."""
-    from engine.state import JournalRecord  # noqa: PLC0415
+    from engine._journal import JournalRecord  # noqa: PLC0415
     from jobs import input_digest  # noqa: PLC0415
 
     ts = time.time() - 3600
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         t = time.monotonic()
         synthetic_journal(journal, jobs_in_journal)
         # The run that wrote this journal also checked the manifest and stamped it; a
-        # resume of the same, unchanged file does not read it again (engine/precheck.py).
+        # resume of the same, unchanged file does not read it again (engine/_precheck.py).
         # In a child: a child's ru_maxrss starts from its parent's size at fork.
-        stamp = "import sys; from pathlib import Path; from engine.precheck import "
+        stamp = "import sys; from pathlib import Path; from engine._precheck import "
         stamp += "checked_job_count as c; c(Path(sys.argv[1]), Path(sys.argv[2]))"
         subprocess.run([PY, "-c", stamp, str(large), str(journal.parent)], cwd=ROOT, check=True)
         print(

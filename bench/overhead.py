@@ -55,7 +55,7 @@ CONTENDERS = ("bare", "engine")
 
 async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
     from engine import ApiConfig, EngineConfig, run_jobs  # noqa: PLC0415
-    from engine.logging import configure_logging  # noqa: PLC0415
+    from engine._logs import configure_logging  # noqa: PLC0415
     from jobs import read_manifest  # noqa: PLC0415
 
     configure_logging(json=True, file=None)

@@ -60,7 +60,7 @@ def knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 async def child_engine(args: argparse.Namespace) -> dict[str, Any]:
     from engine import ApiConfig, EngineConfig, JobEventKind, read_manifest, run_jobs  # noqa: PLC0415
-    from engine.logging import configure_logging  # noqa: PLC0415
+    from engine._logs import configure_logging  # noqa: PLC0415
 
     configure_logging(json=True, file=Path(args.out) / "engine.log")
     noticed: dict[str, float] = {}

@@ -64,7 +64,7 @@ def emulator_knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 async def child_engine(args: argparse.Namespace, manifest: Path, out: Path) -> dict[str, Any]:
     from engine import ApiConfig, EngineConfig, run_jobs  # noqa: PLC0415
-    from engine.events import JobEventKind  # noqa: PLC0415
+    from engine._events import JobEventKind  # noqa: PLC0415
     from jobs import read_manifest  # noqa: PLC0415
 
     created: list[float] = []

@@ -5,10 +5,10 @@ events, the seed document's `ReplicateClient`, and the error tree. Nothing is cr
 at import time.
 """
 
-from engine.client import ReplicateClient, get_replicate_client, reset_replicate_client
-from engine.config import ApiConfig, EngineConfig, Secret
-from engine.control import RunControl
-from engine.errors import (
+from engine._client import ReplicateClient, get_replicate_client, reset_replicate_client
+from engine._config import ApiConfig, EngineConfig, Secret
+from engine._control import RunControl
+from engine._errors import (
     ApiError,
     AuthenticationError,
     ConfigError,
@@ -16,10 +16,12 @@ from engine.errors import (
     EngineError,
     IntegrityError,
     InvalidRequestError,
+    JournalLockedError,
     ModelError,
     OutputExpiredError,
     PredictionCanceledError,
     PredictionError,
+    PredictionMayExistError,
     PredictionTimeoutError,
     RateLimitedError,
     ServerError,
@@ -27,10 +29,10 @@ from engine.errors import (
     TransportError,
     UnexpectedResponseError,
 )
-from engine.events import JobEvent, JobEventKind
-from engine.prediction import Prediction, PredictionStatus
-from engine.report import RunSummary
-from engine.runner import JobSource, RunHandle, open_run, run_jobs
+from engine._events import JobEvent, JobEventKind
+from engine._prediction import Prediction, PredictionStatus
+from engine._report import RunSummary
+from engine._runner import JobSource, RunHandle, open_run, run_jobs
 from jobs import Job, ManifestError, ModelRef, read_manifest
 
 __all__ = [
@@ -47,6 +49,7 @@ __all__ = [
     "JobEvent",
     "JobEventKind",
     "JobSource",
+    "JournalLockedError",
     "ManifestError",
     "ModelError",
     "ModelRef",
@@ -54,6 +57,7 @@ __all__ = [
     "Prediction",
     "PredictionCanceledError",
     "PredictionError",
+    "PredictionMayExistError",
     "PredictionStatus",
     "PredictionTimeoutError",
     "RateLimitedError",

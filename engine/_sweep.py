@@ -36,17 +36,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import anyio
-import structlog
 
-from engine.control import RunControl
-from engine.errors import AuthenticationError, ConfigError, EngineError
-from engine.gateway import Gateway
-from engine.limits import Budget
-from engine.prediction import Prediction
+from engine._control import RunControl
+from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._gateway import Gateway
+from engine._limits import Budget
+from engine._logs import get_logger
+from engine._prediction import Prediction
 
 __all__ = ["Sweeper", "Watch"]
 
-log = structlog.get_logger("engine.sweep")
+log = get_logger("engine.sweep")
 
 _PAGE_SIZE = 100
 _FAILURES_TO_STAND_DOWN = 3

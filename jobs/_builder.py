@@ -5,17 +5,17 @@ Private to `jobs.manifest`; split out so each module keeps one job.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import stat
 import string
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
+from jobs._files import LocalFiles, Where, remember
 from jobs._readers import RawEntry, suggest
+from jobs._unique import Seen
 from jobs.errors import ManifestError
 from jobs.identity import canonical_json, canonical_key
 from jobs.model import Job, ModelRef, ModelRefError
@@ -25,75 +25,54 @@ __all__ = ["Builder"]
 
 JOB_FIELDS = ("id", "input", "model", "output")
 _JOB_FIELD_SET = frozenset(JOB_FIELDS)
-DEFAULT_FIELDS = ("input", "model", "output")
+DEFAULT_FIELDS = ("input", "model", "models", "output")
+MODEL_DEFAULT_FIELDS = ("input",)
 PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
-_HASH_KEY_RE = re.compile(r"^j[0-9a-f]{16}$")
-_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_NO_LINES: Mapping[str, int] = MappingProxyType({})
 _CACHE_LIMIT = 1024  # distinct models, templates and @files remembered while reading
-_CHUNK = 1 << 20
 
-# Give a field's name, return its line and its qualified name ("jobs[3].input.image").
-_Where = Callable[[str], tuple[int, str]]
-
-
-@dataclass(slots=True)
-class _Seen:
-    """Remember each key's line and each output stem, to name both lines of a duplicate.
-
-    A job writing to its key (the default output) costs one entry; the line is stored
-    negated for those so a custom output can be checked against them without a second
-    entry. Custom output stems get their own table.
-    """
-
-    keys: dict[int | str, int] = field(default_factory=dict)
-    stems: dict[str, int] = field(default_factory=dict)
-
-    def first_key_line(self, key: int | str) -> int | None:
-        line = self.keys.get(key)
-        return None if line is None else abs(line)
-
-    def first_stem_line(self, stem: str, key: str) -> int | None:
-        if stem == key:
-            return self.stems.get(stem)
-        line = self.stems.get(stem)
-        if line is None and self.keys.get(_compact(stem), 0) < 0:
-            line = -self.keys[_compact(stem)]
-        return line
-
-    def add(self, key: str, compact: int | str, stem: str, line: int) -> None:
-        if stem == key:
-            self.keys[compact] = -line
-        else:
-            self.keys[compact] = line
-            self.stems[stem] = line
+# Input defaults for one model: the values, and each key's (line, field) in `defaults`.
+_Origins = dict[str, tuple[int, str]]
 
 
-def _compact(key: str) -> int | str:
-    """Return a hash-shaped key as an int: 36 bytes instead of 66, per job remembered."""
-    if len(key) == 17 and _HASH_KEY_RE.match(key):
-        return int(key[1:], 16)
-    return key
+@dataclass(frozen=True, slots=True)
+class _Defaults:
+    """The input defaults that apply to one model, merged once and shared by its jobs."""
+
+    input: dict[str, Any]
+    origins: _Origins
+    lines: Mapping[str, int]  # what `Job.default_lines` holds when a job overrides none
 
 
 class Builder:
     """Turn raw entries into jobs: merge defaults, check fields, resolve @files, key."""
 
-    def __init__(self, path: Path, source: str, *, checked: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        source: str,
+        *,
+        trust_earlier_check: bool = False,
+        allow_outside_files: bool = False,
+    ) -> None:
         self.source = source
         # The file was read whole without error before: skip the duplicate index and the
         # checks that cannot fail again on the same bytes.
-        self.checked = checked
-        self.base = path.parent.absolute()
+        self.checked = trust_earlier_check
+        self.files = LocalFiles(path.parent, source, allow_outside=allow_outside_files)
         self.index = 0
-        self.seen = _Seen()
+        self.seen = Seen()
         self.default_model: ModelRef | None = None
         self.default_input: dict[str, Any] = {}
+        self.default_origins: _Origins = {}
+        self.model_inputs: dict[str, tuple[dict[str, Any], _Origins]] = {}
         self.default_output: str | None = None
+        self._defaults: dict[str, _Defaults] = {}
         self._models: dict[str, ModelRef] = {}
         self._templates: dict[str, str | None] = {}
-        self._files: dict[str, str] = {}
 
     def error(self, message: str, line: int, field: str | None = None) -> ManifestError:
         return ManifestError(message, path=self.source, line=line, field=field or None)
@@ -121,15 +100,73 @@ class Builder:
         if "input" in value:
             if isinstance(value["input"], dict):
                 self.default_input = value["input"]
+                self.default_origins = {
+                    str(k): (line_of(f"input.{k}", entry.line), f"defaults.input.{k}")
+                    for k in value["input"]
+                }
             else:
                 message = f"must be a mapping, not {_kind(value['input'])}"
                 yield self.error(message, line_of("input", entry.line), "defaults.input")
+        if "models" in value:
+            yield from self.model_defaults(value["models"], entry)
         if "output" in value:
             problem = self.template_problem(value["output"])
             if problem is None:
                 self.default_output = value["output"]
             else:
                 yield self.error(problem, line_of("output", entry.line), "defaults.output")
+
+    def model_defaults(self, models: object, entry: RawEntry) -> Iterator[ManifestError]:
+        """Take in ``defaults.models``: ``{owner/name: {input: {...}}}``."""
+        line_of = entry.field_lines.get
+        if not isinstance(models, dict):
+            message = f"must be a mapping of model to defaults, not {_kind(models)}"
+            yield self.error(message, line_of("models", entry.line), "defaults.models")
+            return
+        for text, spec in models.items():
+            name = f"models.{text}"
+            line, field = line_of(name, entry.line), f"defaults.{name}"
+            try:
+                ref = self.model(text, line, field)
+            except ManifestError as exc:
+                yield exc
+                continue
+            if not isinstance(spec, dict):
+                yield self.error("must be a mapping like {input: {...}}", line, field)
+                continue
+            unknown = [str(n) for n in spec if n not in MODEL_DEFAULT_FIELDS]
+            if unknown:
+                hint = suggest(unknown[0], MODEL_DEFAULT_FIELDS)
+                line = line_of(f"{name}.{unknown[0]}", line)
+                yield self.error(f"unknown field{hint}", line, f"{field}.{unknown[0]}")
+                continue
+            given = spec.get("input", {})
+            if not isinstance(given, dict):
+                line = line_of(f"{name}.input", line)
+                yield self.error(f"must be a mapping, not {_kind(given)}", line, f"{field}.input")
+                continue
+            origins = {
+                str(k): (line_of(f"{name}.input.{k}", line), f"{field}.input.{k}") for k in given
+            }
+            self.model_inputs[str(ref)] = (given, origins)
+
+    def defaults_for(self, model: ModelRef) -> _Defaults:
+        """Return the input defaults of ``model``: general, then its own (more exact wins)."""
+        key = str(model)
+        found = self._defaults.get(key)
+        if found is not None:
+            return found
+        merged, origins = dict(self.default_input), dict(self.default_origins)
+        for ref in (model.slug, key) if model.version else (key,):
+            given, given_origins = self.model_inputs.get(ref, ({}, {}))
+            merged.update(given)
+            origins.update(given_origins)
+        for name in [k for k, v in merged.items() if v is None]:
+            del merged[name]  # a model's `key: null` removes a general default
+        lines = MappingProxyType({k: origins[k][0] for k in merged if k in origins})
+        found = _Defaults(merged, origins, lines)
+        _remember(self._defaults, key, found)
+        return found
 
     def job(self, entry: RawEntry) -> Job:
         """Build one job or raise the first thing wrong with it."""
@@ -138,7 +175,15 @@ class Builder:
         label = entry.label
         value = entry.value
 
+        given_input: Any = {}
+        origins: _Origins = {}
+
         def where(name: str) -> tuple[int, str]:
+            # A key that came from the defaults is located there, not on the job.
+            if origins and name.startswith("input."):
+                key = name[len("input.") :]
+                if key in origins and key not in given_input:
+                    return origins[key]
             return entry.field_lines.get(name, entry.line), f"{label}.{name}" if label else name
 
         if not isinstance(value, dict):
@@ -158,8 +203,20 @@ class Builder:
         if not isinstance(given_input, dict):
             raise self.error(f"must be a mapping, not {_kind(given_input)}", *where("input"))
         # canonical_json below refuses non-string field names (YAML allows `1: x`).
-        merged = {**self.default_input, **given_input} if self.default_input else given_input
-        job_input, key_input = self.files(merged, where)
+        defaults = self.defaults_for(model) if self.default_origins or self.model_inputs else None
+        default_lines: Mapping[str, int] = _NO_LINES
+        if defaults is not None and defaults.input:
+            origins = defaults.origins
+            merged = {**defaults.input, **given_input}
+            default_lines = defaults.lines
+            if not default_lines.keys().isdisjoint(given_input):
+                default_lines = {k: v for k, v in default_lines.items() if k not in given_input}
+        else:
+            merged = given_input
+        if None in merged.values():
+            # `key: null` means "do not send this key" (typically: drop a default).
+            merged = {k: v for k, v in merged.items() if v is not None}
+        job_input, key_input = self.files.resolve(merged, where)
         explicit = "id" in value
         if explicit and self.checked:
             # The first read checked the id, and that the input is JSON: all an explicit
@@ -182,9 +239,10 @@ class Builder:
             line=entry.line,
             index=index,
             explicit_id=explicit,
+            default_lines=default_lines,
         )
 
-    def canonical(self, key_input: dict[str, Any], where: _Where) -> str:
+    def canonical(self, key_input: dict[str, Any], where: Where) -> str:
         try:
             return canonical_json(key_input)
         except (TypeError, ValueError) as exc:
@@ -205,16 +263,20 @@ class Builder:
     def job_id(self, value: object, line: int, field: str) -> str:
         if not isinstance(value, str):
             raise self.error(f"must be a string, not {_kind(value)}; quote it", line, field)
-        if not _ID_RE.match(value):
+        if not _ID_RE.fullmatch(value):
+            # fullmatch: "$" would also match before a trailing newline.
             raise self.error(
                 f"invalid id {value!r}: use 1 to 128 of A-Z a-z 0-9 . _ -", line, field
             )
         if value in (".", ".."):
             raise self.error(f"id {value!r} would write outside the output folder", line, field)
+        problem = check_output_stem(value)  # the id is the default output stem
+        if problem is not None:
+            raise self.error(f"id {value!r} {problem}", line, field)
         return value
 
     def output(
-        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: _Where
+        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: Where
     ) -> str:
         if "output" in value:
             template = value["output"]
@@ -247,88 +309,12 @@ class Builder:
         _remember(self._templates, template, problem)
         return problem
 
-    def files(self, merged: dict[str, Any], where: _Where) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Return the job's input (``@file`` as an absolute Path) and the input to key.
-
-        The key sees ``@path#sha256:<content digest>``: editing the file re-runs the job,
-        moving the manifest's folder does not.
-        """
-        if not any(map(_may_hold_file, merged.values())):
-            return merged, merged  # the common case, kept cheap: no copies, no walk
-        job_input: dict[str, Any] = {}
-        key_input: dict[str, Any] = {}
-        for name, item in merged.items():
-            job_input[name], key_input[name] = self.file_value(item, *where(f"input.{name}"))
-        return job_input, key_input
-
-    def file_value(self, value: object, line: int, field: str) -> tuple[Any, Any]:
-        if isinstance(value, str) and value.startswith("@"):
-            if value.startswith("@@"):
-                return value[1:], value  # an escaped literal '@'; the key keeps the escape
-            return self.local_file(value[1:], line, field)
-        if isinstance(value, list):
-            pairs = [self.file_value(v, line, f"{field}[{i}]") for i, v in enumerate(value)]
-            return [p[0] for p in pairs], [p[1] for p in pairs]
-        if isinstance(value, dict):
-            job_part: dict[Any, Any] = {}
-            key_part: dict[Any, Any] = {}
-            for k, v in value.items():
-                job_part[k], key_part[k] = self.file_value(v, line, f"{field}.{k}")
-            return job_part, key_part
-        return value, value
-
-    def local_file(self, text: str, line: int, field: str) -> tuple[Path, str]:
-        if not text:
-            raise self.error(
-                "'@' must be followed by a file path (write '@@' for '@')", line, field
-            )
-        path = self.base / text
-        digest = self._files.get(str(path))
-        if digest is None:
-            digest = self.hash_file(path, text, line, field)
-            _remember(self._files, str(path), digest)
-        return path, f"@{text}#sha256:{digest}"
-
-    def hash_file(self, path: Path, text: str, line: int, field: str) -> str:
-        try:
-            info = path.stat()
-            if stat.S_ISDIR(info.st_mode):
-                raise self.error(f"@{text} is a directory, not a file", line, field)
-            if not stat.S_ISREG(info.st_mode):
-                # A FIFO or device would block or never end; it cannot be uploaded.
-                raise self.error(f"@{text} is not a regular file", line, field)
-            digest = hashlib.sha256()
-            with path.open("rb") as stream:
-                while chunk := stream.read(_CHUNK):
-                    digest.update(chunk)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
-            raise self.error(f"cannot read @{text} ({path}): {reason}", line, field) from None
-        return digest.hexdigest()
-
     def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
-        compact = _compact(key)
-        first = self.seen.first_key_line(compact)
-        if first is not None:
-            if explicit:
-                message = f"duplicate job id {key!r} (first defined at line {first})"
-            else:
-                message = f"duplicate job: same model and input as line {first} (key {key})"
-            raise self.error(message, line, label or None)
-        first = self.seen.first_stem_line(stem, key)
-        if first is not None:
-            raise self.error(
-                f"output {stem!r} is also the output of the job at line {first}",
-                line,
-                f"{label}.output" if label else "output",
-            )
-        self.seen.add(key, compact, stem, line)
-
-
-def _may_hold_file(value: object) -> bool:
-    if type(value) is str:
-        return value.startswith("@")
-    return isinstance(value, list | dict)
+        clash = self.seen.admit(key, stem, explicit, line)
+        if clash is not None:
+            message, on_output = clash
+            field = (f"{label}.output" if label else "output") if on_output else label
+            raise self.error(message, line, field or None)
 
 
 def _template_problem(template: str) -> str | None:
@@ -347,9 +333,7 @@ def _template_problem(template: str) -> str | None:
 
 
 def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
-    if len(cache) >= _CACHE_LIMIT:
-        cache.clear()  # a crude bound: manifests rarely have more distinct values
-    cache[key] = value
+    remember(cache, key, value, _CACHE_LIMIT)
 
 
 def _kind(value: object) -> str:

@@ -9,7 +9,9 @@ class ManifestError(ValueError):
     """Raise when a manifest cannot be turned into jobs.
 
     ``str()`` reads ``path:line: field: message`` (``line`` and ``field`` are left out
-    when unknown), so the CLI prints it as is, without a traceback.
+    when unknown), so the CLI prints it as is, without a traceback. It is always one
+    line: control characters that came from the manifest (a key with a newline) are
+    shown escaped.
     """
 
     path: str
@@ -34,13 +36,19 @@ class ManifestError(ValueError):
     def __str__(self) -> str:
         where = self.path if self.line is None else f"{self.path}:{self.line}"
         if self.field:
-            return f"{where}: {self.field}: {self.message}"
-        return f"{where}: {self.message}"
+            return _one_line(f"{where}: {self.field}: {self.message}")
+        return _one_line(f"{where}: {self.message}")
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only arguments defeat the default pickling of exceptions; errors cross
         # process boundaries in the CLI's tests, so keep them picklable.
         return (_rebuild, (self.message, self.path, self.line, self.field))
+
+
+def _one_line(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _rebuild(message: str, path: str, line: int | None, field: str | None) -> ManifestError:

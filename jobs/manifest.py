@@ -31,7 +31,6 @@ class ManifestSummary:
     jobs: int
     by_model: Mapping[str, int]
     errors: tuple[ManifestError, ...]
-    truncated: bool = False  # more errors than ``max_errors`` were found
 
     @property
     def ok(self) -> bool:
@@ -39,48 +38,62 @@ class ManifestSummary:
         return not self.errors
 
 
-def read_manifest(path: Path, *, checked: bool = False) -> Iterator[Job]:
+def read_manifest(
+    path: Path, *, trust_earlier_check: bool = False, allow_outside_files: bool = False
+) -> Iterator[Job]:
     """Yield the jobs of the manifest at ``path`` in order; raise the first `ManifestError`.
 
     The format follows the suffix: ``.yaml``/``.yml`` or ``.jsonl``/``.ndjson``. Memory
-    stays at one job plus one short entry per job for duplicate detection. ``checked``
-    says the whole file was already read without error (duplicates included), so the
-    duplicate index is not built again (memory then stays at one job), and an explicit
-    id and its input are not checked again.
+    stays at one job plus one short entry per job for duplicate and name detection.
+
+    ``trust_earlier_check=True`` is a promise that these very bytes were read to the end
+    without error before (by `check_manifest` or a reading without it): duplicate ids,
+    jobs and clashing output names are then NOT detected (memory stays at one job), and
+    an explicit id and its input are not checked again. Pass it only right after such a
+    check of an unchanged file.
+
+    ``@path`` inputs must resolve (symlinks followed) inside the manifest's folder unless
+    ``allow_outside_files=True``: a manifest from someone else cannot send out any file
+    the user can read.
     """
-    for item in _entries(path, checked=checked):
+    entries = _entries(
+        path, trust_earlier_check=trust_earlier_check, allow_outside_files=allow_outside_files
+    )
+    for item in entries:
         if isinstance(item, ManifestError):
             raise item
         yield item
 
 
-def check_manifest(path: Path, *, max_errors: int = 1000) -> ManifestSummary:
+def check_manifest(
+    path: Path, *, max_errors: int = 1000, allow_outside_files: bool = False
+) -> ManifestSummary:
     """Read the whole manifest and collect every error (up to ``max_errors``).
 
     A problem confined to one job is reported and reading goes on; one that stops the
-    parser (a YAML syntax error) ends the scan there.
+    parser (a YAML syntax error) ends the scan there. ``allow_outside_files`` is as for
+    `read_manifest`.
     """
     errors: list[ManifestError] = []
     by_model: dict[str, int] = {}
     count = 0
-    truncated = False
     try:
-        for item in _entries(path):
+        for item in _entries(path, allow_outside_files=allow_outside_files):
             if isinstance(item, ManifestError):
-                if len(errors) >= max_errors:
-                    truncated = True
-                    continue
-                errors.append(item)
+                if len(errors) < max_errors:
+                    errors.append(item)
             else:
                 count += 1
                 model = str(item.model)
                 by_model[model] = by_model.get(model, 0) + 1
     except ManifestError as exc:
         errors.append(exc)
-    return ManifestSummary(str(path), count, by_model, tuple(errors), truncated)
+    return ManifestSummary(str(path), count, by_model, tuple(errors))
 
 
-def _entries(path: Path, *, checked: bool = False) -> Iterator[Job | ManifestError]:
+def _entries(
+    path: Path, *, trust_earlier_check: bool = False, allow_outside_files: bool = False
+) -> Iterator[Job | ManifestError]:
     source = str(path)
     suffix = path.suffix.lower()
     if suffix in _YAML_SUFFIXES:
@@ -96,7 +109,12 @@ def _entries(path: Path, *, checked: bool = False) -> Iterator[Job | ManifestErr
     if not path.is_file():
         problem = "is a directory" if path.is_dir() else "does not exist"
         raise ManifestError(f"cannot read the manifest: it {problem}", path=source)
-    builder = Builder(path, source, checked=checked)
+    builder = Builder(
+        path,
+        source,
+        trust_earlier_check=trust_earlier_check,
+        allow_outside_files=allow_outside_files,
+    )
     try:
         for entry in reader(path, source):
             if isinstance(entry, ManifestError):

@@ -6,8 +6,10 @@ Everything here is pure data: frozen, slotted, comparable, with no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
@@ -19,9 +21,15 @@ __all__ = [
     "RefKind",
 ]
 
-_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
-_MODEL_RE = re.compile(rf"^(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[A-Za-z0-9._-]+))?$")
+# Replicate's owners and model names are lowercase letters, digits, "-", "_" and ".",
+# starting with a letter or digit; a version id is 64 lowercase hex digits. Checked
+# here so a typo fails on its manifest line, not as an HTTP 404 after other jobs ran.
+_NAME = r"[a-z0-9][a-z0-9._-]*"
+_MODEL_RE = re.compile(rf"(?P<owner>{_NAME})/(?P<name>{_NAME})(?::(?P<version>[^/]*))?")
+_VERSION_RE = re.compile(r"[0-9a-f]{64}")
 _DEPLOYMENT_PREFIX = "deployments/"
+# One empty, read-only mapping shared by every job without defaults.
+_NO_LINES: Mapping[str, int] = MappingProxyType({})
 
 
 class ModelRefError(ValueError):
@@ -56,13 +64,23 @@ class ModelRef:
         raw = text.strip()
         deployment = raw.startswith(_DEPLOYMENT_PREFIX)
         body = raw.removeprefix(_DEPLOYMENT_PREFIX)
-        match = _MODEL_RE.match(body)
+        match = _MODEL_RE.fullmatch(body)
         if match is None or (deployment and match["version"] is not None):
+            hint = ""
+            if body != body.lower() and _MODEL_RE.fullmatch(body.lower()):
+                fixed = f"{_DEPLOYMENT_PREFIX if deployment else ''}{body.lower()}"
+                hint = f" (names are lowercase on Replicate: did you mean {fixed!r}?)"
             raise ModelRefError(
                 f"malformed model reference {text!r}: expected 'owner/name', "
-                "'owner/name:version' or 'deployments/owner/name'"
+                f"'owner/name:version' or 'deployments/owner/name'{hint}"
             )
-        return cls(match["owner"], match["name"], match["version"], deployment)
+        version = match["version"]
+        if version is not None and not _VERSION_RE.fullmatch(version):
+            raise ModelRefError(
+                f"malformed version in {text!r}: a version id is 64 lowercase hex digits, "
+                f"not {version!r}"
+            )
+        return cls(match["owner"], match["name"], version, deployment)
 
     @property
     def kind(self) -> RefKind:
@@ -111,11 +129,18 @@ class Job:
     line: int = 0
     index: int = 0  # position in the manifest, for exports in manifest order
     explicit_id: bool = False
+    # The `defaults` line of each input key the job took from there (shared, read-only).
+    default_lines: Mapping[str, int] = field(default_factory=lambda: _NO_LINES, compare=False)
 
     @property
     def where(self) -> str:
         """Return ``file:line`` for messages."""
         return f"{self.source}:{self.line}"
+
+    def where_input(self, name: str) -> str:
+        """Return ``file:line`` of input key ``name``: the defaults' line if it came from there."""
+        line = self.default_lines.get(name)
+        return self.where if line is None else f"{self.source}:{line}"
 
 
 @dataclass(frozen=True, slots=True)

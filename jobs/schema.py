@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["check_input", "input_schema"]
+if TYPE_CHECKING:
+    from jobs.model import Job
+
+__all__ = ["check_input", "check_job_input", "input_schema"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str, PurePath),  # a local @file becomes an uploaded URL string
@@ -35,21 +38,41 @@ def check_input(
     components: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Return one message per problem of ``data`` against ``schema`` (empty when valid)."""
+    return [f"input.{name}: {problem}" for name, problem in _problems(schema, data, components)]
+
+
+def check_job_input(
+    schema: Mapping[str, Any], job: Job, components: Mapping[str, Any] | None = None
+) -> list[str]:
+    """Return ``file:line: input.x: problem`` per problem of ``job``'s input.
+
+    A key the job took from the manifest's ``defaults`` is located at the defaults line
+    that gave it, so the user edits the right place.
+    """
+    located: list[str] = []
+    for name, problem in _problems(schema, job.input, components):
+        where = job.where_input(name)
+        origin = " (from the defaults)" if name in job.default_lines else ""
+        located.append(f"{where}: input.{name}: {problem}{origin}")
+    return located
+
+
+def _problems(
+    schema: Mapping[str, Any], data: Mapping[str, Any], components: Mapping[str, Any] | None
+) -> list[tuple[str, str]]:
     props: Mapping[str, Any] = schema.get("properties", {})
-    problems = [
-        f"input.{name}: required" for name in schema.get("required", ()) if name not in data
-    ]
+    problems = [(name, "required") for name in schema.get("required", ()) if name not in data]
     if props:
         known = ", ".join(sorted(props))
         problems.extend(
-            f"input.{name}: unknown field (known: {known})" for name in data if name not in props
+            (name, f"unknown field (known: {known})") for name in data if name not in props
         )
     for name, value in data.items():
         prop = props.get(name)
         if isinstance(prop, Mapping):
             problem = _check_value(value, _resolve(prop, components or {}))
             if problem:
-                problems.append(f"input.{name}: {problem}")
+                problems.append((name, problem))
     return problems
 
 

@@ -24,7 +24,7 @@ from engine.emulator.lifecycle import TERMINAL, PredictionRecord, new_id
 from engine.emulator.problems import Problem, json_response, not_found
 from engine.emulator.resources import base_url
 from engine.emulator.shapes import inline_output
-from engine.emulator.sse import stream_events
+from engine.emulator.sse import resume_point, stream_events
 
 if TYPE_CHECKING:
     from engine.emulator.app import Emulator
@@ -218,7 +218,16 @@ def _sync_body(em: Emulator, record: PredictionRecord, base: str) -> dict[str, A
 async def get_prediction(em: Emulator, request: Request) -> Response:
     """Return a prediction as it is now."""
     record = _record(em, request)
-    return json_response(record.render(em.clock(), base_url(request), em.config.output_expiry))
+    body = record.render(em.clock(), base_url(request), em.config.output_expiry)
+    if em.config.inline_outputs and record.files and body["status"] == "succeeded":
+        body["output"] = inline_output(
+            record.template,
+            record.file_urls,
+            record.files,
+            em.config.data_uri_max,
+            em.config.output_salt,
+        )
+    return json_response(body)
 
 
 async def cancel_prediction(em: Emulator, request: Request) -> Response:
@@ -316,13 +325,25 @@ def _list_by_offset(em: Emulator, request: Request) -> Response:
 
 
 async def stream_prediction(em: Emulator, request: Request) -> Response:
-    """Stream a streamable prediction as server-sent events."""
+    """Stream a streamable prediction as server-sent events, resuming after Last-Event-ID.
+
+    ``stream_drop_after_events`` cuts the first stream of each prediction (one without
+    ``Last-Event-ID``) after that many events; a resumed stream runs to ``done``.
+    """
     record = _record(em, request)
     if not record.model.streamable:
         raise not_found("This prediction does not stream.")
     tick = max(0.001, min(0.05, (record.finished - record.started) / 20))
+    last_id = request.headers.get("last-event-id")
+    drop = em.config.stream_drop_after_events if last_id is None else 0
     return StreamingResponse(
-        stream_events(record, clock=em.clock, tick=tick),
+        stream_events(
+            record,
+            clock=em.clock,
+            tick=tick,
+            resume=resume_point(last_id, record),
+            drop_after=drop,
+        ),
         media_type="text/event-stream",
         headers={"cache-control": "no-store"},
     )

@@ -122,6 +122,9 @@ class EmulatorServer:
             lifespan="on",
             timeout_graceful_shutdown=1,
         )
+        config.load()
+        assert config.ssl is not None
+        config.ssl.sni_callback = self._on_client_hello
         self._server = _PromptServer(config)
         self._thread = threading.Thread(target=self._run, name="replicate-emulator")
         self._thread.start()
@@ -136,6 +139,10 @@ class EmulatorServer:
                 raise RuntimeError("the emulator did not start") from self._error
             time.sleep(0.005)
         return self
+
+    def _on_client_hello(self, _sock: object, _name: str | None, _ctx: ssl.SSLContext) -> None:
+        # OpenSSL calls this for every ClientHello, with or without a server name.
+        self.emulator.stats.handshake()
 
     def _run(self) -> None:
         assert self._server is not None

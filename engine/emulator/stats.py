@@ -35,6 +35,7 @@ class Stats:
         self.hung_creates = 0  # creates read and never answered (hang_creates)
         self.downloads_by_status: Counter[int] = Counter()  # output and upload file GETs
         self.foreign_predictions = 0  # predictions added "from the web"
+        self.tls_handshakes = 0  # ClientHellos received: one per new TLS connection
         self._recent_creates: deque[float] = deque()
         self._active: dict[str, float] = {}  # prediction id -> end time
         self._ends: list[tuple[float, str]] = []
@@ -49,6 +50,11 @@ class Stats:
             self.throttled += 1
         if status == 402 and kind == "create":
             self.creates_402 += 1
+
+    def handshake(self) -> None:
+        """Record one TLS handshake (a new connection: a client that pools makes few)."""
+        with self._lock:
+            self.tls_handshakes += 1
 
     def webhook(self, status: int) -> None:
         """Record one webhook delivery attempt by its answer (0: no answer)."""
@@ -122,4 +128,5 @@ class Stats:
             "hung_creates": self.hung_creates,
             "downloads_by_status": {str(k): v for k, v in sorted(self.downloads_by_status.items())},
             "foreign_predictions": self.foreign_predictions,
+            "tls_handshakes": self.tls_handshakes,
         }

@@ -43,8 +43,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 
 
 @pytest.fixture
-def client(replicate_env: Any) -> ReplicateClient:
-    return ReplicateClient(poll_interval=0.02)
+def client(replicate_env: Any) -> Iterator[ReplicateClient]:
+    with ReplicateClient(poll_interval=0.02) as client:
+        yield client
 
 
 def created(server: Any) -> int:
@@ -254,13 +255,26 @@ def test_list_and_paginate(client: ReplicateClient, replicate_env: Any) -> None:
     page1 = client.list_predictions()
     for pred in page1:
         print(f"{pred.id}: {pred.status}")
-    assert len(list(page1)) == 100
+    assert len(list(page1)) == 20  # the seed's default limit
 
-    assert page1.next
-    page2 = client.list_predictions(cursor=page1.next)
-    listed = [p.id for p in page1] + [p.id for p in page2]
+    listed = [p.id for p in page1]
+    page = page1
+    while page.next:
+        page = client.list_predictions(cursor=page.next)
+        listed += [p.id for p in page]
+    assert listed == list(reversed(ids_in_creation_order(replicate_env)))
     assert sorted(listed) == sorted(ids)
-    assert page2.next is None
+
+    # A limit larger than the API's page of 100 reads as many pages as it takes.
+    everything = client.list_predictions(limit=150)
+    assert [p.id for p in everything] == listed
+    assert everything.next is None
+    first_101 = client.list_predictions(limit=101)
+    assert [p.id for p in first_101] == listed
+
+
+def ids_in_creation_order(server: Any) -> list[str]:
+    return [record.id for record in server.emulator.order]
 
 
 def test_cancel_running_prediction(client: ReplicateClient, replicate_env: Any) -> None:

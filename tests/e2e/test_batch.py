@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import sniffio
 import stamina
 
 from engine import JobEventKind, open_run, read_manifest, run_jobs
-from engine.state import JournalRecord
+from engine._journal import JournalRecord
 from tests.e2e.helpers import (
     FAILS,
     FLUX,
@@ -44,7 +45,10 @@ async def test_every_output_lands_on_disk_verified_and_journaled(emulator_server
     assert (summary.done, summary.failed, summary.exit_code) == (8, 0, 0)
     assert (out / "two_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "two_1.png").exists()
-    assert (out / "text.txt").read_text().strip()
+    text = (out / "text.txt").read_text()
+    assert text.strip()
+    assert text.endswith("\n")
+    assert not text.endswith("\n\n")
     assert assert_files_match_journal(out, config.journal_path) == 9
     stats = emulator_server.emulator.stats.snapshot()
     assert stats["predictions_created"] == 8
@@ -123,11 +127,11 @@ async def test_a_permanent_failure_is_not_retried_and_others_go_on(emulator_serv
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
 
 
-async def test_a_failing_model_is_retried_max_retries_times(emulator_server, tmp_path):
+async def test_a_failing_model_is_retried_prediction_retries_times(emulator_server, tmp_path):
     manifest = write_jsonl(
         tmp_path / "m.jsonl", [{"id": "f", "model": FAILS, "input": {"prompt": "x"}}]
     )
-    config = engine_config(emulator_server, tmp_path / "out", max_retries=2)
+    config = engine_config(emulator_server, tmp_path / "out", prediction_retries=2)
 
     summary = await run_jobs(lambda: read_manifest(manifest), config)
 
@@ -139,7 +143,7 @@ async def test_a_failing_model_is_retried_max_retries_times(emulator_server, tmp
 
 async def test_failed_jobs_are_rerun_only_with_retry_failed(emulator_server, tmp_path):
     manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(4))
-    config = engine_config(emulator_server, tmp_path / "out", max_retries=0)
+    config = engine_config(emulator_server, tmp_path / "out", prediction_retries=0)
     emulator_server.emulator.update(fail_first_per_input=1)
     first = await run_jobs(lambda: read_manifest(manifest), config)
     assert first.failed == 4
@@ -151,7 +155,7 @@ async def test_failed_jobs_are_rerun_only_with_retry_failed(emulator_server, tmp
     assert (report["failed"], report["failed_keys"]) == (4, skipped.failed_keys)
 
     retried = await run_jobs(
-        lambda: read_manifest(manifest), config.with_changes(retry_failed=True)
+        lambda: read_manifest(manifest), dataclasses.replace(config, retry_failed=True)
     )
     assert (retried.done, retried.predictions_created) == (4, 4)
 

@@ -7,7 +7,7 @@ import tracemalloc
 import pytest
 
 from engine import JobEvent, JobEventKind, read_manifest, run_jobs
-from engine.state import JournalRecord
+from engine._journal import JournalRecord
 from tests.e2e.helpers import engine_config, image_jobs, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -44,9 +44,9 @@ async def test_skipped_failed_jobs_cost_a_pointer_each_not_a_key(emulator_server
 
     tracemalloc.start()
     try:
-        # checked=True as the CLI reads a manifest it checked: no duplicate index grows.
+        # trust_earlier_check=True as the CLI reads a manifest it checked: no duplicate index grows.
         summary = await run_jobs(
-            lambda: read_manifest(manifest, checked=True), config, on_event=measure
+            lambda: read_manifest(manifest, trust_earlier_check=True), config, on_event=measure
         )
     finally:
         tracemalloc.stop()

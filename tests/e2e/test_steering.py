@@ -7,6 +7,7 @@ import json
 import pytest
 
 from engine import read_manifest, run_jobs
+from engine._display import Progress
 from tests.e2e.helpers import FLUX, engine_config, image_jobs, journal_records, write_jsonl
 
 pytestmark = pytest.mark.anyio
@@ -30,10 +31,13 @@ async def test_job_timeout_cancels_the_prediction_on_the_server(emulator_server,
     )
     manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
     config = engine_config(emulator_server, tmp_path / "out", job_timeout=0.3)
+    progress = Progress(total=1, create_rate=config.create_rate, live=False)
 
-    summary = await run_jobs(lambda: read_manifest(manifest), config)
+    summary = await run_jobs(lambda: read_manifest(manifest), config, on_event=progress.record)
 
     assert (summary.canceled, summary.done, summary.exit_code) == (1, 0, 1)
+    snap = progress.snapshot()  # the panel counts a canceled job as the report does
+    assert (snap["canceled"], snap["failed"], snap["queued"]) == (1, 0, 0)
     canceled = [r for r in journal_records(config.journal_path) if r["e"] == "canceled"]
     assert [(r["k"], r["why"]) for r in canceled] == [("p0000", "timeout")]
     requests = emulator_server.emulator.stats.snapshot()["requests"]

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import http.server
 import os
+import subprocess
 import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
@@ -17,12 +18,13 @@ import httpx
 import pytest
 import stamina
 
-from engine.config import ApiConfig
-from engine.download import Downloader, _TrustedHostAuth
-from engine.errors import OutputExpiredError, StorageError
-from engine.gateway import Gateway
-from engine.limits import Budget, Limits
-from engine.retry import RetryPolicy
+from engine._config import ApiConfig
+from engine._download import Downloader
+from engine._errors import OutputExpiredError, StorageError, TransportError
+from engine._gateway import Gateway
+from engine._http import TrustedHostAuth
+from engine._limits import Budget, Limits
+from engine._retry import RetryPolicy
 from jobs.model import ModelRef
 from tests.support import sha256_of
 
@@ -133,19 +135,27 @@ async def test_a_small_output_takes_one_request(
 
 
 async def test_a_part_left_by_an_earlier_run_is_resumed(
-    downloader: Downloader, api: ApiConfig, server: Any, tmp_path: Path
+    api: ApiConfig, server: Any, tmp_path: Path
 ) -> None:
     server.emulator.update(video_size=1024 * 1024)
     [url] = await output_urls(api, VIDEO, {"prompt": "again"})
-    full = await downloader.fetch(url, tmp_path / "first.mp4")
-    dest = tmp_path / "second.mp4"
-    prefix = (tmp_path / "first.mp4").read_bytes()[:300_000]
-    dest.with_name("second.mp4.part").write_bytes(prefix)
+    dest = tmp_path / "again.mp4"
+    server.emulator.update(cut_first_downloads=1)
+    async with Downloader(api, chunk_size=CHUNK, retry=FAST) as earlier:
+        with stamina.set_testing(True, attempts=1), pytest.raises(TransportError):
+            await earlier.fetch(url, dest)  # the earlier run: cut, its part kept
+    kept = dest.with_name("again.mp4.part").stat().st_size
+    assert 0 < kept < 1024 * 1024
     asked, served = requests(server)["outputs.get 206"], server.emulator.stats.bytes_served
-    again = await downloader.fetch(url, dest)
-    assert again.sha256 == full.sha256 == sha256_of(dest)
+
+    async with Downloader(api, chunk_size=CHUNK, retry=FAST) as later:
+        again = await later.fetch(url, dest)
+
+    assert again.size == 1024 * 1024
+    assert again.sha256 == sha256_of(dest)
     assert requests(server)["outputs.get 206"] == asked + 1  # one request, for the rest
-    assert server.emulator.stats.bytes_served - served == full.size - 300_000
+    assert server.emulator.stats.bytes_served - served == again.size - kept
+    assert not dest.with_name("again.mp4.part.meta").exists()
 
 
 async def test_expired_output_is_output_expired(
@@ -184,21 +194,36 @@ async def test_inline_outputs_are_written_atomically(
     assert result.sha256 == sha256_of(tmp_path / "out" / "a.json")
 
 
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """Mount a 64 KiB tmpfs (the suite runs as root): a real ENOSPC, on regular files.
+
+    A symlink to /dev/full would be simpler, but the downloader rightly refuses to write
+    through a symlink. Fails, never skips, where mounting is not allowed.
+    """
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
 async def test_a_full_disk_is_a_storage_error_and_frees_the_part(
-    downloader: Downloader, api: ApiConfig, tmp_path: Path
+    downloader: Downloader, api: ApiConfig, full_disk: Path
 ) -> None:
     [url] = await output_urls(api, FLUX, {"prompt": "full"})
-    dest = tmp_path / "full.webp"
-    part = dest.with_name("full.webp.part")
-    part.symlink_to("/dev/full")  # every write there fails with ENOSPC, for real
+    dest = full_disk / "full.webp"
+    (full_disk / "filler").write_bytes(b"x" * 60 * 1024)  # leave less than one output
     with pytest.raises(StorageError, match="No space left"):
         await downloader.fetch(url, dest)
-    assert not part.is_symlink()  # the part is removed so the run can go on
+    assert not dest.with_name("full.webp.part").exists()  # freed so the run can go on
+    assert not dest.with_name("full.webp.part.meta").exists()
     assert not dest.exists()
 
-    part.symlink_to("/dev/full")
     with pytest.raises(StorageError):
-        await downloader.write_inline("text", dest)
+        await downloader.write_inline("text" * 4096, dest)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -252,7 +277,7 @@ async def test_the_token_never_goes_to_a_foreign_host(
 
 
 def test_only_the_api_origin_and_replicate_delivery_are_trusted() -> None:
-    auth = _TrustedHostAuth("r8_x", "https://api.replicate.com")
+    auth = TrustedHostAuth("r8_x", "https://api.replicate.com")
     trusted = [
         "https://api.replicate.com/v1/files/x",
         "https://replicate.delivery/pbxt/x.png",

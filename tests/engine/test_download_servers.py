@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from engine import ApiConfig, Secret
-from engine.download import Downloader
-from engine.retry import RetryPolicy
+from engine._download import Downloader
+from engine._retry import RetryPolicy
 from tests.support import tls_server
 
 pytestmark = pytest.mark.anyio

@@ -13,8 +13,8 @@ import stamina
 import structlog
 from structlog.testing import capture_logs
 
-from engine.config import ApiConfig, Secret
-from engine.errors import (
+from engine._config import ApiConfig, Secret
+from engine._errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
@@ -22,11 +22,11 @@ from engine.errors import (
     ServerError,
     TransportError,
 )
-from engine.gateway import Gateway
-from engine.limits import Budget, Limits
-from engine.logging import configure_logging
-from engine.prediction import Prediction, PredictionStatus
-from engine.retry import RetryPolicy
+from engine._gateway import Gateway
+from engine._limits import Budget, Limits
+from engine._logs import configure_logging
+from engine._prediction import Prediction, PredictionStatus
+from engine._retry import RetryPolicy
 from jobs.model import ModelRef
 
 pytestmark = pytest.mark.anyio
@@ -92,12 +92,6 @@ async def test_create_routes_version_and_deployment(gateway: Gateway, server: An
     assert counts["deployments.predictions.create 201"] == 1
 
 
-async def test_create_with_wait_returns_the_finished_prediction(gateway: Gateway) -> None:
-    done = await gateway.create(FLUX, {"prompt": "quick"}, wait=5)
-    assert done.status is PredictionStatus.SUCCEEDED
-    assert done.output
-
-
 async def test_invalid_input_is_not_retried_and_names_the_field(
     gateway: Gateway, server: Any
 ) -> None:
@@ -137,6 +131,20 @@ async def test_gets_recover_from_5xx_and_every_attempt_takes_the_read_budget(
     reads = sum(n for key, n in counts.items() if not key.startswith("models.predictions.create"))
     assert limits.read.acquired == reads
     assert limits.create.acquired == 1
+
+
+async def test_the_caller_says_which_requests_are_creates(
+    gateway: Gateway, server: Any, limits: Limits
+) -> None:
+    # A create and a stream's POST take the create budget; a cancel (a POST too) and the
+    # stream's follow-up GET take the read budget.
+    created = await gateway.create(FLUX, {"prompt": "kinds"})
+    await gateway.cancel(created.id)
+    assert (limits.create.acquired, limits.read.acquired) == (1, 1)
+    events = [e async for e in gateway.stream(LLAMA, {"prompt": "hi", "max_tokens": 2})]
+    assert events[-1].event == "done"
+    assert limits.create.acquired == 2
+    assert limits.read.acquired == 2
 
 
 async def test_a_429_on_create_cools_the_budget_down_then_succeeds(
@@ -203,15 +211,6 @@ async def test_stream_yields_output_then_done(gateway: Gateway) -> None:
     assert kinds[-1] == "done"
     assert "output" in kinds
     assert "".join(e.data for e in events if e.event == "output")
-
-
-async def test_upload_and_path_inputs(gateway: Gateway, tmp_path: Path) -> None:
-    image = tmp_path / "in.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    url = await gateway.upload(image)
-    assert url.startswith("https://")
-    created = await gateway.create(FLUX, {"prompt": "with file", "image": url})
-    assert created.status is PredictionStatus.STARTING
 
 
 async def test_aborted_prediction_survives_the_clients_parser(

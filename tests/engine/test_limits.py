@@ -8,8 +8,8 @@ import contextlib
 import anyio
 import pytest
 
-from engine.config import EngineConfig
-from engine.limits import Budget, Limits, PollPacer
+from engine._config import EngineConfig
+from engine._limits import Budget, Limits, PollPacer
 
 pytestmark = pytest.mark.anyio
 

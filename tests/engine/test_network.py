@@ -8,8 +8,7 @@ import anyio
 import httpx
 import pytest
 
-from engine.gateway import ssl_context
-from engine.network import async_transport
+from engine._http import ContentRange, async_transport, parse_content_range, ssl_context
 from tests.support import tls_server
 
 pytestmark = pytest.mark.anyio
@@ -27,3 +26,19 @@ async def test_a_connection_closed_by_the_server_while_idle_is_replaced(tmp_path
                 bodies.append((await client.get(f"{url}/")).text)
                 assert await anyio.to_thread.run_sync(closed.acquire, True, 5)
     assert bodies == ["ok", "ok", "ok"]  # each on a new connection; none sent into a dead one
+
+
+@pytest.mark.parametrize(
+    ("header", "parsed"),
+    [
+        ("bytes 0-9/10", ContentRange(0, 9, 10)),
+        (" bytes 5-9/* ", ContentRange(5, 9, None)),
+        ("bytes */0", ContentRange(None, None, 0)),
+        ("bytes 0-9", None),
+        ("items 0-9/10", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_one_content_range_parser(header: str | None, parsed: ContentRange | None) -> None:
+    assert parse_content_range(header) == parsed

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs import ModelRef, canonical_json, input_digest, job_key
+from jobs import ModelRef, ModelRefError, canonical_json, input_digest, job_key
 
 FLUX = ModelRef.parse("black-forest-labs/flux-schnell")
 
@@ -81,7 +81,7 @@ def test_key_is_a_safe_id(data: dict[str, Any]) -> None:
 
 def test_model_is_part_of_the_key() -> None:
     data = {"prompt": "x"}
-    pinned = ModelRef.parse("black-forest-labs/flux-schnell:abc")
+    pinned = ModelRef.parse(f"black-forest-labs/flux-schnell:{'39ed52f2' * 8}")
     deployment = ModelRef.parse("deployments/black-forest-labs/flux-schnell")
     keys = {job_key(FLUX, data), job_key(pinned, data), job_key(deployment, data)}
     assert len(keys) == 3
@@ -121,3 +121,30 @@ def test_canonical_json_rejects_non_string_keys_and_foreign_types() -> None:
         canonical_json({"a": {1: "x"}})
     with pytest.raises(TypeError, match=r"set value at \$\.s has no JSON form"):
         canonical_json({"s": {1, 2}})
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("Black-Forest-Labs/flux-schnell", "did you mean 'black-forest-labs/flux-schnell'?"),
+        ("meta/Llama", "did you mean 'meta/llama'?"),
+        ("deployments/Acme/x", "did you mean 'deployments/acme/x'?"),
+        ("a/b\n", ""),  # surrounding blanks are stripped: this one parses
+        ("a/b\nc", "malformed model reference"),
+        ("a/b:abc", "64 lowercase hex"),
+        (f"a/b:{'A' * 64}", "64 lowercase hex"),
+        (f"a/b:{'0' * 63}", "64 lowercase hex"),
+        (f"a/b:{'0' * 64}\n0", "malformed"),
+        ("-a/b", "malformed model reference"),
+        ("a/.b", "malformed model reference"),
+        ("a b/c", "malformed model reference"),
+        ("deployments/a/b:" + "0" * 64, "malformed model reference"),
+    ],
+)
+def test_model_refs_have_replicates_form(text: str, fragment: str) -> None:
+    if not fragment:
+        assert ModelRef.parse(text).slug == "a/b"
+        return
+    with pytest.raises(ModelRefError) as info:
+        ModelRef.parse(text)
+    assert fragment in str(info.value)

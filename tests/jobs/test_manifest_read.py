@@ -10,6 +10,7 @@ from tests.jobs.helpers import Write
 
 FLUX = "black-forest-labs/flux-schnell"
 LLAMA = "meta/meta-llama-3-70b-instruct"
+VERSION = "39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b"
 
 
 def test_yaml_jobs_merge_defaults_key_by_key(write: Write) -> None:
@@ -49,12 +50,12 @@ def test_yaml_jobs_merge_defaults_key_by_key(write: Write) -> None:
 
 
 def test_yaml_without_defaults_uses_key_as_output(write: Write) -> None:
-    path = write("m.yml", f"jobs:\n  - model: {FLUX}:abc123\n    input: {{prompt: x}}\n")
+    path = write("m.yml", f"jobs:\n  - model: {FLUX}:{VERSION}\n    input: {{prompt: x}}\n")
     (job,) = read_manifest(path)
     assert job.output == job.key
     assert job.key.startswith("j")
     assert len(job.key) == 17
-    assert job.model.version == "abc123"
+    assert job.model.version == VERSION
 
 
 def test_yaml_anchors_and_aliases_work(write: Write) -> None:

@@ -10,11 +10,11 @@ import sys
 
 import anyio
 
-from engine.state import Journal, JournalRecord
+from engine._journal import Journal, JournalRecord
 
 
 async def main(path: str, prefix: str) -> None:
-    async with Journal.open(path, flush_interval=0.001) as journal:
+    async with Journal(path, flush_interval=0.001) as journal:
         i = 0
         while True:
             key = f"{prefix}-{i}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.state import load_journal
+from engine._journal import load_journal
 from jobs.model import JobStatus
 
 CHILD = Path(__file__).with_name("journal_child.py")

@@ -8,14 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.state import (
+from engine._journal import (
     JobState,
     JournalRecord,
     Replay,
-    compacted_records,
-    journal_summary,
     replay,
 )
+from engine._status import journal_summary
 from jobs.model import JobStatus, OutputFile
 
 R = JournalRecord
@@ -283,7 +282,22 @@ def test_torn_final_line_equals_replay_without_it(journal: list[bytes], last: R)
     assert (torn.torn_lines, torn.records) == (1, whole.records)
 
 
-@given(journals)
-def test_compacted_records_replay_to_the_same_jobs(journal: list[bytes]) -> None:
-    result = replay(journal)
-    assert replay(r.to_line() for r in compacted_records(result)).jobs == result.jobs
+def test_created_records_are_counted_over_every_run_and_chunk() -> None:
+    first = lines(
+        R.run(),
+        R.creating("a", attempt=1, input_digest="d1", ts=5.0),
+        R.created("a", prediction_id="p1", attempt=1),
+        R.failed("a", prediction_id="p1", error="x", error_class="E", permanent=False, attempt=1),
+    )
+    second = lines(
+        R.run(),
+        R.creating("a", attempt=2, input_digest="d1", ts=6.0),
+        R.created("a", prediction_id="p2", attempt=2),
+        R.created("b", prediction_id="p3", attempt=1),
+    )
+
+    whole = replay(first + second)
+    chunked = replay(second, start=replay(first))
+
+    assert (whole.created, whole.runs) == (3, 2)
+    assert (chunked.created, chunked.runs) == (3, 2)

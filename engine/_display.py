@@ -1,0 +1,219 @@
+"""Show a run to a person: the end-of-run table (and, on a terminal, live progress)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import anyio
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from engine._events import JobEvent
+from engine._logs import get_logger
+from engine._pricing import billing_rows
+from engine._report import RunSummary
+from engine._stats import RunStats
+from jobs import ENGINE_FILES
+
+__all__ = ["Progress", "render_summary"]
+
+
+def render_summary(
+    summary: RunSummary,
+    output_dir: Path,
+    *,
+    manifest_jobs: int | None = None,
+    console: Console | None = None,
+) -> None:
+    """Print the summary table a person reads in the morning.
+
+    ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
+    """
+    console = console or Console(file=sys.stdout)
+    output_dir = output_dir.resolve()
+    rows: list[tuple[str, str]] = [
+        ("jobs", _jobs_row(summary.total, manifest_jobs)),
+        ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
+        ("failed", str(summary.failed)),
+        ("not started / left running", str(summary.deferred)),
+        ("canceled", str(summary.canceled)),
+        ("predictions created", str(summary.predictions_created)),
+        ("re-attached after restart", str(summary.reattached)),
+        *_totals_rows(summary),
+        ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
+        ("wall time", f"{summary.wall_seconds:.1f} s"),
+        ("throughput", _throughput(summary.throughput_per_min)),
+        ("predict time", f"{summary.predict_seconds:.1f} s"),
+        (
+            "prediction p50 / p95",
+            f"{_secs(summary.prediction_p50)} / {_secs(summary.prediction_p95)}",
+        ),
+        ("download p50 / p95", f"{_secs(summary.download_p50)} / {_secs(summary.download_p95)}"),
+        (
+            "429 answers / time throttled",
+            f"{summary.throttled_429} / {summary.throttled_seconds:.1f} s",
+        ),
+    ]
+    rows += billing_rows(summary.billing)
+    if summary.retries:
+        rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
+    if summary.stopped_reason:
+        rows.append(("stopped", summary.stopped_reason))
+    lines: list[str] = []
+    if console.is_terminal:
+        table = Table(title="Run summary", show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value", justify="right")
+        for what, value in rows:
+            table.add_row(what, Text(value))
+        console.print(table)
+    else:
+        # A log file or a mail from cron: aligned lines that never wrap or split.
+        width = max(len(what) for what, _ in rows)
+        lines += ["Run summary", *(f"  {what:<{width}}  {value}" for what, value in rows)]
+    lines += [f"  {count} x {error}" for error, count in summary.common_errors]
+    if summary.failed_keys:
+        shown = ", ".join(summary.failed_keys[:20])
+        more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
+        lines.append(f"failed jobs: {shown}{more}")
+    for keys, what in (
+        (summary.changed_keys, "changed since done, re-run (old outputs kept as *.before-*)"),
+        (summary.stale_keys, "changed since done, NOT re-run (--on-changed report)"),
+    ):
+        if keys:
+            more = f" (+{len(keys) - 20} more)" if len(keys) > 20 else ""
+            lines.append(f"{what}: {', '.join(keys[:20])}{more}")
+    where = output_dir.resolve()
+    lines.append(f"outputs in {where}/ ; report in {where / ENGINE_FILES.report}")
+    for line in lines:
+        console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _throughput(per_min: float | None) -> str:
+    return "-" if per_min is None else f"{per_min:.1f} jobs/min"
+
+
+def _totals_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    runs = summary.totals.get("runs", 1)
+    if runs > 1:
+        created = summary.totals.get("predictions_created", summary.predictions_created)
+        rows.append((f"predictions created, all {runs} runs", str(created)))
+    earlier = summary.earlier_manifest_jobs
+    if earlier:
+        rows.append(("in the journal, not in this manifest", f"{earlier} (earlier versions)"))
+    return rows
+
+
+def _jobs_row(reached: int, manifest_jobs: int | None) -> str:
+    if manifest_jobs is None or manifest_jobs == reached:
+        return str(reached)
+    return f"{manifest_jobs} ({reached} reached before the stop)"
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{n} B"
+        size /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+class Progress:
+    """Show a run live on a terminal, as a log line elsewhere: a view of `RunStats`.
+
+    On a terminal a rich panel refreshes in place: done / failed / in flight / queued,
+    creates per minute against the budget, bytes downloaded, ETA; log lines printed on
+    ``console`` appear above it. Elsewhere (cron, CI) a ``run.progress`` log event carries
+    the same numbers: the first after ``first_interval`` seconds, then every ``interval``.
+    The counting is `RunStats`'s (``record`` is its fold), so the panel and the report agree.
+    """
+
+    def __init__(
+        self,
+        total: int,
+        create_rate: float,
+        *,
+        live: bool,
+        interval: float = 30.0,
+        stats: RunStats | None = None,
+        first_interval: float = 5.0,
+        console: Console | None = None,
+    ) -> None:
+        self.total = total
+        self.create_rate = create_rate
+        self.live = live
+        self.interval = interval
+        self.stats = stats if stats is not None else RunStats()
+        self.first_interval = first_interval
+        self.console = console
+
+    def record(self, event: JobEvent) -> None:
+        """Fold one job event into the stats (the runner's ``on_event`` hook)."""
+        self.stats.record(event)
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        """Return the numbers shown: the stats' snapshot, plus queued and the ETA."""
+        s = self.stats.snapshot()
+        elapsed = max(float(s["elapsed"]), 1e-9)
+        finished = int(s["done"] + s["failed"] + s["canceled"] + s["deferred"])
+        in_flight = int(s["in_flight"])
+        queued = max(0, self.total - finished - in_flight)
+        rate = finished / elapsed
+        eta = (self.total - finished) / rate if rate > 0 and finished < self.total else None
+        return {
+            "done": s["done"],
+            "failed": s["failed"],
+            "canceled": s["canceled"],
+            "in_flight": in_flight,
+            "queued": queued,
+            "creates_per_min": s["creates_per_min"],
+            "create_budget_per_min": self.create_rate,
+            "retries": s["retries"],
+            "bytes_downloaded": s["bytes_downloaded"],
+            "eta_seconds": None if eta is None else round(eta),
+        }
+
+    def render(self) -> Table:
+        """Return the live panel."""
+        s = self.snapshot()
+        table = Table(show_header=False, box=None, title="replicate batch", title_justify="left")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        table.add_row("done / total", f"{s['done']} / {self.total}")
+        table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
+        table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
+        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        table.add_row("retries", str(s["retries"]))
+        table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
+        eta = s["eta_seconds"]
+        table.add_row("ETA", "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s")
+        return table
+
+    async def run(self) -> None:
+        """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
+        if self.live:
+            console = self.console or Console(stderr=True)
+            # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
+            # printed above it rather than through it.
+            with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
+                try:
+                    while True:
+                        await anyio.sleep(0.25)
+                        live.update(self.render(), refresh=True)
+                finally:
+                    # The panel left on screen shows the final counts, not the last tick's.
+                    live.update(self.render(), refresh=True)
+        log = get_logger("engine.progress")
+        await anyio.sleep(self.first_interval)
+        while True:
+            log.info("run.progress", total=self.total, **self.snapshot())
+            await anyio.sleep(self.interval)

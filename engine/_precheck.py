@@ -1,0 +1,78 @@
+"""Check a manifest before any API call, once per version of the file.
+
+A manifest error must stop a run before it spends anything, so the CLI reads the whole
+manifest first. For a million-line manifest that read costs many seconds on every
+resume, although the file has not changed since the last run checked it. The check
+therefore leaves a stamp beside the journal (the manifest's path, size and mtime) and
+a later run with the same file skips the read. Manifests with ``@file`` inputs are
+always read again: the files they name may have changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+from collections.abc import Collection
+from pathlib import Path, PurePath
+
+from engine._durable import write_durably
+from jobs import ENGINE_FILES, ManifestError, read_manifest
+
+__all__ = ["check_only_ids", "checked_job_count"]
+
+_STAMP = ENGINE_FILES.stamp
+
+
+def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
+    """Return the number of jobs in ``manifest``, reading it only when it changed.
+
+    Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
+    """
+    stat = manifest.stat()
+    identity = {
+        "path": str(manifest.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+    }
+    stamp = stamp_dir / _STAMP
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if isinstance(saved, dict) and saved.get("manifest") == identity:
+        return int(saved["jobs"])
+    count, local_files = 0, False
+    for job in read_manifest(manifest):
+        count += 1
+        local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
+    if not local_files:
+        # Only a shortcut for the next run: a folder that refuses it is the run's to report.
+        with contextlib.suppress(OSError):
+            write_durably(stamp, json.dumps({"manifest": identity, "jobs": count}).encode())
+    return count
+
+
+def check_only_ids(manifest: Path, only: Collection[str]) -> None:
+    """Raise `jobs.ManifestError` naming the ``--only`` ids that no job of ``manifest`` has.
+
+    Each unknown id gets the closest job id when there is one ("did you mean"): a typo
+    must not become a run of 0 jobs that exits 0.
+    """
+    missing = set(only)
+    if not missing:
+        return
+    keys: list[str] = []
+    for job in read_manifest(manifest, trust_earlier_check=True):
+        missing.discard(job.key)
+        keys.append(job.key)
+        if not missing:
+            return
+    parts = []
+    for key in sorted(missing):
+        close = difflib.get_close_matches(key, keys, n=1)
+        parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise ManifestError(
+        f"--only names {len(missing)} id(s) that no job has: {', '.join(parts)}",
+        path=str(manifest),
+    )

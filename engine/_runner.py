@@ -1,0 +1,479 @@
+"""Run a batch: one task group owns the producer, the workers and every resource.
+
+Backpressure comes before spawning: a fixed pool of ``concurrency`` workers reads jobs from
+a memory stream of the same size, so memory is O(in flight), never O(manifest).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+
+import anyio
+from anyio import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from engine._changed import has_changed, keep_aside
+from engine._config import EngineConfig
+from engine._control import RunControl, Spending
+from engine._download import Downloader
+from engine._errors import EngineError, StorageError, one_error
+from engine._events import JobEvent, JobEventKind
+from engine._gateway import Gateway
+from engine._http import async_library_known
+from engine._journal import JobState, Journal, JournalLock, JournalRecord, load_journal
+from engine._limits import Limits, PollPacer
+from engine._logs import get_logger
+from engine._parts import is_stored
+from engine._report import RunSummary, store_report
+from engine._retry import RetryPolicy
+from engine._stats import RunStats
+from engine._storage import check_output_folder
+from engine._sweep import Sweeper
+from engine._worker import WorkerContext, run_job
+from jobs import ENGINE_FILES, Job, JobStatus
+
+__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
+
+log = get_logger("engine.runner")
+
+JobSource = Iterable[Job] | Callable[[], Iterable[Job]]
+EventHook = Callable[[JobEvent], Awaitable[None] | None]
+
+_RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEEDED})
+_GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without --retry-failed
+# Per-file and per-skip lines would flood the log of a resumed million-job run; the
+# report and the progress line count them.
+_QUIET_EVENTS = frozenset(
+    {JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED, JobEventKind.CHANGED}
+)  # CHANGED: `_changed` logs its own warning, with the files kept aside
+# Steps at debug, outcomes at info: one line per finished job. The journal keeps every
+# prediction id durably; the done, failed and deferred lines name theirs.
+_DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
+# A job that ended without its outputs: logged once, here, with its reason.
+_WARNING_EVENTS = frozenset({JobEventKind.FAILED, JobEventKind.DEFERRED})
+_QUIET_DEFERRALS = frozenset({"not started", "left running"})  # a stop's ordinary outcome
+
+
+async def run_jobs(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None = None,
+    on_event: EventHook | None = None,
+) -> RunSummary:
+    """Run ``jobs`` to completion (or until stopped) and return what happened.
+
+    ``jobs`` is an iterable of `Job` or a callable returning one; a callable (or a
+    re-iterable such as a list) lets predictions journaled by an earlier run go first, so
+    their outputs are fetched before Replicate deletes them. Resumes from the journal at
+    ``config.journal_path``; writes ``report.json`` next to the outputs.
+    Never calls ``asyncio.run``: it runs in the caller's event loop.
+
+    A job's failure is in the summary; what stops the whole run is raised as one
+    `EngineError` (never an exception group): `AuthenticationError` (token refused,
+    401/403), `ConfigError` (e.g. a CA bundle that cannot be loaded), `StorageError`
+    (an output folder or journal that cannot be written, a full disk).
+    """
+    with async_library_known():
+        try:
+            return await _run(jobs, config, control=control, on_event=on_event)
+        except BaseException as exc:
+            # Task groups wrap errors in groups; a host and a person want the error.
+            error = one_error(exc)
+            if isinstance(error, EngineError):
+                # One line, no traceback: the message says it all (our own error).
+                log.error(  # noqa: TRY400
+                    "run.failed", error=str(error), error_class=type(error).__name__
+                )
+            if error is exc:
+                raise
+            raise error from error.__cause__
+
+
+async def _run(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None,
+    on_event: EventHook | None,
+) -> RunSummary:
+    # Before any create: a prediction whose outputs cannot be kept is money thrown away.
+    await anyio.to_thread.run_sync(check_output_folder, config.output_dir)
+    # Locked before the replay: a run that replayed while another was still appending
+    # would create again what the other created after the replay.
+    lock = JournalLock(config.journal_path)
+    await anyio.to_thread.run_sync(lock.acquire)
+    try:
+        return await _run_locked(jobs, config, control=control, on_event=on_event)
+    finally:
+        lock.release()
+
+
+async def _run_locked(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    control: RunControl | None,
+    on_event: EventHook | None,
+) -> RunSummary:
+    control = control or RunControl()
+    stats = RunStats()
+    spending = Spending(
+        control,
+        max_predictions=config.max_predictions,
+        max_predict_seconds=config.max_predict_seconds,
+        max_spend=config.max_spend,
+        usage=stats.usage,
+    )
+    stats.usage.prices = config.prices
+    try:
+        replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"cannot read the journal {config.journal_path}: {reason}") from exc
+    states = replay.jobs
+    manifest = str(config.manifest.resolve()) if config.manifest is not None else None
+    if manifest is not None and replay.manifest not in (None, manifest):
+        # Keys alone do not say the jobs are the same: each job's input digest is
+        # compared below, and the jobs that differ are named one by one.
+        log.warning("journal.other_manifest", journal_manifest=replay.manifest, manifest=manifest)
+    limits = Limits.from_config(config)
+    policy = RetryPolicy.from_config(config)
+    api = replace(config.api, cancel_after=config.job_timeout) if config.job_timeout else config.api
+
+    async def emit(event: JobEvent) -> None:
+        stats.record(event)
+        if event.kind not in _QUIET_EVENTS:
+            if event.kind in _DEBUG_EVENTS:
+                emit_log = log.debug
+            elif event.kind in _WARNING_EVENTS and event.detail not in _QUIET_DEFERRALS:
+                emit_log = log.warning
+            else:
+                emit_log = log.info
+            emit_log(
+                f"job.{event.kind}",
+                job=event.key,
+                prediction_id=event.prediction_id,
+                detail=event.detail or None,
+            )
+        if on_event is not None:
+            result = on_event(event)
+            # isawaitable's ABC check on None would cost a resume more than its own skipping.
+            if result is not None and inspect.isawaitable(result):
+                await result
+
+    async with (
+        Journal(
+            config.journal_path,
+            flush_interval=config.journal_flush_interval,
+            locked=True,
+            manifest=manifest,
+        ) as journal,
+        Gateway(api, limits, policy) as gateway,
+        Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
+    ):
+        sweeper = Sweeper(
+            gateway,
+            limits.read,
+            control,
+            min_interval=config.poll_interval,
+            lag_bound=4 * config.poll_interval,
+        )
+        ctx = WorkerContext(
+            config=config,
+            gateway=gateway,
+            downloader=downloader,
+            journal=journal,
+            pacer=PollPacer(limits.read, min_interval=config.poll_interval),
+            control=control,
+            stats=stats,
+            emit=emit,
+            spending=spending,
+            sweeper=sweeper,
+        )
+        send, receive = anyio.create_memory_object_stream[tuple[Job, JobState | None]](
+            config.concurrency
+        )
+        async with anyio.create_task_group() as outer:
+            workers_scope = CancelScope()
+            outer.start_soon(_produce, jobs, states, config, ctx, send)
+            outer.start_soon(_cancel_workers_on_request, control, workers_scope)
+            outer.start_soon(sweeper.run)
+            if config.deadline is not None:
+                outer.start_soon(_drain_at_deadline, control, config.deadline)
+            with workers_scope:
+                async with anyio.create_task_group() as workers, receive:
+                    for _ in range(config.concurrency):
+                        workers.start_soon(_work, receive.clone(), ctx)
+            outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
+        if control.cancel_requested and ctx.in_flight:
+            await _cancel_in_flight(ctx)
+        stats.retries.update(gateway.retries)
+        stats.retries.update(downloader.retries)
+
+    at_start = (replay.runs, replay.created, len(states))
+    # The replayed states of a long journal are the biggest thing alive: free them before
+    # the summary and the report add their own peak.
+    del replay, states
+    summary = stats.summary(
+        predict_seconds=spending.predict_seconds,
+        throttled_429=limits.create.throttled + limits.read.throttled,
+        throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
+        interrupted=control.interrupted,
+        stopped_reason=control.stop_reason,
+        journal_at_start=at_start,
+        output_dir=str(config.output_dir.resolve()),
+        journal=str(config.journal_path.resolve()),
+    )
+    # The ids of failed jobs are in report.json; one log line holds only their count.
+    numbers = summary.to_json()
+    numbers["failed_keys"] = len(summary.failed_keys)
+    for many in ("changed_keys", "stale_keys"):
+        numbers[many] = len(numbers[many])
+    numbers.pop("billing", None)  # a table: report.json and the summary show it
+    if ctx.storage_error is not None:
+        # The disk refused: the report may not fit either, and the run ends with the error.
+        with contextlib.suppress(OSError):
+            await store_report(summary, config.output_dir / ENGINE_FILES.report)
+        raise ctx.storage_error
+    await store_report(summary, config.output_dir / ENGINE_FILES.report)
+    log.info("run.finished", **numbers)
+    return summary
+
+
+async def _produce(
+    jobs: JobSource,
+    states: Mapping[str, JobState],
+    config: EngineConfig,
+    ctx: WorkerContext,
+    send: MemoryObjectSendStream[tuple[Job, JobState | None]],
+) -> None:
+    """Feed jobs to the workers: resumable ones first, finished ones skipped."""
+    stats = ctx.stats
+    async with send:
+        for job in _ordered(jobs, states):
+            if ctx.control.stop_creating:
+                return  # the rest stays pending in the journal's eyes: the next run does it
+            state = states.get(job.key)
+            stats.journaled_seen += state is not None
+            if config.only and job.key not in config.only:
+                continue
+            stats.total += 1
+            if state is not None and job.explicit_id and has_changed(job, state):
+                state = await _changed(job, state, config, ctx)
+            skipped = None if state is None else _skipped(job, state, config)
+            if skipped is not None:
+                await ctx.emit(skipped)
+                continue
+            await send.send((job, state))
+        stats.read_all_jobs = True
+
+
+async def _changed(
+    job: Job, state: JobState, config: EngineConfig, ctx: WorkerContext
+) -> JobState | None:
+    """Act on a job whose model or input changed: the state to go on with (None: afresh)."""
+    if config.on_changed == "report":
+        log.warning("job.changed", job=job.key, action="report", status=str(state.status))
+        await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, "report"))
+        return state
+    kept = await anyio.to_thread.run_sync(keep_aside, config.output_dir, state)
+    log.warning("job.changed", job=job.key, action="rerun", kept_aside=kept or None)
+    detail = "rerun; old outputs kept as " + ", ".join(kept) if kept else "rerun"
+    await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, detail))
+    return None
+
+
+def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
+    """Yield journaled in-flight jobs first when ``jobs`` can be read twice."""
+    factory: Callable[[], Iterable[Job]] | None
+    if callable(jobs):
+        factory = jobs
+    elif iter(jobs) is not jobs:  # a list or other re-iterable collection
+        factory = lambda: jobs  # noqa: E731
+    else:
+        factory = None
+    if factory is None:
+        yield from jobs  # type: ignore[misc]
+        return
+    resumable = {k for k, s in states.items() if s.status in _RESUMABLE}
+    if resumable:
+        for job in factory():
+            if job.key in resumable:
+                yield job
+    for job in factory():
+        if job.key not in resumable:
+            yield job
+
+
+def _skipped(job: Job, state: JobState, config: EngineConfig) -> JobEvent | None:
+    """Return the SKIPPED event when the journal says there is nothing to do, else None."""
+    # Plain, not async: a resume decides this for a million jobs before its first create.
+    # The replay's key, not the manifest's equal copy: the report keeps skipped failed keys.
+    status = state.status
+    if status is JobStatus.DONE and all(
+        is_stored(config.output_dir / f.name, f.size) for f in state.files
+    ):
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done", job=job)
+    if status in _GAVE_UP and not config.retry_failed and not _not_the_jobs_fault(state):
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed", job=job)
+    return None
+
+
+def _not_the_jobs_fault(state: JobState) -> bool:
+    """Tell whether a failure was about the account or the network, not the job.
+
+    Such a job never got a prediction (the create itself was refused: 402 insufficient
+    credit, connection refused, 5xx or 429 past every retry), and the failure was not
+    permanent. A plain re-run creates it again once the credit or the network is back;
+    ``--retry-failed`` is for jobs whose prediction failed. Read from fields every
+    journal has, so journals written before this rule are read by it too.
+    """
+    return state.status is JobStatus.FAILED and state.prediction_id is None and not state.permanent
+
+
+async def _work(
+    receive: MemoryObjectReceiveStream[tuple[Job, JobState | None]], ctx: WorkerContext
+) -> None:
+    async with receive:
+        async for job, state in receive:
+            await run_job(job, state, ctx)
+
+
+async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) -> None:
+    await control.wait_cancel()
+    scope.cancel()
+
+
+async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    control.drain("deadline reached")
+
+
+async def _cancel_in_flight(ctx: WorkerContext) -> None:
+    """Cancel every prediction still running on Replicate so nothing keeps billing."""
+    pending = dict(ctx.in_flight)
+    log.warning("run.canceling", predictions=len(pending))
+
+    async def cancel_one(prediction_id: str, job: Job) -> None:
+        try:
+            await ctx.gateway.cancel(prediction_id)
+        except EngineError as exc:
+            log.warning("run.cancel_failed", prediction_id=prediction_id, error=str(exc))
+            return
+        record = JournalRecord.canceled(job.key, prediction_id=prediction_id, why="interrupt")
+        await ctx.journal.append(record, durable=True)
+        ctx.in_flight.pop(prediction_id, None)
+        await ctx.emit(
+            JobEvent(job.key, JobEventKind.CANCELED, prediction_id, "interrupt", job=job)
+        )
+
+    with anyio.CancelScope(shield=True):
+        async with anyio.create_task_group() as tg:
+            for prediction_id, job in pending.items():
+                tg.start_soon(cancel_one, prediction_id, job)
+
+
+@dataclass(slots=True, eq=False)
+class RunHandle:
+    """A run in progress, started by `open_run`.
+
+    ``events`` streams the run's `JobEvent`s; reading it is optional. ``await wait()``
+    returns the `RunSummary` (also kept in ``summary``) or raises what `run_jobs` would.
+    ``control`` stops the run (``drain``, ``interrupt``, ``cancel``). ``dropped_events``
+    counts the events a full buffer could not take (see `open_run`); ``error`` is the
+    run's error once it failed.
+    """
+
+    control: RunControl
+    events: MemoryObjectReceiveStream[JobEvent]
+    summary: RunSummary | None = None
+    dropped_events: int = 0
+    error: Exception | None = field(default=None, repr=False)
+    _finished: anyio.Event = field(default_factory=anyio.Event, repr=False)
+
+    async def wait(self) -> RunSummary:
+        """Wait for the run to end; return its summary or raise its `EngineError`."""
+        await self._finished.wait()
+        if self.error is not None:
+            raise self.error
+        if self.summary is None:  # seen from a task outside the cancelled scope
+            raise EngineError("the run was cancelled before it ended")
+        return self.summary
+
+
+@asynccontextmanager
+async def open_run(
+    jobs: JobSource, config: EngineConfig, *, buffer: int = 1024, events: bool = True
+) -> AsyncIterator[RunHandle]:
+    """Start a run beside the caller's code, in its event loop; yield a handle to it.
+
+    ::
+
+        async with open_run(jobs, config) as run:
+            async for event in run.events:  # optional
+                ...
+            summary = await run.wait()
+
+    The run never waits for the host: events go to a buffer of ``buffer`` events, and an
+    event the full buffer cannot take is dropped and counted in ``run.dropped_events``
+    (one ``run.events_dropped`` warning at the end says how many). A host that does not
+    read them passes ``events=False``: nothing is buffered, ``run.events`` is empty. A
+    host that needs every event, with backpressure, passes ``on_event`` to `run_jobs`.
+    The stream ends when the run does and is closed when the block ends: a task of the
+    host's that reads it should finish inside the block.
+
+    Errors are the ones `run_jobs` raises: when the run fails, the block is interrupted
+    and `open_run` raises that error (``wait()`` raises it too). An exception raised in
+    the block, or leaving it before the run ends, interrupts the run (no new creates,
+    running predictions journaled for the next run), waits for it to stop and re-raises
+    the block's exception as it was. Cancelling the caller's scope cancels the run; the
+    journal, connections and files are closed before the cancellation goes on.
+    """
+    control = RunControl()
+    send, receive = anyio.create_memory_object_stream[JobEvent](buffer if events else 0)
+    handle = RunHandle(control=control, events=receive)
+    if not events:
+        send.close()
+
+    def forward(event: JobEvent) -> None:
+        try:
+            send.send_nowait(event)
+        except anyio.WouldBlock:
+            handle.dropped_events += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the host stopped listening; the run goes on to a clean stop
+
+    async def drive(scope: CancelScope) -> None:
+        try:
+            with send:
+                handle.summary = await run_jobs(
+                    jobs, config, control=control, on_event=forward if events else None
+                )
+            if handle.dropped_events:
+                log.warning("run.events_dropped", dropped=handle.dropped_events, buffer=buffer)
+        except Exception as exc:  # noqa: BLE001 - handed to the host as run_jobs would raise it
+            handle.error = exc
+            scope.cancel()  # end the host's block: open_run raises the error
+        finally:
+            handle._finished.set()
+
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drive, tg.cancel_scope)
+        try:
+            yield handle
+        except Exception as exc:  # noqa: BLE001 - the host's error: stop the run, re-raise it
+            failure = exc
+        finally:
+            if handle.summary is None:
+                control.interrupt("host left the run")
+            receive.close()
+    if failure is not None:
+        raise failure
+    if handle.error is not None:
+        raise handle.error

@@ -1,0 +1,211 @@
+"""Fold a run's job events once: `RunStats`, read by the report and the live display."""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
+from engine._pricing import Usage
+from engine._report import RunSummary
+
+__all__ = ["RunStats", "error_kind", "percentile"]
+
+# What makes two messages of one error differ: Replicate prediction ids (base-32, with
+# digits), version ids and digests (hex), UUIDs, our job keys and URLs.
+_VARYING = re.compile(
+    r"https?://\S+"
+    r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
+    r"|\b(?=[a-z0-9]*\d)[a-z0-9]{20,}\b"
+    r"|\bj[0-9a-f]{16}\b",
+    re.IGNORECASE,
+)
+
+
+def error_kind(detail: str) -> str:
+    """Return ``detail`` (``Class: message``) with the ids and URLs in it masked.
+
+    500 failures of one kind differ only in their prediction ids: grouped by this, the
+    report's most common errors say "500 x ModelError: prediction <id> failed: ...",
+    not 500 lines of "1 x".
+    """
+    return _VARYING.sub("<id>", detail)[:200]
+
+
+_FINAL = frozenset(
+    {JobEventKind.DONE, JobEventKind.FAILED, JobEventKind.CANCELED, JobEventKind.DEFERRED}
+)
+_RATE_WINDOW = 60.0  # seconds of creates behind ``creates_per_min``
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Return the ``q`` quantile (0..1) by nearest rank, or None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
+    return ordered[rank]
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Accumulate a run's numbers from job events and timings (single event loop, no locks).
+
+    The one fold of job events: the report's `RunSummary` and the live display's
+    `snapshot` both read it, so they cannot count by different rules. A run's job keys
+    are unique (the manifest reader refuses duplicates), so a skipped job needs no entry
+    in ``final``: a done one is only counted, a failed one only listed for the report. A
+    resume can skip a million of them.
+    """
+
+    started: float = field(default_factory=time.monotonic)
+    total: int = 0
+    skipped_done: int = 0
+    predictions_created: int = 0
+    reattached: int = 0
+    found_after_restart: int = 0  # created by an earlier run, found by listing: paid then
+    journaled_seen: int = 0  # jobs of this manifest the journal knew at the start
+    read_all_jobs: bool = False  # the producer reached the manifest's end
+    bytes_downloaded: int = 0
+    files_downloaded: int = 0
+    in_flight: int = 0  # predictions created or re-attached and not yet finished
+    prediction_seconds: list[float] = field(default_factory=list)
+    download_seconds: list[float] = field(default_factory=list)
+    retries: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
+    finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
+    skipped_failed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)  # re-run after a change
+    stale: list[str] = field(default_factory=list)  # changed, only reported
+    recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
+    usage: Usage = field(default_factory=Usage)
+
+    def record(self, event: JobEvent) -> None:
+        """Fold one event into the counters."""
+        kind = event.kind
+        # Skips first: a resume can skip a million jobs before any other event.
+        if kind is JobEventKind.SKIPPED:
+            if event.detail == "failed":
+                # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
+                self.skipped_failed.append(event.key)
+            elif event.detail == "done":
+                self.skipped_done += 1
+            return
+        if kind is JobEventKind.CREATED:
+            self.predictions_created += 1
+            self.in_flight += 1
+            now = time.monotonic()
+            creates = self.recent_creates
+            creates.append(now)
+            while creates[0] < now - _RATE_WINDOW:
+                creates.popleft()
+        elif kind is JobEventKind.REATTACHED:
+            self.reattached += 1
+            self.in_flight += 1
+            if event.detail == FOUND_AFTER_RESTART:
+                self.found_after_restart += 1
+        elif kind is JobEventKind.CHANGED:
+            (self.stale if event.detail.startswith("report") else self.changed).append(event.key)
+        elif kind is JobEventKind.DOWNLOADED:
+            self.files_downloaded += 1
+            self.bytes_downloaded += event.size
+        elif kind is JobEventKind.RETRYING:
+            self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+        elif kind in _FINAL:
+            if event.prediction_id is not None:
+                self.in_flight = max(0, self.in_flight - 1)
+            previous = self.final.get(event.key)
+            if previous is not None:
+                self.finals[previous] -= 1
+            self.final[event.key] = kind
+            self.finals[kind] += 1
+            if kind is JobEventKind.FAILED:
+                self.errors[error_kind(event.detail)] += 1
+
+    def snapshot(self) -> dict[str, int | float]:
+        """Return the counts so far, for the live display and the periodic log line.
+
+        ``done`` and ``failed`` include the jobs a resume skipped, as the summary does.
+        """
+        now = time.monotonic()
+        creates = self.recent_creates
+        while creates and creates[0] < now - _RATE_WINDOW:
+            creates.popleft()
+        window = min(_RATE_WINDOW, max(now - self.started, 1e-9))
+        return {
+            "done": self.finals[JobEventKind.DONE] + self.skipped_done,
+            "failed": self.finals[JobEventKind.FAILED] + len(self.skipped_failed),
+            "canceled": self.finals[JobEventKind.CANCELED],
+            "deferred": self.finals[JobEventKind.DEFERRED],
+            "in_flight": self.in_flight,
+            "creates_per_min": round(len(creates) * 60.0 / window, 1),
+            "retries": sum(self.retries.values()),
+            "bytes_downloaded": self.bytes_downloaded,
+            "elapsed": now - self.started,
+        }
+
+    def summary(
+        self,
+        *,
+        predict_seconds: float,
+        throttled_429: int,
+        throttled_seconds: float,
+        interrupted: bool,
+        stopped_reason: str | None,
+        journal_at_start: tuple[int, int, int] = (0, 0, 0),
+        output_dir: str | None = None,
+        journal: str | None = None,
+    ) -> RunSummary:
+        """Freeze the counters into a `RunSummary`.
+
+        ``journal_at_start`` is (runs, ``created`` records, jobs) of the journal as this
+        run found it: the totals add this run's numbers to them.
+        """
+        runs, created, journaled = journal_at_start
+        totals = {
+            "runs": runs + 1,
+            "predictions_created": created + self.predictions_created + self.found_after_restart,
+        }
+        earlier = journaled - self.journaled_seen if self.read_all_jobs else None
+        finals = self.finals
+        failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
+        failed_keys += self.skipped_failed
+        failed_keys.sort()
+        return RunSummary(
+            total=self.total,
+            done=finals[JobEventKind.DONE] + self.skipped_done,
+            skipped_done=self.skipped_done,
+            failed=len(failed_keys),
+            deferred=finals[JobEventKind.DEFERRED],
+            canceled=finals[JobEventKind.CANCELED],
+            predictions_created=self.predictions_created,
+            reattached=self.reattached,
+            retries=dict(self.retries),
+            bytes_downloaded=self.bytes_downloaded,
+            files_downloaded=self.files_downloaded,
+            wall_seconds=round(time.monotonic() - self.started, 3),
+            predict_seconds=round(predict_seconds, 3),
+            prediction_p50=percentile(self.prediction_seconds, 0.5),
+            prediction_p95=percentile(self.prediction_seconds, 0.95),
+            download_p50=percentile(self.download_seconds, 0.5),
+            download_p95=percentile(self.download_seconds, 0.95),
+            throttled_429=throttled_429,
+            throttled_seconds=round(throttled_seconds, 3),
+            common_errors=self.errors.most_common(5),
+            failed_keys=failed_keys,
+            interrupted=interrupted,
+            stopped_reason=stopped_reason,
+            billing=self.usage.to_json(),
+            totals=totals,
+            earlier_manifest_jobs=earlier,
+            output_dir=output_dir,
+            journal=journal,
+            changed_keys=sorted(self.changed),
+            stale_keys=sorted(self.stale),
+        )
