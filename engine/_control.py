@@ -36,6 +36,7 @@ class RunControl:
         self._changed = anyio.Event()
         self.stop_reason: str | None = None
         self.interrupted = False
+        self.limit_reached = False  # a budget or the deadline drained the run
         self.cancel_requested = False
         self._cancel_event = anyio.Event()
 
@@ -44,10 +45,11 @@ class RunControl:
         """Return True once no new prediction may be created."""
         return self.stop_reason is not None
 
-    def drain(self, reason: str) -> None:
-        """Stop creating; finish what is running (deadline, budget)."""
+    def drain(self, reason: str, *, limit: bool = False) -> None:
+        """Stop creating; finish what is running. ``limit``: a budget or the deadline."""
         if self.stop_reason is None:
             self.stop_reason = reason
+            self.limit_reached = limit
         self._wake()
 
     def interrupt(self, reason: str = "interrupted") -> None:
@@ -98,7 +100,7 @@ class Spending:
         """Take one prediction from the ``--max-predictions`` budget, if any is left."""
         limit = self.max_predictions
         if limit is not None and self.creates_reserved >= limit:
-            self.control.drain("max-predictions reached")
+            self.control.drain("max-predictions reached", limit=True)
             return False
         self.creates_reserved += 1
         return True
@@ -110,10 +112,10 @@ class Spending:
         self.predict_seconds += seconds
         limit = self.max_predict_seconds
         if limit is not None and self.predict_seconds >= limit:
-            self.control.drain("max-predict-seconds reached")
+            self.control.drain("max-predict-seconds reached", limit=True)
 
     def add_usage(self, job: Job, prediction: Prediction) -> None:
         """Count what ``prediction`` is billed for; stop creating at ``max_spend``."""
         self.usage.record(model_label(job.model), prediction, deployment=job.model.deployment)
         if self.max_spend is not None and self.usage.spent >= self.max_spend:
-            self.control.drain("max-spend reached")
+            self.control.drain("max-spend reached", limit=True)

@@ -151,6 +151,7 @@ async def _run(
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
+        stopped_by_limit=control.limit_reached,
     )
     write_report(summary, config.output_dir / "report.json")
     # The ids of failed jobs are in report.json; one log line holds only their count.
@@ -234,7 +235,7 @@ async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) ->
 
 async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
     await anyio.sleep(seconds)
-    control.drain("deadline reached")
+    control.drain("deadline reached", limit=True)
 
 
 async def _cancel_in_flight(ctx: WorkerContext) -> None:

@@ -127,6 +127,7 @@ class RunStats:
         throttled_seconds: float,
         interrupted: bool,
         stopped_reason: str | None,
+        stopped_by_limit: bool = False,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`."""
         finals = self.finals
@@ -158,4 +159,5 @@ class RunStats:
             interrupted=interrupted,
             stopped_reason=stopped_reason,
             billing=self.usage.to_json(),
+            stopped_by_limit=stopped_by_limit,
         )

@@ -1,8 +1,9 @@
 """The command line: the only place that reads flags and the environment.
 
-Exit codes: 0 every job done, 1 some jobs not done (failed, canceled, stopped by a
-budget or deadline), 2 usage, manifest or configuration error, 130 interrupted, 141 the
-reader of standard output went away (``export | head``).
+Exit codes (`RunSummary.exit_code` decides a run's): 0 every job done, 1 some jobs
+failed or were canceled, 2 usage, manifest or configuration error, 3 stopped by a budget
+or the deadline, 130 interrupted, 141 the reader of standard output went away
+(``export | head``).
 """
 
 from __future__ import annotations
@@ -29,23 +30,31 @@ from engine._journal import load_journal
 from engine._precheck import checked_job_count
 from engine._pricing import PriceTable, load_prices
 from engine._redact import redact
+from engine._report import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+)
 from engine._settings import config_option, given_settings, option, setting_options
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from jobs import ManifestError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_BROKEN_PIPE = 141
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
 
 
-_EXIT_CODES = """
+_EXIT_CODES = f"""
 \b
 Exit codes:
-  0    every job done
-  1    some jobs not done (failed, canceled, stopped by a budget or deadline)
-  2    usage, manifest or configuration error (nothing was sent)
-  130  interrupted (Ctrl-C or SIGTERM)"""
+  {EXIT_OK:<4} every job done
+  {EXIT_FAILED:<4} some jobs failed or were canceled
+  {EXIT_USAGE:<4} usage, manifest or configuration error (nothing was sent)
+  {EXIT_STOPPED:<4} stopped by a budget (--max-*) or the --deadline; run again to go on
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C or SIGTERM)"""
 
 
 def _epilog(*examples: str, codes: str = _EXIT_CODES) -> str:
