@@ -71,7 +71,7 @@ def _progress(e: MutableMapping[str, Any]) -> str:
         f"{e.get('in_flight')} in flight, {e.get('queued')} queued, "
         f"{e.get('creates_per_min')} creates/min (budget {e.get('create_budget_per_min'):g}), "
         f"{e.get('retries')} retries, {_size(float(e.get('bytes_downloaded') or 0))}, "
-        f"ETA {eta_text}"
+        f"ETA {eta_text}" + (f" — {e['stopping']}" if e.get("stopping") else "")
     )
 
 

@@ -11,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from engine._control import StopStage
 from engine._events import JobEvent
 from engine._logs import get_logger
 from engine._pricing import billing_rows
@@ -129,12 +130,13 @@ class Progress:
         self.stats = stats if stats is not None else RunStats()
         self.first_interval = first_interval
         self.console = console
+        self.stage: StopStage | None = None  # how far Ctrl-C went, set by the signal handler
 
     def record(self, event: JobEvent) -> None:
         """Fold one job event into the stats (the runner's ``on_event`` hook)."""
         self.stats.record(event)
 
-    def snapshot(self) -> dict[str, float | int | None]:
+    def snapshot(self) -> dict[str, float | int | str | None]:
         """Return the numbers shown: the stats' snapshot, plus queued and the ETA."""
         s = self.stats.snapshot()
         elapsed = max(float(s["elapsed"]), 1e-9)
@@ -154,7 +156,27 @@ class Progress:
             "retries": s["retries"],
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
+            "stopping": self.stage_line(),
         }
+
+    def stage_line(self) -> str | None:
+        """Say where the stop stands and what the next Ctrl-C does (None while running)."""
+        stage = self.stage
+        if stage is None:
+            return None
+        downloading = len(self.stats.downloading)
+        running = max(0, self.stats.in_flight - downloading)
+        if stage is StopStage.DRAINING:
+            return (
+                f"draining: {running} running, {downloading} downloading"
+                " — Ctrl-C again to cancel them"
+            )
+        if stage is StopStage.CANCELING:
+            return (
+                f"canceling {running} running predictions on Replicate"
+                " — Ctrl-C again to exit now and leave them running"
+            )
+        return f"exiting now: {running} running predictions stay in the journal"
 
     def render(self) -> Table:
         """Return the live panel."""
@@ -170,6 +192,8 @@ class Progress:
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
         eta = s["eta_seconds"]
         table.add_row("ETA", "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s")
+        if s["stopping"]:
+            table.add_row("stopping", Text(str(s["stopping"]), style="bold yellow"))
         return table
 
     async def run(self) -> None:
@@ -189,5 +213,8 @@ class Progress:
         log = get_logger("engine.progress")
         await anyio.sleep(self.first_interval)
         while True:
-            log.info("run.progress", total=self.total, **self.snapshot())
+            numbers = self.snapshot()
+            if numbers["stopping"] is None:
+                del numbers["stopping"]
+            log.info("run.progress", total=self.total, **numbers)
             await anyio.sleep(self.interval)

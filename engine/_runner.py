@@ -32,7 +32,7 @@ from engine._stats import RunStats
 from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
-__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
+__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs", "run_jobs_counted"]
 
 log = get_logger("engine.runner")
 
@@ -64,19 +64,34 @@ async def run_jobs(
     ``config.journal_path``; writes ``report.json`` next to the outputs.
     Never calls ``asyncio.run``: it runs in the caller's event loop.
     """
+    return await run_jobs_counted(
+        jobs, config, stats=RunStats(), control=control, on_event=on_event
+    )
+
+
+async def run_jobs_counted(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    stats: RunStats,
+    control: RunControl | None = None,
+    on_event: EventHook | None = None,
+) -> RunSummary:
+    """Run as `run_jobs` does, folding into ``stats``: a display that reads it live sees
+    the bytes of each download as they arrive, not only when its file is done."""
     with async_library_known():
-        return await _run(jobs, config, control=control, on_event=on_event)
+        return await _run(jobs, config, stats=stats, control=control, on_event=on_event)
 
 
 async def _run(
     jobs: JobSource,
     config: EngineConfig,
     *,
+    stats: RunStats,
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
     control = control or RunControl()
-    stats = RunStats()
     spending = Spending(
         control,
         max_predictions=config.max_predictions,
@@ -229,7 +244,7 @@ async def _work(
 
 
 async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) -> None:
-    await control.wait_cancel()
+    await control.wait_stop_workers()
     scope.cancel()
 
 
@@ -256,10 +271,20 @@ async def _cancel_in_flight(ctx: WorkerContext) -> None:
             JobEvent(job.key, JobEventKind.CANCELED, prediction_id, "interrupt", job=job)
         )
 
+    async def leave_at_once(scope: CancelScope) -> None:
+        await ctx.control.wait_leave()  # the next Ctrl-C: the cancels took too long
+        log.warning("run.cancel_abandoned", predictions=len(ctx.in_flight))
+        scope.cancel()
+
+    # Shielded from the host's cancellation (nothing may keep billing), but not from the
+    # user's next Ctrl-C: what is not canceled by then stays journaled, and is named.
     with anyio.CancelScope(shield=True):
         async with anyio.create_task_group() as tg:
-            for prediction_id, job in pending.items():
-                tg.start_soon(cancel_one, prediction_id, job)
+            tg.start_soon(leave_at_once, tg.cancel_scope)
+            async with anyio.create_task_group() as cancels:
+                for prediction_id, job in pending.items():
+                    cancels.start_soon(cancel_one, prediction_id, job)
+            tg.cancel_scope.cancel()
 
 
 @dataclass(slots=True, eq=False)

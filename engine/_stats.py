@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -30,7 +31,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass(slots=True)
 class RunStats:
-    """Accumulate a run's numbers from job events and timings (single event loop, no locks).
+    """Accumulate a run's numbers from job events and timings, on the run's event loop.
+
+    The one exception is `add_arriving`: downloads call it from their transfer threads
+    with the bytes of each chunk, under a lock, so a 2 GB file counts as it arrives.
 
     The one fold of job events: the report's `RunSummary` and the live display's
     `snapshot` both read it, so they cannot count by different rules. A run's job keys
@@ -56,6 +60,18 @@ class RunStats:
     skipped_failed: list[str] = field(default_factory=list)
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
     usage: Usage = field(default_factory=Usage)
+    downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
+    _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_arriving(self, size: int) -> None:
+        """Count ``size`` bytes received of a file still downloading (thread-safe).
+
+        The worker takes them back (a negative ``size``) when the file ends, as DOWNLOADED
+        counts the file itself.
+        """
+        with self._lock:
+            self._arriving += size
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -79,14 +95,18 @@ class RunStats:
         elif kind is JobEventKind.REATTACHED:
             self.reattached += 1
             self.in_flight += 1
+        elif kind is JobEventKind.SUCCEEDED:
+            self.downloading.add(event.key)
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
         elif kind is JobEventKind.RETRYING:
             self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
+            self.downloading.discard(event.key)
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
         elif kind in _FINAL:
+            self.downloading.discard(event.key)
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
             previous = self.final.get(event.key)
@@ -113,9 +133,10 @@ class RunStats:
             "canceled": self.finals[JobEventKind.CANCELED],
             "deferred": self.finals[JobEventKind.DEFERRED],
             "in_flight": self.in_flight,
+            "downloading": len(self.downloading),
             "creates_per_min": round(len(creates) * 60.0 / window, 1),
             "retries": sum(self.retries.values()),
-            "bytes_downloaded": self.bytes_downloaded,
+            "bytes_downloaded": self.bytes_downloaded + max(0, self._arriving),
             "elapsed": now - self.started,
         }
 

@@ -21,6 +21,7 @@ import anyio
 import click
 from rich.console import Console
 
+from engine._cli_cancel import cancel_command, cancel_hint, name_left_running
 from engine._cli_run import api_config, run_batch
 from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_path
 from engine._console import configure_cli_logging
@@ -300,6 +301,15 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
     if not options["no_gallery"]:
         _write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
+    if summary.interrupted or summary.deferred:
+        # Whatever still runs (and bills) is named, with the command that stops it.
+        hint = cancel_hint(
+            ctx.find_root().info_name or "replicate-batch",
+            manifest,
+            options["output_dir"],
+            options["state"],
+        )
+        name_left_running(config.journal_path, hint)
     return summary.exit_code
 
 
@@ -443,6 +453,56 @@ def status(target: Path, output_dir: Path | None, state: Path | None, as_json: b
             print_status(report)
     unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
     return EXIT_FAILED if unfinished else EXIT_OK
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch cancel night.jsonl --dry-run",
+        "replicate-batch cancel night.jsonl",
+        "replicate-batch cancel night.jsonl --output-dir out/",
+        codes=f"""
+\b
+Exit codes:
+  {EXIT_OK:<4} nothing is left running (all canceled, or nothing was running)
+  {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
+  {EXIT_USAGE:<4} no journal there, no token, or a usage error""",
+    )
+)
+@click.argument(
+    "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
+)
+@_output_dir
+@_state
+@option(
+    "--dry-run",
+    is_flag=True,
+    show_default="off",
+    help="List the predictions that would be canceled; send nothing.",
+)
+@_logging_options
+def cancel(target: Path, **options: Any) -> int:
+    """Cancel the predictions the journal shows as still running, so nothing keeps billing.
+
+    For a run that crashed, was killed, or was left with predictions running (a Ctrl-C
+    that exited at once): each is canceled on Replicate and journaled as canceled, so a
+    re-run skips it (--retry-failed runs it again). A prediction that already finished is
+    left for the next run to download.
+    """
+    journal = resolve_journal(target, options["state"], options["output_dir"])
+    if not journal.exists():
+        raise _Stop(f"no journal at {journal.resolve()}")
+    console = Console(stderr=True)
+    with ExitStack() as stack:
+        _setup_logging(stack, console, options, terminal_level=logging.WARNING)
+        try:
+            config = EngineConfig(
+                api=ApiConfig.from_env(os.environ),
+                output_dir=journal.parent,
+                state_path=journal,
+            )
+            return cancel_command(config, dry_run=options["dry_run"])
+        except (ConfigError, AuthenticationError) as exc:
+            raise _Stop(str(exc)) from None
 
 
 @cli.command(
