@@ -23,6 +23,7 @@ import structlog
 from rich.console import Console
 from rich.text import Text
 
+from engine._prediction import web_url
 from engine._redact import redact
 
 __all__ = ["configure_cli_logging", "human_line"]
@@ -138,6 +139,9 @@ def _json_sink(stream: TextIO, level: int) -> _Sink:
         event = dict(event)
         if event.get("exc_info"):
             event = tracebacks(None, "", event)
+        prediction_id = event.get("prediction_id")
+        if isinstance(prediction_id, str) and "url" not in event:
+            event["url"] = web_url(prediction_id)  # a click away from its logs
         stream.write(redact(str(render(None, "", event))) + "\n")
         stream.flush()
 

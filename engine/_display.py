@@ -75,9 +75,12 @@ def render_summary(
         lines += ["Run summary", *(f"  {what:<{width}}  {value}" for what, value in rows)]
     lines += [f"  {count} x {error}" for error, count in summary.common_errors]
     if summary.failed_keys:
-        shown = ", ".join(summary.failed_keys[:20])
-        more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
-        lines.append(f"failed jobs: {shown}{more}")
+        lines.append(f"failed jobs ({len(summary.failed_keys)}):")
+        for key in summary.failed_keys[:20]:
+            link = summary.failed_links.get(key)
+            lines.append(f"  {key}  {link}" if link else f"  {key}")
+        if len(summary.failed_keys) > 20:
+            lines.append(f"  ... and {len(summary.failed_keys) - 20} more (report.json has all)")
     lines.append(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,8 @@ class RunSummary:
     stopped_reason: str | None
     billing: dict[str, Any] | None = None  # billable units per model (and money, if priced)
     stopped_by_limit: bool = False  # a budget or the deadline stopped the creates
+    # failed job -> its last prediction's web page (jobs that failed before any create: none)
+    failed_links: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:

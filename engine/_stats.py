@@ -9,6 +9,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from engine._events import JobEvent, JobEventKind
+from engine._prediction import web_url
 from engine._pricing import Usage
 from engine._report import RunSummary
 
@@ -58,6 +59,7 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
+    failed_ids: dict[str, str] = field(default_factory=dict)  # failed key -> prediction id
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
     usage: Usage = field(default_factory=Usage)
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
@@ -81,6 +83,8 @@ class RunStats:
             if event.detail == "failed":
                 # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
                 self.skipped_failed.append(event.key)
+                if event.prediction_id is not None:
+                    self.failed_ids[event.key] = event.prediction_id
             elif event.detail == "done":
                 self.skipped_done += 1
             return
@@ -116,6 +120,8 @@ class RunStats:
             self.finals[kind] += 1
             if kind is JobEventKind.FAILED:
                 self.errors[event.detail[:200]] += 1
+                if event.prediction_id is not None:
+                    self.failed_ids[event.key] = event.prediction_id
 
     def snapshot(self) -> dict[str, int | float]:
         """Return the counts so far, for the live display and the periodic log line.
@@ -155,6 +161,7 @@ class RunStats:
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
         failed_keys.sort()
+        failed = set(failed_keys) if self.failed_ids else set()
         return RunSummary(
             total=self.total,
             done=finals[JobEventKind.DONE] + self.skipped_done,
@@ -181,4 +188,7 @@ class RunStats:
             stopped_reason=stopped_reason,
             billing=self.usage.to_json(),
             stopped_by_limit=stopped_by_limit,
+            failed_links={k: web_url(p) for k, p in self.failed_ids.items() if k in failed}
+            if self.failed_ids
+            else {},
         )

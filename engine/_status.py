@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from engine._config import default_output_dir, journal_path
 from engine._journal import Replay, load_journal
+from engine._prediction import web_url
 from engine._sidecar import read_sidecar, sidecar_path
 from jobs import JobStatus, canonical_json, read_manifest
 
@@ -69,6 +70,8 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
         for key, info in list(failed.items())[:50]:
             kind = "permanent" if info["permanent"] else "transient"
             print(f"  {key}: [{kind}, {info['attempts']} attempts] {info['error']}", file=out)
+            if info.get("url"):
+                print(f"      {info['url']}", file=out)
         if len(failed) > 50:
             print(f"  ... and {len(failed) - 50} more", file=out)
 
@@ -135,6 +138,8 @@ def journal_summary(result: Replay) -> dict[str, Any]:
                 "error_class": state.error_class,
                 "permanent": state.permanent,
                 "attempts": state.attempts,
+                "prediction_id": state.prediction_id,
+                "url": web_url(state.prediction_id) if state.prediction_id else None,
             }
             for key, state in result.jobs.items()
             if state.status is JobStatus.FAILED

@@ -15,7 +15,7 @@ import pytest
 
 from engine.emulator import EmulatorConfig
 from engine.emulator.config import ModelTiming
-from tests.e2e.helpers import FAILS, FLUX, cli_env, image_jobs, write_jsonl
+from tests.e2e.helpers import FAILS, FLUX, cli_env, image_jobs, journal_records, write_jsonl
 
 ENGINE = [sys.executable, "-m", "engine"]
 PANEL_ROW = "done / total"
@@ -212,8 +212,9 @@ def test_without_a_terminal_progress_is_a_plain_line_and_the_summary_does_not_wr
     lines = result.stdout.splitlines()
     assert lines[0] == "Run summary"
     # Long values stay on their line: the failed job's id and the absolute output path.
-    assert "failed jobs: bad-" + "x" * 90 in lines
     out = (tmp_path / "outputs" / "m").resolve()
+    failed = [r for r in journal_records(out / "journal.jsonl") if r["e"] == "failed"]
+    assert f"  bad-{'x' * 90}  https://replicate.com/p/{failed[-1]['p']}" in lines
     assert lines[-1] == f"outputs in {out}/ ; report in {out / 'report.json'}"
     assert not any(line.startswith(("│", "┌", "└")) for line in lines)
 
