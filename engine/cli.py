@@ -27,6 +27,7 @@ from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_
 from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._hooks import parse_command, run_on_complete
 from engine._journal import load_journal
 from engine._precheck import checked_job_count
 from engine._pricing import PriceTable, load_prices
@@ -201,6 +202,7 @@ def _split_only(
         "replicate-batch run manifests/example.yaml --emulator",
         "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
         "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
+        "replicate-batch run night.jsonl --on-complete 'notify-send \"batch done\"'",
     )
 )
 @_manifest
@@ -256,6 +258,17 @@ def _split_only(
     show_default="gallery on",
     help="Do not write index.html beside the outputs at the end of the run.",
 )
+@option(
+    "--on-complete",
+    metavar="CMD",
+    default=None,
+    envvar="REPLICATE_BATCH_ON_COMPLETE",
+    show_envvar=True,
+    show_default="none",
+    help="Run CMD once at the end with the report's path as its last argument (and in "
+    "REPLICATE_BATCH_REPORT, the exit code in REPLICATE_BATCH_EXIT_CODE); no shell. "
+    "Its failure is a warning.",
+)
 @_logging_options
 @click.pass_context
 def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
@@ -268,6 +281,11 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         return _validate(manifest, output_dir, options, given_settings(ctx))
     if options["max_spend"] is not None and options["prices"] is None:
         raise _Stop("--max-spend needs --prices FILE")
+    if options["on_complete"] is not None:
+        try:
+            parse_command(options["on_complete"])
+        except ValueError as exc:
+            raise _Stop(f"--on-complete: {exc}") from None
     prices = _load_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
     console = Console(stderr=True)
@@ -310,6 +328,11 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             options["state"],
         )
         name_left_running(config.journal_path, hint)
+    if options["on_complete"] is not None:
+        report = config.output_dir / "report.json"
+        problem = run_on_complete(options["on_complete"], report, summary.exit_code)
+        if problem is not None:
+            click.echo(f"warning: {problem}", err=True)
     return summary.exit_code
 
 
