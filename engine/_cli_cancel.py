@@ -32,11 +32,11 @@ def cancel_hint(prog: str, manifest: Path, output_dir: Path | None, state: Path 
     return shlex.join(words)
 
 
-def _list(running: list[Running]) -> None:
-    for item in running[:_SHOWN]:
-        click.echo(f"  {item.key}  {item.url}", err=True)
-    if len(running) > _SHOWN:
-        click.echo(f"  ... and {len(running) - _SHOWN} more", err=True)
+def _list(running: list[Running], *, err: bool = True, limit: int | None = _SHOWN) -> None:
+    for item in running[:limit]:
+        click.echo(f"  {item.key}  {item.url}", err=err)
+    if limit is not None and len(running) > limit:
+        click.echo(f"  ... and {len(running) - limit} more", err=err)
 
 
 def name_left_running(journal: Path, hint: str) -> int:
@@ -73,7 +73,7 @@ def cancel_command(config: EngineConfig, *, dry_run: bool) -> int:
         return EXIT_OK
     if dry_run:
         click.echo(f"would cancel {len(running)} predictions still running:", err=True)
-        _list(running)
+        _list(running, err=False, limit=None)  # all of them, on stdout: a script may read it
         click.echo("nothing was sent (--dry-run)", err=True)
         return EXIT_OK
     config.api.require_token(how=None)

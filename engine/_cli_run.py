@@ -87,7 +87,9 @@ async def _handle_signals(control: RunControl, cancel_on_exit: bool, progress: P
             stage = control.escalate(name, cancel_first=cancel_on_exit)
             progress.stage = stage
             log.debug("run.stopping", signal=name, stage=str(stage))
-            say.print(f"{name}: {progress.stage_line()}", markup=False, highlight=False)
+            say.print(
+                f"{name}: {progress.stage_line()}", markup=False, highlight=False, soft_wrap=True
+            )
             if stage is StopStage.LEAVING:
                 return
 

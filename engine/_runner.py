@@ -196,7 +196,10 @@ async def _produce(
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
-            await send.send((job, state))
+            try:
+                await send.send((job, state))
+            except anyio.BrokenResourceError:
+                return  # the workers were stopped (a cancel or a hurried exit): so is this
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:

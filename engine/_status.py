@@ -64,6 +64,13 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
             f"  skipped lines: {report['torn_lines']} torn, {report['corrupt_lines']} corrupt",
             file=out,
         )
+    running = report["running"]
+    if running:
+        print(f"running predictions ({len(running)}; 'cancel' stops them):", file=out)
+        for key, info in list(running.items())[:50]:
+            print(f"  {key}: {info['url']}", file=out)
+        if len(running) > 50:
+            print(f"  ... and {len(running) - 50} more", file=out)
     failed = report["failed"]
     if failed:
         print(f"failed jobs ({len(failed)}):", file=out)
@@ -143,6 +150,11 @@ def journal_summary(result: Replay) -> dict[str, Any]:
             }
             for key, state in result.jobs.items()
             if state.status is JobStatus.FAILED
+        },
+        "running": {
+            key: {"prediction_id": state.prediction_id, "url": web_url(state.prediction_id)}
+            for key, state in result.jobs.items()
+            if state.status is JobStatus.RUNNING and state.prediction_id is not None
         },
         "records": result.records,
         "torn_lines": result.torn_lines,

@@ -33,7 +33,19 @@ class Run:
 
     def __init__(self, tmp_path: Path, env: dict[str, str], *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [*ENGINE, "run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.05", *extra],
+            [
+                *ENGINE,
+                "run",
+                "m.jsonl",
+                "--output-dir",
+                "out",
+                "--poll-interval",
+                "0.05",
+                "-v",
+                "--log-file",
+                "run.log",
+                *extra,
+            ],
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
@@ -67,9 +79,11 @@ class Run:
 
 
 def wait_for_created(journal: Path, count: int, timeout: float = 20.0) -> list[str]:
+    """Wait until the run has counted ``count`` creates; return their journaled ids."""
+    log = journal.parent.parent / "run.log"  # the run folds an event before logging it
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if journal.exists():
+        if log.exists() and log.read_text().count(" job.created ") >= count:
             ids = [r["p"] for r in journal_records(journal) if r["e"] == "created"]
             if len(ids) >= count:
                 return ids
@@ -130,8 +144,8 @@ def test_three_ctrl_c_drain_then_cancel_then_leave_naming_the_cancel_command(
 
     assert listed.returncode == 0, listed.stderr
     assert "would cancel 4 predictions still running:" in listed.stderr
-    for prediction_id in ids:
-        assert f"https://replicate.com/p/{prediction_id}" in listed.stderr
+    for n, prediction_id in enumerate(ids):
+        assert f"  p{n:04d}  https://replicate.com/p/{prediction_id}" in listed.stdout
         assert server_status(emulator_server, prediction_id) == "processing"
 
     canceled = cli(tmp_path, env, *command)
@@ -167,6 +181,9 @@ def test_cancel_after_kill_9_stops_the_orphans_and_retry_failed_runs_them_again(
     ids = wait_for_created(journal, 3)
     run.proc.kill()
     run.finish()
+    status = cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out")
+    for n, prediction_id in enumerate(ids):
+        assert f"  p{n:04d}: https://replicate.com/p/{prediction_id}" in status.stdout
 
     canceled = cli(tmp_path, env, "cancel", "out/journal.jsonl")
 
@@ -174,6 +191,7 @@ def test_cancel_after_kill_9_stops_the_orphans_and_retry_failed_runs_them_again(
     assert {server_status(emulator_server, p) for p in ids} == {"canceled"}
     status = cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out", "--json")
     assert json.loads(status.stdout)["by_status"]["canceled"] == 3
+    assert json.loads(status.stdout)["running"] == {}
 
     emulator_server.emulator.update(model_timings={FLUX: {"cold_start": 0.0, "run_time": 0.05}})
     retried = cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--retry-failed")
