@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 import anyio
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -195,9 +195,14 @@ class Progress:
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
         eta = s["eta_seconds"]
         table.add_row("ETA", "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s")
-        if s["stopping"]:
-            table.add_row("stopping", Text(str(s["stopping"]), style="bold yellow"))
         return table
+
+    def view(self) -> RenderableType:
+        """Return the panel, and under it, once Ctrl-C was pressed, the stop stage's line."""
+        line = self.stage_line()
+        if line is None:
+            return self.render()
+        return Group(self.render(), Text(f"stopping: {line}", style="bold yellow"))
 
     async def run(self) -> None:
         """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
@@ -205,14 +210,14 @@ class Progress:
             console = self.console or Console(stderr=True)
             # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
             # printed above it rather than through it.
-            with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
+            with Live(self.view(), console=console, auto_refresh=False, transient=False) as live:
                 try:
                     while True:
                         await anyio.sleep(0.25)
-                        live.update(self.render(), refresh=True)
+                        live.update(self.view(), refresh=True)
                 finally:
                     # The panel left on screen shows the final counts, not the last tick's.
-                    live.update(self.render(), refresh=True)
+                    live.update(self.view(), refresh=True)
         log = get_logger("engine.progress")
         await anyio.sleep(self.first_interval)
         while True:
