@@ -56,7 +56,7 @@ class RunSummary:
     stopped_reason: str | None
     billing: dict[str, Any] | None = None  # billable units per model (and money, if priced)
     stopped_by_limit: bool = False  # a budget or the deadline stopped the creates
-    # failed job -> its last prediction's web page (jobs that failed before any create: none)
+    # failed in this run -> its last prediction's web page (``status`` links earlier ones)
     failed_links: dict[str, str] = field(default_factory=dict)
 
     @property

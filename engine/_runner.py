@@ -172,6 +172,7 @@ async def _run(
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
+    numbers["failed_links"] = len(summary.failed_links)
     log.info("run.finished", **numbers)
     return summary
 

@@ -59,7 +59,9 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
-    failed_ids: dict[str, str] = field(default_factory=dict)  # failed key -> prediction id
+    # Failed in this run: key -> prediction id. A resume's skipped failures are not kept
+    # (a million of them would cost a dict entry each); ``status`` links those.
+    failed_ids: dict[str, str] = field(default_factory=dict)
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
     usage: Usage = field(default_factory=Usage)
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
@@ -83,8 +85,6 @@ class RunStats:
             if event.detail == "failed":
                 # A list, not a dict entry: 8 bytes a job, and the key is the replay's string.
                 self.skipped_failed.append(event.key)
-                if event.prediction_id is not None:
-                    self.failed_ids[event.key] = event.prediction_id
             elif event.detail == "done":
                 self.skipped_done += 1
             return
