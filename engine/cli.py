@@ -275,6 +275,9 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     """Run a YAML or JSONL manifest; run it again to resume.
 
     Finished jobs are skipped, journaled predictions re-attached, nothing is paid twice.
+    Ctrl-C once drains (no new creates; running predictions finish and download), twice
+    cancels them on Replicate, three times exits at once; what is left running is named
+    with the 'cancel' command that stops it.
     """
     output_dir = options["output_dir"] or default_output_dir(manifest)
     if options["dry_run"]:
@@ -526,6 +529,8 @@ def cancel(target: Path, **options: Any) -> int:
             return cancel_command(config, dry_run=options["dry_run"])
         except (ConfigError, AuthenticationError) as exc:
             raise _Stop(str(exc)) from None
+        except EngineError as exc:  # the journal cannot be written: nothing was journaled
+            raise _Stop(f"cannot cancel: {exc}", EXIT_FAILED) from None
 
 
 @cli.command(
