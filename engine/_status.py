@@ -70,6 +70,7 @@ def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
     states = replay.jobs
     counts: Counter[JobStatus] = Counter()
     failed: dict[str, dict[str, Any]] = {}
+    running: dict[str, dict[str, Any]] = {}
     known = 0
     for job in read_manifest(manifest):
         state = states.get(job.key)
@@ -80,11 +81,14 @@ def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
         counts[state.status] += 1
         if state.status is JobStatus.FAILED:
             failed[job.key] = _failure(state)
+        elif state.status is JobStatus.RUNNING and state.prediction_id is not None:
+            running[job.key] = _running(state.prediction_id)
     return {
         "manifest": str(manifest.resolve()),
         "jobs": sum(counts.values()),
         "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
         "failed": failed,
+        "running": running,
         "earlier_manifest_jobs": len(states) - known,
         "records": replay.records,
         "torn_lines": replay.torn_lines,
@@ -101,6 +105,10 @@ def _failure(state: JobState) -> dict[str, Any]:
         "prediction_id": state.prediction_id,
         "url": web_url(state.prediction_id) if state.prediction_id else None,
     }
+
+
+def _running(prediction_id: str) -> dict[str, Any]:
+    return {"prediction_id": prediction_id, "url": web_url(prediction_id)}
 
 
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
@@ -205,7 +213,7 @@ def journal_summary(result: Replay) -> dict[str, Any]:
             if state.status is JobStatus.FAILED
         },
         "running": {
-            key: {"prediction_id": state.prediction_id, "url": web_url(state.prediction_id)}
+            key: _running(state.prediction_id)
             for key, state in result.jobs.items()
             if state.status is JobStatus.RUNNING and state.prediction_id is not None
         },
