@@ -13,11 +13,11 @@ import structlog
 from rich.console import Console
 
 from engine._config import ApiConfig, EngineConfig, Secret
-from engine._control import RunControl
+from engine._control import RunControl, StopStage
 from engine._display import Progress
 from engine._errors import ConfigError, EngineError
 from engine._report import RunSummary
-from engine._runner import run_jobs
+from engine._runner import run_jobs_counted
 from jobs import read_manifest
 
 __all__ = ["api_config", "run_batch"]
@@ -57,49 +57,40 @@ async def _run_async(
         output_dir=str(config.output_dir.resolve()),
     )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(
-            _handle_signals, control, config.cancel_on_exit, tg.cancel_scope, progress.console
-        )
+        tg.start_soon(_handle_signals, control, config.cancel_on_exit, progress)
         if show:
             tg.start_soon(progress.run)
-        summary = await run_jobs(
+        # The display's own stats: the panel counts download bytes as they arrive.
+        summary = await run_jobs_counted(
             # checked_job_count read the whole file (or its stamp vouches for it).
             lambda: read_manifest(manifest, trust_earlier_check=True),
             config,
+            stats=progress.stats,
             control=control,
-            on_event=progress.record,
         )
         tg.cancel_scope.cancel()
     return summary
 
 
-async def _handle_signals(
-    control: RunControl, cancel_on_exit: bool, scope: anyio.CancelScope, console: Console | None
-) -> None:
-    """First signal: stop creating and drain. Second: cancel in-flight predictions."""
-    say = console or Console(stderr=True)
+async def _handle_signals(control: RunControl, cancel_on_exit: bool, progress: Progress) -> None:
+    """Climb the stop ladder, one step per Ctrl-C or SIGTERM, and say each step's truth.
+
+    First: drain (no new creates; running predictions and their downloads finish). Second:
+    cancel them on Replicate. Third: exit at once, leaving them journaled. With
+    ``--cancel-on-exit`` the first signal cancels. The panel (or the progress line) keeps
+    showing the stage with live counts; hung API calls are bounded by their own deadlines.
+    """
+    say = progress.console or Console(stderr=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
         async for signum in signals:
-            count += 1
             name = signal.Signals(signum).name
-            if count == 1 and not cancel_on_exit:
-                say.print(
-                    f"{name}: no new predictions; finishing downloads. "
-                    "Press Ctrl-C again to cancel running predictions.",
-                    markup=False,
-                    highlight=False,
-                )
-                control.interrupt(name)
-            elif count <= 2:
-                say.print(
-                    f"{name}: canceling running predictions on Replicate.",
-                    markup=False,
-                    highlight=False,
-                )
-                control.cancel(name)
-            else:
-                scope.cancel()
+            stage = control.escalate(name, cancel_first=cancel_on_exit)
+            progress.stage = stage
+            log.debug("run.stopping", signal=name, stage=str(stage))
+            say.print(
+                f"{name}: {progress.stage_line()}", markup=False, highlight=False, soft_wrap=True
+            )
+            if stage is StopStage.LEAVING:
                 return
 
 

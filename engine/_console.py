@@ -23,6 +23,7 @@ import structlog
 from rich.console import Console
 from rich.text import Text
 
+from engine._prediction import web_url
 from engine._redact import redact
 
 __all__ = ["configure_cli_logging", "human_line"]
@@ -71,7 +72,7 @@ def _progress(e: MutableMapping[str, Any]) -> str:
         f"{e.get('in_flight')} in flight, {e.get('queued')} queued, "
         f"{e.get('creates_per_min')} creates/min (budget {e.get('create_budget_per_min'):g}), "
         f"{e.get('retries')} retries, {_size(float(e.get('bytes_downloaded') or 0))}, "
-        f"ETA {eta_text}"
+        f"ETA {eta_text}" + (f" — {e['stopping']}" if e.get("stopping") else "")
     )
 
 
@@ -138,6 +139,9 @@ def _json_sink(stream: TextIO, level: int) -> _Sink:
         event = dict(event)
         if event.get("exc_info"):
             event = tracebacks(None, "", event)
+        prediction_id = event.get("prediction_id")
+        if isinstance(prediction_id, str) and "url" not in event:
+            event["url"] = web_url(prediction_id)  # a click away from its logs
         stream.write(redact(str(render(None, "", event))) + "\n")
         stream.flush()
 

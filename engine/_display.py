@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 import anyio
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from engine._control import StopStage
 from engine._events import JobEvent
 from engine._logs import get_logger
 from engine._pricing import billing_rows
@@ -76,9 +77,12 @@ def render_summary(
         lines += ["Run summary", *(f"  {what:<{width}}  {value}" for what, value in rows)]
     lines += [f"  {count} x {error}" for error, count in summary.common_errors]
     if summary.failed_keys:
-        shown = ", ".join(summary.failed_keys[:20])
-        more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
-        lines.append(f"failed jobs: {shown}{more}")
+        lines.append(f"failed jobs ({len(summary.failed_keys)}):")
+        for key in summary.failed_keys[:20]:
+            link = summary.failed_links.get(key)
+            lines.append(f"  {key}  {link}" if link else f"  {key}")
+        if len(summary.failed_keys) > 20:
+            lines.append(f"  ... and {len(summary.failed_keys) - 20} more (report.json has all)")
     for keys, what in (
         (summary.changed_keys, "changed since done, re-run (old outputs kept as *.before-*)"),
         (summary.stale_keys, "changed since done, NOT re-run (--on-changed report)"),
@@ -155,12 +159,13 @@ class Progress:
         self.stats = stats if stats is not None else RunStats()
         self.first_interval = first_interval
         self.console = console
+        self.stage: StopStage | None = None  # how far Ctrl-C went, set by the signal handler
 
     def record(self, event: JobEvent) -> None:
         """Fold one job event into the stats (the runner's ``on_event`` hook)."""
         self.stats.record(event)
 
-    def snapshot(self) -> dict[str, float | int | None]:
+    def snapshot(self) -> dict[str, float | int | str | None]:
         """Return the numbers shown: the stats' snapshot, plus queued and the ETA."""
         s = self.stats.snapshot()
         elapsed = max(float(s["elapsed"]), 1e-9)
@@ -180,7 +185,27 @@ class Progress:
             "retries": s["retries"],
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
+            "stopping": self.stage_line(),
         }
+
+    def stage_line(self) -> str | None:
+        """Say where the stop stands and what the next Ctrl-C does (None while running)."""
+        stage = self.stage
+        if stage is None:
+            return None
+        downloading = len(self.stats.downloading)
+        running = max(0, self.stats.in_flight - downloading)
+        if stage is StopStage.DRAINING:
+            return (
+                f"draining: {running} running, {downloading} downloading"
+                " — Ctrl-C again to cancel them"
+            )
+        if stage is StopStage.CANCELING:
+            return (
+                f"canceling {running} running predictions on Replicate"
+                " — Ctrl-C again to exit now and leave them running"
+            )
+        return f"exiting now: {running} running predictions stay in the journal"
 
     def render(self) -> Table:
         """Return the live panel."""
@@ -198,22 +223,32 @@ class Progress:
         table.add_row("ETA", "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s")
         return table
 
+    def view(self) -> RenderableType:
+        """Return the panel, and under it, once Ctrl-C was pressed, the stop stage's line."""
+        line = self.stage_line()
+        if line is None:
+            return self.render()
+        return Group(self.render(), Text(f"stopping: {line}", style="bold yellow"))
+
     async def run(self) -> None:
         """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
         if self.live:
             console = self.console or Console(stderr=True)
             # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
             # printed above it rather than through it.
-            with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
+            with Live(self.view(), console=console, auto_refresh=False, transient=False) as live:
                 try:
                     while True:
                         await anyio.sleep(0.25)
-                        live.update(self.render(), refresh=True)
+                        live.update(self.view(), refresh=True)
                 finally:
                     # The panel left on screen shows the final counts, not the last tick's.
-                    live.update(self.render(), refresh=True)
+                    live.update(self.view(), refresh=True)
         log = get_logger("engine.progress")
         await anyio.sleep(self.first_interval)
         while True:
-            log.info("run.progress", total=self.total, **self.snapshot())
+            numbers = self.snapshot()
+            if numbers["stopping"] is None:
+                del numbers["stopping"]
+            log.info("run.progress", total=self.total, **numbers)
             await anyio.sleep(self.interval)

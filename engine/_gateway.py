@@ -79,8 +79,16 @@ class Gateway:
     `ConfigError` on entry, before any request.
     """
 
-    def __init__(self, api: ApiConfig, limits: Limits, retry: RetryPolicy) -> None:
+    def __init__(
+        self,
+        api: ApiConfig,
+        limits: Limits,
+        retry: RetryPolicy,
+        *,
+        pool: httpx.Limits | None = None,
+    ) -> None:
         self.api = api
+        self.pool = pool
         self.limits = limits
         self.retry = retry
         self.retries: Counter[str] = Counter()  # retried call errors, by class
@@ -95,9 +103,10 @@ class Gateway:
             headers["Cancel-After"] = f"{max(1, math.ceil(self.api.cancel_after))}s"
         # httpx's default pool (20 kept alive) on purpose: httpcore checks every idle
         # connection on each request, and keeping 100 alive cost more CPU per create
-        # (~5.2 ms vs ~4.3) than the TLS handshakes it saved.
+        # (~5.2 ms vs ~4.3) than the TLS handshakes it saved. A long-lived client whose
+        # calls come in bursts (``pool``) keeps more: see engine/_client_loop.py.
         transport = BudgetTransport(
-            async_transport(verify=ssl_context(self.api.ca_file)), self.limits
+            async_transport(verify=ssl_context(self.api.ca_file), limits=self.pool), self.limits
         )
         self._client = Client(
             api_token=self._token,

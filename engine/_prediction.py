@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Prediction", "PredictionStatus"]
+__all__ = ["Prediction", "PredictionStatus", "web_url"]
+
+WEB_PREDICTION = "https://replicate.com/p/{id}"  # where a person sees one prediction
+
+
+def web_url(prediction_id: str) -> str:
+    """Return the prediction's page on replicate.com (its logs, output, and a cancel button)."""
+    return WEB_PREDICTION.format(id=prediction_id)
 
 
 class PredictionStatus(StrEnum):

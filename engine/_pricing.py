@@ -205,9 +205,15 @@ def billing_rows(billing: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     for line in billing["lines"]:
         amount = line["amount"]
         shown = f"{amount:.1f}" if line["unit"] == "second" else f"{amount:g}"
-        what = f"{shown} {_UNIT_NAMES[line['unit']]}"
+        name = _UNIT_NAMES[line["unit"]]
+        if amount == 1 and line["unit"] == "output":
+            name = "output (billed per output)"
+        what = f"{shown} {name}"
         if line["unit"] == "second":
-            what += f" on {line['hardware']}"
+            hardware = line["hardware"]
+            what += (
+                f" on {hardware}" if hardware != UNKNOWN_HARDWARE else " (hardware not reported)"
+            )
         if line["cost"] is not None:
             what += f" = {line['cost']:.4f} {currency}"
         elif billing["currency"] is not None:

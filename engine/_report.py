@@ -11,7 +11,23 @@ import aiofiles.os
 
 from engine._durable import write_durably
 
-__all__ = ["RunSummary", "store_report", "write_report"]
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
+    "RunSummary",
+    "store_report",
+    "write_report",
+]
+
+# Why a run stopped, as its exit code: the CLI's contract, decided by `RunSummary.exit_code`.
+EXIT_OK = 0  # every job done
+EXIT_FAILED = 1  # some jobs failed or were canceled
+EXIT_USAGE = 2  # usage, manifest or configuration error: nothing was sent
+EXIT_STOPPED = 3  # stopped by a budget (--max-*) or the --deadline before every job ran
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,15 +71,22 @@ class RunSummary:
     changed_keys: list[str] = field(default_factory=list)
     stale_keys: list[str] = field(default_factory=list)
 
+    stopped_by_limit: bool = False  # a budget or the deadline stopped the creates
+    # failed in this run -> its last prediction's web page (``status`` links earlier ones)
+    failed_links: dict[str, str] = field(default_factory=dict)
+
     @property
     def exit_code(self) -> int:
-        """Return 130 when interrupted, 1 when any job is not done (or stale), else 0."""
+        """Return why the run stopped: 130 interrupted, 3 a budget or the deadline, 1 some
+        jobs not done, 0 every job done (the ``EXIT_*`` constants)."""
         if self.interrupted:
-            return 130
+            return EXIT_INTERRUPTED
+        if self.stopped_by_limit:
+            return EXIT_STOPPED
         unfinished = (
             self.failed or self.deferred or self.canceled or self.stopped_reason or self.stale_keys
         )
-        return 1 if unfinished else 0
+        return EXIT_FAILED if unfinished else EXIT_OK
 
     @property
     def throughput_per_min(self) -> float | None:

@@ -36,7 +36,7 @@ from engine._sweep import Sweeper
 from engine._worker import WorkerContext, run_job
 from jobs import ENGINE_FILES, Job, JobStatus
 
-__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
+__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs", "run_jobs_counted"]
 
 log = get_logger("engine.runner")
 
@@ -78,9 +78,24 @@ async def run_jobs(
     401/403), `ConfigError` (e.g. a CA bundle that cannot be loaded), `StorageError`
     (an output folder or journal that cannot be written, a full disk).
     """
+    return await run_jobs_counted(
+        jobs, config, stats=RunStats(), control=control, on_event=on_event
+    )
+
+
+async def run_jobs_counted(
+    jobs: JobSource,
+    config: EngineConfig,
+    *,
+    stats: RunStats,
+    control: RunControl | None = None,
+    on_event: EventHook | None = None,
+) -> RunSummary:
+    """Run as `run_jobs` does, folding into ``stats``: a display that reads it live sees
+    the bytes of each download as they arrive, not only when its file is done."""
     with async_library_known():
         try:
-            return await _run(jobs, config, control=control, on_event=on_event)
+            return await _run(jobs, config, stats=stats, control=control, on_event=on_event)
         except BaseException as exc:
             # Task groups wrap errors in groups; a host and a person want the error.
             error = one_error(exc)
@@ -98,6 +113,7 @@ async def _run(
     jobs: JobSource,
     config: EngineConfig,
     *,
+    stats: RunStats,
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
@@ -108,7 +124,7 @@ async def _run(
     lock = JournalLock(config.journal_path)
     await anyio.to_thread.run_sync(lock.acquire)
     try:
-        return await _run_locked(jobs, config, control=control, on_event=on_event)
+        return await _run_locked(jobs, config, stats=stats, control=control, on_event=on_event)
     finally:
         lock.release()
 
@@ -117,11 +133,11 @@ async def _run_locked(
     jobs: JobSource,
     config: EngineConfig,
     *,
+    stats: RunStats,
     control: RunControl | None,
     on_event: EventHook | None,
 ) -> RunSummary:
     control = control or RunControl()
-    stats = RunStats()
     spending = Spending(
         control,
         max_predictions=config.max_predictions,
@@ -228,10 +244,12 @@ async def _run_locked(
         journal_at_start=at_start,
         output_dir=str(config.output_dir.resolve()),
         journal=str(config.journal_path.resolve()),
+        stopped_by_limit=control.limit_reached,
     )
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
+    numbers["failed_links"] = len(summary.failed_links)
     for many in ("changed_keys", "stale_keys"):
         numbers[many] = len(numbers[many])
     numbers.pop("billing", None)  # a table: report.json and the summary show it
@@ -269,7 +287,10 @@ async def _produce(
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
-            await send.send((job, state))
+            try:
+                await send.send((job, state))
+            except anyio.BrokenResourceError:
+                return  # the workers were stopped (a cancel or a hurried exit): so is this
         stats.read_all_jobs = True
 
 
@@ -345,13 +366,13 @@ async def _work(
 
 
 async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) -> None:
-    await control.wait_cancel()
+    await control.wait_stop_workers()
     scope.cancel()
 
 
 async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
     await anyio.sleep(seconds)
-    control.drain("deadline reached")
+    control.drain("deadline reached", limit=True)
 
 
 async def _cancel_in_flight(ctx: WorkerContext) -> None:
@@ -372,10 +393,20 @@ async def _cancel_in_flight(ctx: WorkerContext) -> None:
             JobEvent(job.key, JobEventKind.CANCELED, prediction_id, "interrupt", job=job)
         )
 
+    async def leave_at_once(scope: CancelScope) -> None:
+        await ctx.control.wait_leave()  # the next Ctrl-C: the cancels took too long
+        log.warning("run.cancel_abandoned", predictions=len(ctx.in_flight))
+        scope.cancel()
+
+    # Shielded from the host's cancellation (nothing may keep billing), but not from the
+    # user's next Ctrl-C: what is not canceled by then stays journaled, and is named.
     with anyio.CancelScope(shield=True):
         async with anyio.create_task_group() as tg:
-            for prediction_id, job in pending.items():
-                tg.start_soon(cancel_one, prediction_id, job)
+            tg.start_soon(leave_at_once, tg.cancel_scope)
+            async with anyio.create_task_group() as cancels:
+                for prediction_id, job in pending.items():
+                    cancels.start_soon(cancel_one, prediction_id, job)
+            tg.cancel_scope.cancel()
 
 
 @dataclass(slots=True, eq=False)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
+from engine._prediction import web_url
 from engine._pricing import Usage
 from engine._report import RunSummary
 
@@ -52,7 +54,10 @@ def percentile(values: list[float], q: float) -> float | None:
 
 @dataclass(slots=True)
 class RunStats:
-    """Accumulate a run's numbers from job events and timings (single event loop, no locks).
+    """Accumulate a run's numbers from job events and timings, on the run's event loop.
+
+    The one exception is `add_arriving`: downloads call it from their transfer threads
+    with the bytes of each chunk, under a lock, so a 2 GB file counts as it arrives.
 
     The one fold of job events: the report's `RunSummary` and the live display's
     `snapshot` both read it, so they cannot count by different rules. A run's job keys
@@ -81,8 +86,23 @@ class RunStats:
     skipped_failed: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)  # re-run after a change
     stale: list[str] = field(default_factory=list)  # changed, only reported
+    # Failed in this run: key -> prediction id. A resume's skipped failures are not kept
+    # (a million of them would cost a dict entry each); ``status`` links those.
+    failed_ids: dict[str, str] = field(default_factory=dict)
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
     usage: Usage = field(default_factory=Usage)
+    downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
+    _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_arriving(self, size: int) -> None:
+        """Count ``size`` bytes received of a file still downloading (thread-safe).
+
+        The worker takes them back (a negative ``size``) when the file ends, as DOWNLOADED
+        counts the file itself.
+        """
+        with self._lock:
+            self._arriving += size
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -110,14 +130,18 @@ class RunStats:
                 self.found_after_restart += 1
         elif kind is JobEventKind.CHANGED:
             (self.stale if event.detail.startswith("report") else self.changed).append(event.key)
+        elif kind is JobEventKind.SUCCEEDED:
+            self.downloading.add(event.key)
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
         elif kind is JobEventKind.RETRYING:
             self.retries[event.detail.split(":", 1)[0] or "unknown"] += 1
+            self.downloading.discard(event.key)
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
         elif kind in _FINAL:
+            self.downloading.discard(event.key)
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
             previous = self.final.get(event.key)
@@ -127,6 +151,8 @@ class RunStats:
             self.finals[kind] += 1
             if kind is JobEventKind.FAILED:
                 self.errors[error_kind(event.detail)] += 1
+                if event.prediction_id is not None:
+                    self.failed_ids[event.key] = event.prediction_id
 
     def snapshot(self) -> dict[str, int | float]:
         """Return the counts so far, for the live display and the periodic log line.
@@ -144,9 +170,10 @@ class RunStats:
             "canceled": self.finals[JobEventKind.CANCELED],
             "deferred": self.finals[JobEventKind.DEFERRED],
             "in_flight": self.in_flight,
+            "downloading": len(self.downloading),
             "creates_per_min": round(len(creates) * 60.0 / window, 1),
             "retries": sum(self.retries.values()),
-            "bytes_downloaded": self.bytes_downloaded,
+            "bytes_downloaded": self.bytes_downloaded + max(0, self._arriving),
             "elapsed": now - self.started,
         }
 
@@ -161,6 +188,7 @@ class RunStats:
         journal_at_start: tuple[int, int, int] = (0, 0, 0),
         output_dir: str | None = None,
         journal: str | None = None,
+        stopped_by_limit: bool = False,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`.
 
@@ -177,6 +205,7 @@ class RunStats:
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
         failed_keys.sort()
+        failed = set(failed_keys) if self.failed_ids else set()
         return RunSummary(
             total=self.total,
             done=finals[JobEventKind.DONE] + self.skipped_done,
@@ -208,4 +237,8 @@ class RunStats:
             journal=journal,
             changed_keys=sorted(self.changed),
             stale_keys=sorted(self.stale),
+            stopped_by_limit=stopped_by_limit,
+            failed_links={k: web_url(p) for k, p in self.failed_ids.items() if k in failed}
+            if self.failed_ids
+            else {},
         )

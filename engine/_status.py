@@ -16,6 +16,7 @@ from typing import IO, Any
 
 from engine._config import default_output_dir, journal_path
 from engine._journal import JobState, Replay, load_journal
+from engine._prediction import web_url
 from engine._sidecar import read_sidecar, sidecar_path
 from jobs import JobStatus, ManifestError, canonical_json, read_manifest
 
@@ -69,6 +70,7 @@ def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
     states = replay.jobs
     counts: Counter[JobStatus] = Counter()
     failed: dict[str, dict[str, Any]] = {}
+    running: dict[str, dict[str, Any]] = {}
     known = 0
     for job in read_manifest(manifest):
         state = states.get(job.key)
@@ -79,11 +81,14 @@ def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
         counts[state.status] += 1
         if state.status is JobStatus.FAILED:
             failed[job.key] = _failure(state)
+        elif state.status is JobStatus.RUNNING and state.prediction_id is not None:
+            running[job.key] = _running(state.prediction_id)
     return {
         "manifest": str(manifest.resolve()),
         "jobs": sum(counts.values()),
         "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
         "failed": failed,
+        "running": running,
         "earlier_manifest_jobs": len(states) - known,
         "records": replay.records,
         "torn_lines": replay.torn_lines,
@@ -97,7 +102,13 @@ def _failure(state: JobState) -> dict[str, Any]:
         "error_class": state.error_class,
         "permanent": state.permanent,
         "attempts": state.attempts,
+        "prediction_id": state.prediction_id,
+        "url": web_url(state.prediction_id) if state.prediction_id else None,
     }
+
+
+def _running(prediction_id: str) -> dict[str, Any]:
+    return {"prediction_id": prediction_id, "url": web_url(prediction_id)}
 
 
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
@@ -121,12 +132,21 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
             f"  skipped lines: {report['torn_lines']} torn, {report['corrupt_lines']} corrupt",
             file=out,
         )
+    running = report["running"]
+    if running:
+        print(f"running predictions ({len(running)}; 'cancel' stops them):", file=out)
+        for key, info in list(running.items())[:50]:
+            print(f"  {key}: {info['url']}", file=out)
+        if len(running) > 50:
+            print(f"  ... and {len(running) - 50} more", file=out)
     failed = report["failed"]
     if failed:
         print(f"failed jobs ({len(failed)}):", file=out)
         for key, info in list(failed.items())[:50]:
             kind = "permanent" if info["permanent"] else "transient"
             print(f"  {key}: [{kind}, {info['attempts']} attempts] {info['error']}", file=out)
+            if info.get("url"):
+                print(f"      {info['url']}", file=out)
         if len(failed) > 50:
             print(f"  ... and {len(failed) - 50} more", file=out)
 
@@ -191,6 +211,11 @@ def journal_summary(result: Replay) -> dict[str, Any]:
             key: _failure(state)
             for key, state in result.jobs.items()
             if state.status is JobStatus.FAILED
+        },
+        "running": {
+            key: _running(state.prediction_id)
+            for key, state in result.jobs.items()
+            if state.status is JobStatus.RUNNING and state.prediction_id is not None
         },
         "records": result.records,
         "torn_lines": result.torn_lines,

@@ -313,7 +313,7 @@ class _Lifecycle:
                         ctx.in_flight.pop(prediction_id, None)
                         ctx.stats.prediction_seconds.append(time.monotonic() - started)
                         return prediction
-                if ctx.control.interrupted:
+                if ctx.control.leave_running:
                     return None
                 age = time.monotonic() - started
                 if timeout is not None and age > timeout:
@@ -470,10 +470,14 @@ class _Lifecycle:
                 stored.append(replace(known, url=item.url))
                 continue
             started = time.monotonic()
-            if item.url is not None:
-                result = await ctx.downloader.fetch(item.url, dest, name=name)
-            else:
-                result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
+            arrived = _Arrived(ctx.stats)
+            try:
+                if item.url is not None:
+                    result = await ctx.downloader.fetch(item.url, dest, name=name, progress=arrived)
+                else:
+                    result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
+            finally:
+                arrived.settle()  # DOWNLOADED counts the verified file instead
             size, sha256 = result.size, result.sha256
             if ctx.config.embed_metadata:  # before the file is journaled: its final hash
                 size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
@@ -489,6 +493,24 @@ class _Lifecycle:
             )
             stored.append(stored_file)
         return stored
+
+
+class _Arrived:
+    """Count one file's bytes as they arrive, into the run's stats (from any thread)."""
+
+    __slots__ = ("count", "stats")
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+        self.count = 0  # one transfer at a time per file: no lock needed for this one
+
+    def __call__(self, size: int) -> None:
+        self.count += size
+        self.stats.add_arriving(size)
+
+    def settle(self) -> None:
+        self.stats.add_arriving(-self.count)
+        self.count = 0
 
 
 def _maybe_stored(exc: EngineError) -> bool:

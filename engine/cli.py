@@ -1,8 +1,9 @@
 """The command line: the only place that reads flags and the environment.
 
-Exit codes: 0 every job done, 1 some jobs not done (failed, canceled, stopped by a
-budget or deadline), 2 usage, manifest or configuration error, 130 interrupted, 141 the
-reader of standard output went away (``export | head``).
+Exit codes (`RunSummary.exit_code` decides a run's): 0 every job done, 1 some jobs
+failed or were canceled, 2 usage, manifest or configuration error, 3 stopped by a budget
+or the deadline, 130 interrupted, 141 the reader of standard output went away
+(``export | head``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import anyio
 import click
 from rich.console import Console
 
+from engine._cli_cancel import cancel_command, cancel_hint, name_left_running
 from engine._cli_run import api_config, run_batch
 from engine._cluster._args import (
     REDIS_EXTRA_HINT,
@@ -32,10 +34,18 @@ from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_
 from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._hooks import parse_command, run_on_complete
 from engine._journal import load_journal
 from engine._precheck import check_only_ids, checked_job_count
 from engine._pricing import PriceTable, load_prices
 from engine._redact import redact
+from engine._report import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+)
 from engine._settings import (
     RUN_SETTINGS,
     config_option,
@@ -48,17 +58,18 @@ from jobs import ManifestError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+EXIT_BROKEN_PIPE = 141
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
 
 
-_EXIT_CODES = """
+_EXIT_CODES = f"""
 \b
 Exit codes:
-  0    every job done
-  1    some jobs not done (failed, canceled, stopped by a budget or deadline)
-  2    usage, manifest or configuration error (nothing was sent)
-  130  interrupted (Ctrl-C or SIGTERM)"""
+  {EXIT_OK:<4} every job done
+  {EXIT_FAILED:<4} some jobs failed or were canceled
+  {EXIT_USAGE:<4} usage, manifest or configuration error (nothing was sent)
+  {EXIT_STOPPED:<4} stopped by a budget (--max-*) or the --deadline; run again to go on
+  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C or SIGTERM)"""
 
 
 def _epilog(*examples: str, codes: str = _EXIT_CODES) -> str:
@@ -205,6 +216,7 @@ def _split_only(
         "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
         "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
         "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night --workers 3",
+        "replicate-batch run night.jsonl --on-complete 'notify-send \"batch done\"'",
     )
 )
 @_manifest
@@ -271,12 +283,26 @@ def _split_only(
 @redis_options(required=False, what="Share the run with other processes through Redis")
 @workers_option
 @lease_options
+@option(
+    "--on-complete",
+    metavar="CMD",
+    default=None,
+    envvar="REPLICATE_BATCH_ON_COMPLETE",
+    show_envvar=True,
+    show_default="none",
+    help="Run CMD once at the end with the report's path as its last argument (and in "
+    "REPLICATE_BATCH_REPORT, the exit code in REPLICATE_BATCH_EXIT_CODE); no shell. "
+    "Its failure is a warning.",
+)
 @_logging_options
 @click.pass_context
 def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     """Run a YAML or JSONL manifest; run it again to resume.
 
     Finished jobs are skipped, journaled predictions re-attached, nothing is paid twice.
+    Ctrl-C once drains (no new creates; running predictions finish and download), twice
+    cancels them on Replicate, three times exits at once; what is left running is named
+    with the 'cancel' command that stops it.
     With --redis, other machines join with 'worker' (see docs/scale-out.md).
     """
     output_dir = options["output_dir"] or default_output_dir(manifest)
@@ -286,6 +312,11 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         return _validate(manifest, output_dir, options, given_settings(ctx))
     if options["max_spend"] is not None and options["prices"] is None:
         raise _Stop("--max-spend needs --prices FILE")
+    if options["on_complete"] is not None:
+        try:
+            parse_command(options["on_complete"])
+        except ValueError as exc:
+            raise _Stop(f"--on-complete: {exc}") from None
     prices = _load_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
     console = Console(stderr=True)
@@ -326,6 +357,20 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
     if not options["no_gallery"]:
         _write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
+    if summary.interrupted or summary.deferred:
+        # Whatever still runs (and bills) is named, with the command that stops it.
+        hint = cancel_hint(
+            ctx.find_root().info_name or "replicate-batch",
+            manifest,
+            options["output_dir"],
+            options["state"],
+        )
+        name_left_running(config.journal_path, hint)
+    if options["on_complete"] is not None:
+        report = config.output_dir / "report.json"
+        problem = run_on_complete(options["on_complete"], report, summary.exit_code)
+        if problem is not None:
+            click.echo(f"warning: {problem}", err=True)
     return summary.exit_code
 
 
@@ -694,6 +739,58 @@ def status(
             print_status(report)
     unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
     return EXIT_FAILED if unfinished else EXIT_OK
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch cancel night.jsonl --dry-run",
+        "replicate-batch cancel night.jsonl",
+        "replicate-batch cancel night.jsonl --output-dir out/",
+        codes=f"""
+\b
+Exit codes:
+  {EXIT_OK:<4} nothing is left running (all canceled, or nothing was running)
+  {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
+  {EXIT_USAGE:<4} no journal there, no token, or a usage error""",
+    )
+)
+@click.argument(
+    "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
+)
+@_output_dir
+@_state
+@option(
+    "--dry-run",
+    is_flag=True,
+    show_default="off",
+    help="List the predictions that would be canceled; send nothing.",
+)
+@_logging_options
+def cancel(target: Path, **options: Any) -> int:
+    """Cancel the predictions the journal shows as still running, so nothing keeps billing.
+
+    For a run that crashed, was killed, or was left with predictions running (a Ctrl-C
+    that exited at once): each is canceled on Replicate and journaled as canceled, so a
+    re-run skips it (--retry-failed runs it again). A prediction that already finished is
+    left for the next run to download.
+    """
+    journal = resolve_journal(target, options["state"], options["output_dir"])
+    if not journal.exists():
+        raise _Stop(f"no journal at {journal.resolve()}")
+    console = Console(stderr=True)
+    with ExitStack() as stack:
+        _setup_logging(stack, console, options, terminal_level=logging.WARNING)
+        try:
+            config = EngineConfig(
+                api=ApiConfig.from_env(os.environ),
+                output_dir=journal.parent,
+                state_path=journal,
+            )
+            return cancel_command(config, dry_run=options["dry_run"])
+        except (ConfigError, AuthenticationError) as exc:
+            raise _Stop(str(exc)) from None
+        except EngineError as exc:  # the journal cannot be written: nothing was journaled
+            raise _Stop(f"cannot cancel: {exc}", EXIT_FAILED) from None
 
 
 @cli.command(

@@ -169,7 +169,7 @@ async def test_max_predictions_stops_creating_at_exactly_the_limit(emulator_serv
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 7
     assert summary.done == 7
     assert summary.stopped_reason == "max-predictions reached"
-    assert summary.exit_code == 1
+    assert summary.exit_code == 3
 
 
 async def test_open_run_streams_job_events_to_a_host_app(emulator_server, tmp_path):

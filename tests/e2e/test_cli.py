@@ -346,9 +346,9 @@ def test_settings_precedence_is_flag_then_env_then_file_then_default(emulator_se
     )
 
     assert default == (0, 6)
-    assert from_file == (1, 4)  # a budget stop leaves jobs not done: exit 1
-    assert from_env == (1, 3)
-    assert from_flag == (1, 2)
+    assert from_file == (3, 4)  # a budget stopped the run: exit 3
+    assert from_env == (3, 3)
+    assert from_flag == (3, 2)
 
 
 def test_a_bad_setting_names_its_source_and_exits_2_before_any_call(emulator_server, tmp_path):

@@ -108,7 +108,7 @@ async def test_max_spend_stops_creating_at_the_limit(emulator_server, tmp_path):
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
     assert summary.billing is not None
     assert summary.billing["priced_cost"] == 3.0
-    assert summary.exit_code == 1
+    assert summary.exit_code == 3
 
 
 def test_the_summary_shows_units_and_money_and_max_spend_needs_prices(emulator_server, tmp_path):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from engine import read_manifest, run_jobs
 from engine._display import Progress
-from tests.e2e.helpers import FAILS, engine_config, image_jobs, write_jsonl
+from engine._runner import run_jobs_counted
+from tests.e2e.helpers import FAILS, VIDEO, engine_config, image_jobs, write_jsonl
 
 pytestmark = pytest.mark.anyio
 
@@ -50,3 +52,34 @@ async def test_progress_counts_the_jobs_a_resume_skips(emulator_server, tmp_path
     assert again.failed_keys == ["bad"]
     snap = progress.snapshot()
     assert (snap["done"], snap["failed"], snap["in_flight"], snap["queued"]) == (6, 1, 0, 0)
+
+
+async def test_a_large_download_counts_its_bytes_as_they_arrive(emulator_server, tmp_path):
+    emulator_server.emulator.update(video_size=64 * 1024 * 1024)
+    manifest = write_jsonl(
+        tmp_path / "m.jsonl", [{"id": "video", "model": VIDEO, "input": {"prompt": "waves"}}]
+    )
+    config = engine_config(emulator_server, tmp_path / "out")
+    progress = Progress(total=1, create_rate=config.create_rate, live=False)
+    seen_mid_file: list[int] = []  # bytes shown while no file was finished yet
+
+    async def watch() -> None:
+        while True:
+            snap = progress.snapshot()
+            if progress.stats.files_downloaded == 0 and int(snap["bytes_downloaded"] or 0) > 0:
+                seen_mid_file.append(int(snap["bytes_downloaded"] or 0))
+            await anyio.sleep(0.002)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        summary = await run_jobs_counted(
+            lambda: read_manifest(manifest), config, stats=progress.stats
+        )
+        tg.cancel_scope.cancel()
+
+    assert summary.bytes_downloaded == 64 * 1024 * 1024
+    partial = [n for n in seen_mid_file if n < summary.bytes_downloaded]
+    assert partial, "the bytes of the video showed only once it was done"
+    assert partial == sorted(partial)  # they grow as the file arrives
+    assert progress.snapshot()["bytes_downloaded"] == summary.bytes_downloaded
+    assert progress.render().row_count == 7

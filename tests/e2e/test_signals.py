@@ -27,7 +27,19 @@ def emulator_config() -> EmulatorConfig:
 def start_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     manifest = tmp_path / "m.jsonl"
     return subprocess.Popen(
-        [*ENGINE, "run", str(manifest), "--output-dir", "out", "--poll-interval", "0.05", *extra],
+        [
+            *ENGINE,
+            "run",
+            str(manifest),
+            "--output-dir",
+            "out",
+            "--poll-interval",
+            "0.05",
+            "-v",
+            "--log-file",
+            "run.log",
+            *extra,
+        ],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -37,15 +49,19 @@ def start_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Po
 
 
 def wait_for_created(journal: Path, count: int, timeout: float = 20.0) -> None:
+    """Wait until the run has counted ``count`` creates (its debug job.created lines)."""
+    log = journal.parent.parent / "run.log"  # the run folds an event before logging it
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if journal.exists() and sum(r["e"] == "created" for r in journal_records(journal)) >= count:
+        if log.exists() and log.read_text().count(" job.created ") >= count:
             return
         time.sleep(0.01)
     raise AssertionError(f"fewer than {count} predictions were created in {timeout} s")
 
 
-def test_first_sigint_drains_exits_130_and_the_next_run_reattaches(emulator_server, tmp_path):
+def test_first_sigint_drains_what_runs_and_exits_130_with_nothing_left_running(
+    emulator_server, tmp_path
+):
     write_jsonl(tmp_path / "m.jsonl", image_jobs(6))
     env = cli_env(emulator_server)
     journal = tmp_path / "out" / "journal.jsonl"
@@ -56,11 +72,11 @@ def test_first_sigint_drains_exits_130_and_the_next_run_reattaches(emulator_serv
     _, stderr = proc.communicate(timeout=30)
 
     assert proc.returncode == 130, stderr
-    assert "no new predictions" in stderr
+    assert "SIGINT: draining: 3 running, 0 downloading — Ctrl-C again to cancel them" in stderr
+    assert "still running on Replicate" not in stderr  # the drain waited for all of them
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["interrupted"] is True
-    created_first = emulator_server.emulator.stats.snapshot()["predictions_created"]
-    assert created_first == 3  # nothing was created after the signal
+    assert (report["interrupted"], report["done"], report["exit_code"]) == (True, 3, 130)
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
     assert not any(r["e"] == "canceled" for r in journal_records(journal))
 
     resumed = subprocess.run(
@@ -75,15 +91,15 @@ def test_first_sigint_drains_exits_130_and_the_next_run_reattaches(emulator_serv
 
     assert resumed.returncode == 0, resumed.stderr
     final = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert final["reattached"] == 3
-    assert final["predictions_created"] == 3
+    assert (final["skipped_done"], final["predictions_created"]) == (3, 3)
     stats = emulator_server.emulator.stats.snapshot()
     assert stats["predictions_created"] == 6
     assert stats["duplicates"] == {}
 
 
-def test_second_sigint_cancels_running_predictions_on_the_server(emulator_server, tmp_path):
-    write_jsonl(tmp_path / "m.jsonl", image_jobs(4))
+def test_cancel_on_exit_cancels_on_the_first_sigint(emulator_server, tmp_path):
+    # More jobs than workers: the producer waits on a full queue when the workers stop.
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(12))
     journal = tmp_path / "out" / "journal.jsonl"
     proc = start_run(tmp_path, cli_env(emulator_server), "--cancel-on-exit", "--concurrency", "4")
     wait_for_created(journal, 4)
@@ -92,6 +108,8 @@ def test_second_sigint_cancels_running_predictions_on_the_server(emulator_server
     _, stderr = proc.communicate(timeout=30)
 
     assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "SIGINT: canceling 4 running predictions on Replicate" in stderr
     canceled = {r["k"] for r in journal_records(journal) if r["e"] == "canceled"}
     assert canceled == {"p0000", "p0001", "p0002", "p0003"}
     requests = emulator_server.emulator.stats.snapshot()["requests"]
@@ -118,7 +136,8 @@ def test_a_second_sigint_during_the_drain_cancels_running_predictions(emulator_s
     _, stderr = proc.communicate(timeout=30)
 
     assert proc.returncode == 130, stderr
-    assert "canceling running predictions" in stderr
+    assert "SIGINT: draining: 3 running, 1 downloading" in stderr
+    assert "SIGINT: canceling 3 running predictions on Replicate" in stderr
     canceled = {r["k"] for r in journal_records(journal) if r["e"] == "canceled"}
     assert canceled == {"p0000", "p0001", "p0002"}
     requests = emulator_server.emulator.stats.snapshot()["requests"]

@@ -57,7 +57,7 @@ async def test_deadline_stops_creating_and_drains_what_runs(emulator_server, tmp
     assert summary.stopped_reason == "deadline reached"
     assert 0 < created < 30
     assert summary.done == created  # everything created before the deadline finished
-    assert summary.exit_code == 1
+    assert summary.exit_code == 3
 
 
 async def test_max_predict_seconds_stops_creating_once_spent(emulator_server, tmp_path):

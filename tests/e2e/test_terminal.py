@@ -15,7 +15,7 @@ import pytest
 
 from engine.emulator import EmulatorConfig
 from engine.emulator.config import ModelTiming
-from tests.e2e.helpers import FAILS, FLUX, cli_env, image_jobs, write_jsonl
+from tests.e2e.helpers import FAILS, FLUX, cli_env, image_jobs, journal_records, write_jsonl
 
 ENGINE = [sys.executable, "-m", "engine"]
 PANEL_ROW = "done / total"
@@ -79,6 +79,9 @@ class Pane:
                 return screen
             time.sleep(0.05)
         raise AssertionError(f"the pane never got there; it shows:\n{self.capture(history=True)}")
+
+    def send_keys(self, *keys: str) -> None:
+        self._tmux("send-keys", *keys)
 
     def close(self) -> None:
         subprocess.run(
@@ -212,8 +215,9 @@ def test_without_a_terminal_progress_is_a_plain_line_and_the_summary_does_not_wr
     lines = result.stdout.splitlines()
     assert lines[0] == "Run summary"
     # Long values stay on their line: the failed job's id and the absolute output path.
-    assert "failed jobs: bad-" + "x" * 90 in lines
     out = (tmp_path / "outputs" / "m").resolve()
+    failed = [r for r in journal_records(out / "journal.jsonl") if r["e"] == "failed"]
+    assert f"  bad-{'x' * 90}  https://replicate.com/p/{failed[-1]['p']}" in lines
     assert lines[-1] == f"outputs in {out}/ ; report in {out / 'report.json'}"
     assert not any(line.startswith(("│", "┌", "└")) for line in lines)
 
@@ -244,3 +248,31 @@ def test_quiet_prints_only_errors_and_the_summary(emulator_server, tmp_path):
     assert re.search(r"WARNING job\.failed job=bad ", text)
     assert "\x1b" not in text
     assert not text.lstrip().startswith("{")
+
+
+def test_ctrl_c_in_the_live_panel_shows_each_stop_stage_with_its_counts(
+    emulator_server, panes, tmp_path
+):
+    emulator_server.emulator.update(model_timings={FLUX: {"cold_start": 0.05, "run_time": 600}})
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(6))
+    pane = panes("stages")
+    args = ("run", str(manifest), "--output-dir", "out", "--concurrency", "3")
+    pane.start(script_for(tmp_path, cli_env(emulator_server), *args, "--poll-interval", "0.05"))
+    pane.wait_for(lambda s: re.search(r"in flight / queued +3 / 3", s) is not None)
+
+    pane.send_keys("C-c")
+    draining = pane.wait_for(lambda s: "stopping: draining:" in s)
+    pane.send_keys("C-c")
+    after = pane.wait_for(lambda s: "EXIT=" in s)
+
+    # Under the panel, one line says what the next Ctrl-C does, with live counts.
+    stage = "stopping: draining: 3 running, 0 downloading — Ctrl-C again to cancel them"
+    assert stage in [line.rstrip() for line in draining.splitlines()], draining
+    assert draining.index(PANEL_ROW) < draining.index(stage), draining
+    assert draining.count(PANEL_ROW) == 1, draining
+    assert "SIGINT: canceling 3 running predictions on Replicate" in after
+    assert after.count(PANEL_ROW) == 1, after
+    assert re.search(r"failed / canceled +0 / 3", after), after
+    assert "still running on Replicate" not in after  # the second Ctrl-C canceled them all
+    assert "EXIT=130" in after
+    assert "Traceback" not in after

@@ -199,9 +199,10 @@ def test_summary_counts_by_status_and_lists_failures() -> None:
     assert summary["failed"] == {
         "b": {
             "error": "bad input", "error_class": "InvalidRequestError", "permanent": True,
-            "attempts": 1,
+            "attempts": 1, "prediction_id": "q", "url": "https://replicate.com/p/q",
         }
     }  # fmt: skip
+    assert summary["running"] == {"c": {"prediction_id": "r", "url": "https://replicate.com/p/r"}}
 
 
 # -- properties -----------------------------------------------------------------------------

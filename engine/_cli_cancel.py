@@ -1,0 +1,92 @@
+"""Say what still runs on Replicate, and cancel it: the ``cancel`` command's body.
+
+Both read the journal alone to know what runs; only `cancel_command` (without
+``--dry-run``) talks to the API.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import anyio
+import click
+
+from engine._cancel import CANCEL_WHY, Running, cancel_running, still_running, uncertain_creates
+from engine._config import EngineConfig
+from engine._journal import load_journal
+from engine._report import EXIT_FAILED, EXIT_OK
+
+__all__ = ["cancel_command", "cancel_hint", "name_left_running"]
+
+_SHOWN = 20  # predictions listed one per line; the rest are counted
+
+
+def cancel_hint(prog: str, manifest: Path, output_dir: Path | None, state: Path | None) -> str:
+    """Return the exact command that cancels what a run left running."""
+    words = [*shlex.split(prog), "cancel", str(manifest)]
+    if output_dir is not None:
+        words += ["--output-dir", str(output_dir)]
+    if state is not None:
+        words += ["--state", str(state)]
+    return shlex.join(words)
+
+
+def _list(running: list[Running], *, err: bool = True, limit: int | None = _SHOWN) -> None:
+    for item in running[:limit]:
+        click.echo(f"  {item.key}  {item.url}", err=err)
+    if limit is not None and len(running) > limit:
+        click.echo(f"  ... and {len(running) - limit} more", err=err)
+
+
+def name_left_running(journal: Path, hint: str) -> int:
+    """Print the predictions the journal shows as running, with the command that stops them.
+
+    Return how many there are (0 prints nothing).
+    """
+    running = still_running(load_journal(journal))
+    if not running:
+        return 0
+    click.echo(
+        f"{len(running)} predictions are still running on Replicate (and billing):", err=True
+    )
+    _list(running)
+    click.echo(f"stop them with: {hint}", err=True)
+    click.echo("(or run the same command again to wait for them and download)", err=True)
+    return len(running)
+
+
+def cancel_command(config: EngineConfig, *, dry_run: bool) -> int:
+    """List (``dry_run``) or cancel the predictions the journal shows as running."""
+    journal = config.journal_path
+    replay = load_journal(journal)
+    running = still_running(replay)
+    uncertain = uncertain_creates(replay)
+    if uncertain:
+        click.echo(
+            f"note: {uncertain} creates were in flight at a crash with no id journaled; "
+            "the next run finds them by listing predictions",
+            err=True,
+        )
+    if not running:
+        click.echo(f"nothing is running according to {journal}", err=True)
+        return EXIT_OK
+    if dry_run:
+        click.echo(f"would cancel {len(running)} predictions still running:", err=True)
+        _list(running, err=False, limit=None)  # all of them, on stdout: a script may read it
+        click.echo("nothing was sent (--dry-run)", err=True)
+        return EXIT_OK
+    config.api.require_token(how=None)
+    outcome = anyio.run(cancel_running, config, running)
+    for item in outcome.canceled:
+        click.echo(f"canceled  {item.key}  {item.url}")
+    for item, status in outcome.finished:
+        click.echo(f"{status:<9} {item.key}  {item.url} (too late: the next run downloads it)")
+    for item, error in outcome.failed:
+        click.echo(f"error     {item.key}  {item.url}: {error}", err=True)
+    click.echo(
+        f"canceled {len(outcome.canceled)} of {len(running)}; journaled as '{CANCEL_WHY}' "
+        "(a re-run skips them; --retry-failed runs them again)",
+        err=True,
+    )
+    return EXIT_FAILED if outcome.failed else EXIT_OK
