@@ -79,12 +79,17 @@ class Run:
 
 
 def wait_for_created(journal: Path, count: int, timeout: float = 20.0) -> list[str]:
-    """Wait until the run has counted ``count`` creates; return their journaled ids."""
+    """Wait until the run has counted ``count`` creates; return their ids in job-key order.
+
+    Creates go out a few at once (the budget's burst), so their answers, and the journal's
+    lines, may come in any order.
+    """
     log = journal.parent.parent / "run.log"  # the run folds an event before logging it
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if log.exists() and log.read_text().count(" job.created ") >= count:
-            ids = [r["p"] for r in journal_records(journal) if r["e"] == "created"]
+            created = [r for r in journal_records(journal) if r["e"] == "created"]
+            ids = [r["p"] for r in sorted(created, key=lambda r: r["k"])]
             if len(ids) >= count:
                 return ids
         time.sleep(0.01)
