@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -90,6 +91,21 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def waiting_text(numbers: Mapping[str, float | int | None]) -> str:
+    """Say what the run is waiting on: "3 creates, 1 download (oldest 42 s)" or "-"."""
+    parts = [
+        f"{n} {what}{'s' if n != 1 else ''}"
+        for what, n in (
+            ("create", int(numbers["waiting_creates"] or 0)),
+            ("download", int(numbers["waiting_downloads"] or 0)),
+        )
+        if n
+    ]
+    if not parts:
+        return "-"
+    return f"{', '.join(parts)} (oldest {numbers['oldest_wait_seconds']:.0f} s)"
+
+
 class Progress:
     """Show a run live on a terminal, as a log line elsewhere: a view of `RunStats`.
 
@@ -138,6 +154,9 @@ class Progress:
             "retries": s["retries"],
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
+            "waiting_creates": s["waiting_creates"],
+            "waiting_downloads": s["waiting_downloads"],
+            "oldest_wait_seconds": s["oldest_wait_seconds"],
         }
 
     def render(self) -> Table:
@@ -150,6 +169,7 @@ class Progress:
         table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
         table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
         table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        table.add_row("waiting", waiting_text(s))
         table.add_row("retries", str(s["retries"]))
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
         eta = s["eta_seconds"]
@@ -168,4 +188,5 @@ class Progress:
         log = structlog.get_logger("engine.progress")
         while True:
             await anyio.sleep(self.interval)
-            log.info("run.progress", total=self.total, **self.snapshot())
+            numbers = self.snapshot()
+            log.info("run.progress", total=self.total, waiting=waiting_text(numbers), **numbers)

@@ -24,6 +24,7 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 from engine._config import ApiConfig
+from engine._deadline import DeadlineTransport
 from engine._errors import (
     EngineError,
     InvalidRequestError,
@@ -36,6 +37,7 @@ from engine._pacing import BudgetTransport, Exchange, exchange
 from engine._prediction import Prediction, PredictionStatus
 from engine._redact import redact
 from engine._retry import Predicate, RetryPolicy, retry_create, retry_idempotent
+from engine._uploads import read_input_files
 from jobs.model import ModelRef, RefKind
 
 __all__ = ["Gateway", "PredictionPage", "StreamEvent"]
@@ -94,13 +96,17 @@ class Gateway:
         # httpx's default pool (20 kept alive) on purpose: httpcore checks every idle
         # connection on each request, and keeping 100 alive cost more CPU per create
         # (~5.2 ms vs ~4.3) than the TLS handshakes it saved.
-        transport = BudgetTransport(
-            async_transport(verify=ssl_context(self.api.ca_file)), self.limits
+        # The deadline sits under the budget: time spent waiting for a slot is not the
+        # server's to answer for.
+        bounded = DeadlineTransport(
+            async_transport(verify=ssl_context(self.api.ca_file)), self.api.attempt_timeout
         )
+        transport = BudgetTransport(bounded, self.limits)
+        connect = min(10.0, self.api.attempt_timeout or 10.0)
         self._client = Client(
             api_token=self._token,
             base_url=self.api.base_url,
-            timeout=httpx.Timeout(self.api.timeout, connect=10.0, pool=10.0),
+            timeout=httpx.Timeout(self.api.timeout, connect=connect, pool=10.0),
             transport=transport,
             headers=headers,
         )
@@ -146,9 +152,11 @@ class Gateway:
         if stream:
             params["stream"] = True
         client = self.client
+        # Local @files read once, safely, before any attempt (InputFileError: that job).
+        files_read = await read_input_files(input)
 
         async def once() -> Any:
-            body = dict(input)
+            body = dict(files_read)
             # Call the per-kind namespaces: predictions.async_create(model=...) drops
             # parameters in 1.0.7 before delegating to them.
             if ref.kind is RefKind.MODEL:

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote_to_bytes
 
+import anyio
 import httpcore
 import httpx
 import sniffio
@@ -236,7 +237,14 @@ class _Stream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        except BaseException:
+            # httpcore closes the socket on errors but not on cancellation (an overall
+            # deadline that passed mid-handshake): close it here, or it leaks.
+            with anyio.CancelScope(shield=True):
+                await self._inner.aclose()
+            raise
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable":

@@ -21,7 +21,7 @@ __all__ = ["checked_job_count"]
 _STAMP = ".manifest-checked.json"
 
 
-def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
+def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: bool = False) -> int:
     """Return the number of jobs in ``manifest``, reading it only when it changed.
 
     Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
@@ -40,7 +40,7 @@ def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
     if isinstance(saved, dict) and saved.get("manifest") == identity:
         return int(saved["jobs"])
     count, local_files = 0, False
-    for job in read_manifest(manifest):
+    for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
         count += 1
         local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
     if not local_files:

@@ -17,7 +17,7 @@ import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from engine._config import EngineConfig
+from engine._config import REPORT_NAME, EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
 from engine._errors import EngineError
@@ -44,7 +44,14 @@ _RESUMABLE = frozenset({JobStatus.CREATING, JobStatus.RUNNING, JobStatus.SUCCEED
 _GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without --retry-failed
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
-_QUIET_EVENTS = frozenset({JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED})
+_QUIET_EVENTS = frozenset(
+    {
+        JobEventKind.CREATING,
+        JobEventKind.DOWNLOADED,
+        JobEventKind.SUCCEEDED,
+        JobEventKind.SKIPPED,
+    }
+)
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
@@ -128,6 +135,7 @@ async def _run(
             workers_scope = CancelScope()
             outer.start_soon(_produce, jobs, states, config, ctx, send)
             outer.start_soon(_cancel_workers_on_request, control, workers_scope)
+            outer.start_soon(_cut_after_grace, control, workers_scope, config.shutdown_grace)
             if config.deadline is not None:
                 outer.start_soon(_drain_at_deadline, control, config.deadline)
             with workers_scope:
@@ -150,7 +158,7 @@ async def _run(
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
     )
-    write_report(summary, config.output_dir / "report.json")
+    write_report(summary, config.output_dir / REPORT_NAME)
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
@@ -230,6 +238,20 @@ async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) ->
     scope.cancel()
 
 
+async def _cut_after_grace(control: RunControl, scope: CancelScope, grace: float) -> None:
+    """Bound an interrupted run: what still runs ``grace`` seconds after the signal stops.
+
+    A create whose answer is awaited is journaled ``creating`` (the next run looks for it
+    before paying again); a download keeps its part; a prediction stays journaled as
+    running. Nothing is lost by stopping, and a hung call cannot hold the exit.
+    """
+    while not control.interrupted:
+        await control.wait_changed()
+    await anyio.sleep(grace)
+    log.warning("run.grace_expired", grace_seconds=grace)
+    scope.cancel()
+
+
 async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
     await anyio.sleep(seconds)
     control.drain("deadline reached")
@@ -251,7 +273,8 @@ async def _cancel_in_flight(ctx: WorkerContext) -> None:
         ctx.in_flight.pop(prediction_id, None)
         await ctx.emit(JobEvent(key, JobEventKind.CANCELED, prediction_id, "interrupt"))
 
-    with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(ctx.config.shutdown_grace):
+        # Bounded too: a server that does not answer the cancels must not hold the exit.
         async with anyio.create_task_group() as tg:
             for prediction_id, key in pending.items():
                 tg.start_soon(cancel_one, prediction_id, key)

@@ -23,6 +23,7 @@ from engine._errors import (
     ConfigError,
     DownloadError,
     EngineError,
+    InputFileError,
     InvalidRequestError,
     ModelError,
     OutputExpiredError,
@@ -167,22 +168,31 @@ class _Lifecycle:
                 JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
                 durable=True,
             )
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATING))
             try:
                 prediction = await ctx.gateway.create(job.model, job.input)
             except (AuthenticationError, ConfigError):
                 raise  # the whole run is misconfigured: stop it, loudly and early
+            except InputFileError as exc:
+                await self._fail(None, exc, permanent=True)  # the file, not the service
+                return None
             except (ApiError, TransportError) as exc:
                 if isinstance(exc, ApiError) and exc.permanent:
                     await self._fail(None, exc, permanent=True)
                     return None
-                if _maybe_stored(exc):
-                    first_uncertain = first_uncertain or sent_at
-                    found = await self._find_orphan(digest, first_uncertain)
-                    if found is not None:
-                        await ctx.emit(
-                            JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
-                        )
-                        return found
+                if not _maybe_stored(exc):
+                    # Never accepted, and the gateway already retried it as long as its
+                    # class allows (a network down, a 429 that lasts): the next run tries
+                    # again; retrying here would only multiply the wait.
+                    await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, _why(exc)))
+                    return None
+                first_uncertain = first_uncertain or sent_at
+                found = await self._find_orphan(digest, first_uncertain)
+                if found is not None:
+                    await ctx.emit(
+                        JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
+                    )
+                    return found
                 await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
                 error = exc
                 continue

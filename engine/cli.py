@@ -7,6 +7,7 @@ budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -22,9 +23,10 @@ import structlog
 from engine._config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path
 from engine._control import RunControl
 from engine._display import Progress
-from engine._errors import AuthenticationError, ConfigError
+from engine._errors import AuthenticationError, ConfigError, StorageError
 from engine._journal import load_journal
 from engine._logs import configure_logging
+from engine._paths import check_paths
 from engine._precheck import checked_job_count
 from engine._report import RunSummary
 from engine._runner import run_jobs
@@ -57,6 +59,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = serve_forever(argv[1:])
         return code
     args = _parser().parse_args(argv)
+    try:  # bad configuration (base URL, token, paths): one line, before anything is paid
+        return _command(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _validate(args) if args.dry_run else _run(args)
     if args.command == "validate":
@@ -102,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cancel-on-exit", action="store_true")
     run.add_argument("--poll-interval", type=_positive_float, default=None)
     run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
+    run.add_argument("--attempt-timeout", type=_positive_float, default=None, metavar="SECONDS")
+    run.add_argument("--shutdown-grace", type=_non_negative_float, default=None, metavar="SECONDS")
+    run.add_argument("--allow-outside-files", action="store_true", help="send @files outside")
     run.add_argument(
         "--emulator",
         action="store_true",
@@ -134,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    out = args.output_dir or default_output_dir(args.manifest)
+    writes = {"--state": journal_path(out, args.state), "--json-logs": args.json_logs}
+    check_paths(reads={"the manifest": args.manifest}, writes=writes, output_dir=out)
     live = sys.stderr.isatty()
     # On a terminal the live panel tells the story: only warnings reach the console, and
     # --json-logs still gets every event.
@@ -154,7 +170,9 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     output_dir = args.output_dir or default_output_dir(args.manifest)
     state_dir = journal_path(output_dir, args.state).parent
     try:
-        total = checked_job_count(args.manifest, state_dir)
+        total = checked_job_count(
+            args.manifest, state_dir, allow_outside_files=args.allow_outside_files
+        )
     except ManifestError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -163,7 +181,10 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
         return EXIT_USAGE
     with ExitStack() as stack:
         api = _api_config(args, stack)
+        if args.attempt_timeout is not None:
+            api = dataclasses.replace(api, attempt_timeout=args.attempt_timeout)
         given = {
+            "shutdown_grace": args.shutdown_grace,
             "concurrency": args.concurrency,
             "create_rate": args.rate_limit,
             "read_rate": args.read_rate_limit,
@@ -183,7 +204,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
             cancel_on_exit=args.cancel_on_exit,
             **{name: value for name, value in given.items() if value is not None},
         )
-        summary = _run_batch(args.manifest, config, total, live=live)
+        summary = _run_batch(args, config, total, live=live)
     if summary is None:
         return EXIT_USAGE
     _print_summary(summary, config, total)
@@ -191,7 +212,7 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
 
 
 def _run_batch(
-    manifest: Path, config: EngineConfig, total: int, *, live: bool
+    args: argparse.Namespace, config: EngineConfig, total: int, *, live: bool
 ) -> RunSummary | None:
     """Run the batch; None when the configuration (token, auth) makes it impossible."""
     problem: BaseException
@@ -201,10 +222,8 @@ def _run_batch(
         print(f"error: {exc}", file=sys.stderr)
         return None
     try:
-        return anyio.run(
-            _run_async, manifest, config, Progress(total, config.create_rate, live=live)
-        )
-    except* (AuthenticationError, ConfigError) as group:
+        return anyio.run(_run_async, args, config, Progress(total, config.create_rate, live=live))
+    except* (AuthenticationError, ConfigError, StorageError) as group:
         problem = group.exceptions[0]
     print(f"error: {problem}", file=sys.stderr)
     return None
@@ -258,6 +277,8 @@ def _status(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     journal = resolve_journal(args.manifest, args.state, args.output_dir)
+    reads = {"the manifest": args.manifest, "the journal": journal}
+    check_paths(reads=reads, writes={"--output": args.output})
     try:
         replay = load_journal(journal)
         rows = export_rows(args.manifest, replay)
@@ -273,8 +294,10 @@ def _export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -> RunSummary:
-    control = RunControl()
+async def _run_async(
+    args: argparse.Namespace, config: EngineConfig, progress: Progress
+) -> RunSummary:
+    manifest, control = args.manifest, RunControl()
     log.info(
         "run.started",
         manifest=str(manifest),
@@ -286,7 +309,9 @@ async def _run_async(manifest: Path, config: EngineConfig, progress: Progress) -
         tg.start_soon(progress.run)
         summary = await run_jobs(
             # checked_job_count read the whole file (or its stamp vouches for it).
-            lambda: read_manifest(manifest, trust_earlier_check=True),
+            lambda: read_manifest(
+                manifest, trust_earlier_check=True, allow_outside_files=args.allow_outside_files
+            ),
             config,
             control=control,
             on_event=progress.record,
@@ -363,6 +388,13 @@ def _non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 

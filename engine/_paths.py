@@ -1,0 +1,101 @@
+"""Check the paths a command reads and writes before anything is written or paid.
+
+Each problem is one `ConfigError` line that names the flag and says what is wrong: a
+folder where a file is wanted (or the reverse), a missing folder, a FIFO or device, two
+roles on one file. Two paths are the same file when they resolve to the same place
+(symlinks followed) or, for files that exist, share a device and inode (hard links).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Mapping
+from itertools import combinations
+from pathlib import Path
+
+from engine._errors import ConfigError
+
+__all__ = ["check_paths"]
+
+
+def check_paths(
+    *,
+    reads: Mapping[str, Path | None],
+    writes: Mapping[str, Path | None],
+    output_dir: Path | None = None,
+) -> None:
+    """Raise `ConfigError` unless every path can play its role, each on its own file.
+
+    ``reads`` and ``writes`` map a role as the user knows it (``"the manifest"``,
+    ``"--state"``, ``"--json-logs"``, ``"the report"``) to its path; None is skipped.
+    ``output_dir`` must be a folder or creatable; a file written inside it may wait for
+    the run to create it, any other file's folder must exist already (a mistyped
+    ``--state`` folder is refused rather than made).
+    """
+    if output_dir is not None:
+        _check_folder(output_dir)
+    present = {role: path for role, path in writes.items() if path is not None}
+    for role, path in present.items():
+        _check_writable(role, path, output_dir)
+    named = {role: path for role, path in reads.items() if path is not None} | present
+    for (role_a, a), (role_b, b) in combinations(named.items(), 2):
+        if _same_file(a, b):
+            raise ConfigError(f"{role_a} and {role_b} are the same file ({a}); give each its own")
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse an output folder that is a file, or that sits under one."""
+    for candidate in (folder, *folder.parents):
+        try:
+            info = candidate.stat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"output dir {folder}: {_reason(exc)}") from None
+        if stat.S_ISDIR(info.st_mode):
+            return
+        if candidate == folder:
+            raise ConfigError(f"output dir {folder} is a file, not a folder")
+        raise ConfigError(f"output dir {folder} cannot be made: {candidate} is a file")
+
+
+def _check_writable(role: str, path: Path, output_dir: Path | None) -> None:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        info = None
+    except OSError as exc:
+        raise ConfigError(f"{role} {path}: {_reason(exc)}") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{role} {path} is a folder; name a file")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the run forever; a device is not a record of anything.
+            raise ConfigError(f"{role} {path} is not a regular file")
+        return
+    parent = path.parent
+    if output_dir is not None and _inside(parent, output_dir):
+        return  # the run makes its output folder (already checked) and what is under it
+    if not parent.exists():
+        raise ConfigError(f"{role} {path}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ConfigError(f"{role} {path}: {parent} is not a folder")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.absolute().resolve().is_relative_to(folder.absolute().resolve())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.absolute().resolve() == b.absolute().resolve():
+        return True
+    try:
+        first, second = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
