@@ -43,7 +43,7 @@ def check_base_url(url: str) -> None:
     https with a host and a port in range. Plain http only to this machine (localhost,
     127.0.0.1, ::1: a local proxy or emulator), where the token does not cross a network.
     """
-    where = f"REPLICATE_BASE_URL {url!r}"
+    where = f"REPLICATE_BASE_URL {re.sub(r'//[^/@]*@', '//***@', url)!r}"  # no password
     try:
         parts = urlsplit(url)
         port = parts.port

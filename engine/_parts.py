@@ -18,7 +18,9 @@ from engine._errors import StorageError
 
 __all__ = ["finish_part", "is_stored", "part_path", "storage_errors", "write_part"]
 
-_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT})
+_STORAGE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+)
 
 
 def is_stored(path: Path, size: int) -> bool:

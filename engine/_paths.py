@@ -49,8 +49,8 @@ def _check_folder(folder: Path) -> None:
     for candidate in (folder, *folder.parents):
         try:
             info = candidate.stat()
-        except FileNotFoundError:
-            continue
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # an ancestor that is a file is found further up
         except OSError as exc:
             raise ConfigError(f"output dir {folder}: {_reason(exc)}") from None
         if stat.S_ISDIR(info.st_mode):
@@ -63,7 +63,7 @@ def _check_folder(folder: Path) -> None:
 def _check_writable(role: str, path: Path, output_dir: Path | None) -> None:
     try:
         info = path.stat()
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         info = None
     except OSError as exc:
         raise ConfigError(f"{role} {path}: {_reason(exc)}") from None

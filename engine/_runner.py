@@ -186,7 +186,10 @@ async def _produce(
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
-            await send.send((job, state))
+            try:
+                await send.send((job, state))
+            except anyio.BrokenResourceError:
+                return  # every worker is gone: the error that ended them tells the story
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:

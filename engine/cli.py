@@ -20,7 +20,14 @@ from pathlib import Path
 import anyio
 import structlog
 
-from engine._config import ApiConfig, EngineConfig, Secret, default_output_dir, journal_path
+from engine._config import (
+    REPORT_NAME,
+    ApiConfig,
+    EngineConfig,
+    Secret,
+    default_output_dir,
+    journal_path,
+)
 from engine._control import RunControl
 from engine._display import Progress
 from engine._errors import AuthenticationError, ConfigError, StorageError
@@ -148,7 +155,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     out = args.output_dir or default_output_dir(args.manifest)
-    writes = {"--state": journal_path(out, args.state), "--json-logs": args.json_logs}
+    writes = {
+        "--state": journal_path(out, args.state),
+        "--json-logs": args.json_logs,
+        "the report": out / REPORT_NAME,
+    }
     check_paths(reads={"the manifest": args.manifest}, writes=writes, output_dir=out)
     live = sys.stderr.isatty()
     # On a terminal the live panel tells the story: only warnings reach the console, and
@@ -224,9 +235,20 @@ def _run_batch(
     try:
         return anyio.run(_run_async, args, config, Progress(total, config.create_rate, live=live))
     except* (AuthenticationError, ConfigError, StorageError) as group:
-        problem = group.exceptions[0]
+        problem = _first(group)
+    except* OSError as group:  # a report the disk refused, say: one line, not a traceback
+        error = _first(group)
+        assert isinstance(error, OSError)
+        problem = ConfigError(f"cannot write {error.filename or ''}: {error.strerror or error}")
     print(f"error: {problem}", file=sys.stderr)
     return None
+
+
+def _first(error: BaseException) -> BaseException:
+    """Return the first error inside nested groups (one task group per layer of the run)."""
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def _validate(args: argparse.Namespace) -> int:
