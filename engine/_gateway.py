@@ -9,6 +9,7 @@ as the engine's tree through `engine._errors.translate`, with ``raise ... from e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -315,12 +316,24 @@ class Gateway:
             # there is nothing safe to ask again.
             body = ex.body
             if isinstance(body, Mapping) and body.get("status") == PredictionStatus.ABORTED:
-                return Prediction.from_json(body)
+                return self._masked(Prediction.from_json(body))
             raise UnexpectedResponseError(redact(str(exc), secret=self._token)) from exc
         # The transport kept this answer's JSON: parsing it again is cheaper than pydantic's
         # deep-copying .dict() of the model replicate built from it.
         body = ex.body
-        return Prediction.from_json(body if isinstance(body, dict) else obj.dict())
+        prediction = Prediction.from_json(body if isinstance(body, dict) else obj.dict())
+        return self._masked(prediction)
+
+    def _masked(self, prediction: Prediction) -> Prediction:
+        """Mask the token where a server may echo it: the error (journaled) and the logs."""
+        error, logs = prediction.error, prediction.logs
+        if error is None and not logs:
+            return prediction  # the common case: nothing from the server to mask
+        return dataclasses.replace(
+            prediction,
+            error=None if error is None else redact(error, secret=self._token),
+            logs=redact(logs, secret=self._token) if logs else logs,
+        )
 
     async def _call(
         self,
