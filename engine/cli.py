@@ -327,7 +327,7 @@ async def _run_async(
         output_dir=str(config.output_dir),
     )
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, control, config.cancel_on_exit, tg.cancel_scope)
+        tg.start_soon(_handle_signals, control, config, tg.cancel_scope)
         tg.start_soon(progress.run)
         summary = await run_jobs(
             # checked_job_count read the whole file (or its stamp vouches for it).
@@ -343,9 +343,13 @@ async def _run_async(
 
 
 async def _handle_signals(
-    control: RunControl, cancel_on_exit: bool, scope: anyio.CancelScope
+    control: RunControl, config: EngineConfig, scope: anyio.CancelScope
 ) -> None:
-    """First signal: stop creating and drain. Second: cancel in-flight predictions."""
+    """First signal: stop creating and drain. Second: cancel in-flight predictions.
+
+    Either way the run ends within ``config.shutdown_grace`` seconds plus cleanup.
+    """
+    cancel_on_exit = config.cancel_on_exit
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         count = 0
         async for signum in signals:
@@ -353,7 +357,8 @@ async def _handle_signals(
             name = signal.Signals(signum).name
             if count == 1 and not cancel_on_exit:
                 print(
-                    f"\n{name}: no new predictions; finishing downloads. "
+                    f"\n{name}: no new predictions; finishing downloads "
+                    f"(stopping in at most {config.shutdown_grace:g} s). "
                     "Press Ctrl-C again to cancel running predictions.",
                     file=sys.stderr,
                 )

@@ -137,7 +137,8 @@ def json_answer(status: str, body: Any) -> bytes:
 
 
 @pytest.mark.anyio
-async def test_a_download_that_stalls_mid_body_defers_its_job_only(tmp_path, fast_retries):
+@pytest.mark.parametrize("sent", [10, 0], ids=["stalls-mid-body", "never-sends-a-byte"])
+async def test_a_download_that_stalls_defers_its_job_only(tmp_path, fast_retries, sent):
     release = threading.Event()
     url_box: list[str] = []
     body = b"x" * 1000
@@ -150,8 +151,9 @@ async def test_a_download_that_stalls_mid_body_defers_its_job_only(tmp_path, fas
             yield json_answer("201 Created", prediction(pid, url_box[0]))
         elif path.startswith("/stall"):
             head = "HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
-            yield head.encode() + body[:10]
-            release.wait(30)  # then nothing more: headers, ten bytes, silence
+            if sent:
+                yield head.encode() + body[:sent]
+            release.wait(30)  # then silence: after the headers and a few bytes, or at once
         elif path.startswith("/ok"):
             yield b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" + body
         else:
