@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import combinations
 from pathlib import Path
 
 from engine._errors import ConfigError
+from jobs import Job
+from jobs.names import ENGINE_FILES, fold, tail_owns
 
-__all__ = ["check_paths"]
+__all__ = ["check_apart_from_outputs", "check_paths"]
 
 
 def check_paths(
@@ -42,6 +44,42 @@ def check_paths(
     for (role_a, a), (role_b, b) in combinations(named.items(), 2):
         if _same_file(a, b):
             raise ConfigError(f"{role_a} and {role_b} are the same file ({a}); give each its own")
+
+
+def check_apart_from_outputs(
+    output_dir: Path, files: Mapping[str, Path | None], jobs: Callable[[], Iterable[Job]]
+) -> None:
+    """Raise `ConfigError` when a file the engine writes could be a job's output.
+
+    ``files`` are the engine's files the user placed (``--state``, ``--json-logs``); one
+    inside the output folder must not lie in a job's namespace (``stem``, ``stem.ext``,
+    ``stem_0.ext``, ``stem/...``) nor take an engine name the jobs cannot have. Names
+    are compared as file systems do (`jobs.names.fold`). ``jobs`` is read only when such
+    a file exists: the common case costs nothing.
+    """
+    inside: dict[str, tuple[Path, str]] = {}
+    root = output_dir.absolute().resolve()
+    for role, path in files.items():
+        if path is None:
+            continue
+        where = path.absolute().resolve()
+        if where.is_relative_to(root):
+            inside[role] = (path, fold(where.relative_to(root).as_posix()))
+    if not inside:
+        return
+    engine_names = {fold(ENGINE_FILES.gallery), fold(ENGINE_FILES.stamp)}
+    for role, (path, name) in inside.items():
+        if name in engine_names or name.endswith(ENGINE_FILES.sidecar_suffix):
+            raise ConfigError(f"{role} {path} takes the name of one of the engine's own files")
+    for job in jobs():
+        stem = fold(job.output)
+        for role, (path, name) in inside.items():
+            rest = name[len(stem) :] if name.startswith(stem) else None
+            if rest is not None and (not rest or rest.startswith("/") or tail_owns(rest)):
+                raise ConfigError(
+                    f"{role} {path} could be written over by the outputs of job {job.key!r} "
+                    f"({job.where}); put it outside {output_dir} or name it apart"
+                )
 
 
 def _check_folder(folder: Path) -> None:

@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -33,7 +34,7 @@ from engine._display import Progress
 from engine._errors import AuthenticationError, ConfigError, StorageError
 from engine._journal import load_journal
 from engine._logs import configure_logging
-from engine._paths import check_paths
+from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import checked_job_count
 from engine._report import RunSummary
 from engine._runner import run_jobs
@@ -190,6 +191,9 @@ def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
     except OSError as exc:
         print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE
+    placed = {"--state": args.state, "--json-logs": args.json_logs}
+    jobs = partial(read_manifest, args.manifest, allow_outside_files=args.allow_outside_files)
+    check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
     with ExitStack() as stack:
         api = _api_config(args, stack)
         if args.attempt_timeout is not None:

@@ -126,6 +126,11 @@ RUN_CASES = [
     (["--state", "j.jsonl", "--json-logs", "j.jsonl"], ("--state and --json-logs",)),
     (["--json-logs", "out/report.json"], ("--json-logs and the report",)),
     (["--json-logs", "out/journal.jsonl"], ("--state and --json-logs",)),
+    (["--state", "out/p0001.jsonl"], ("--state", "outputs of job 'p0001'")),
+    (["--json-logs", "out/p0000_1.log"], ("--json-logs", "outputs of job 'p0000'")),
+    (["--json-logs", "out/P0001.LOG"], ("--json-logs", "outputs of job 'p0001'")),
+    (["--json-logs", "out/p0000/log.jsonl"], ("--json-logs", "outputs of job 'p0000'")),
+    (["--json-logs", "out/index.html"], ("--json-logs", "engine's own")),
 ]
 
 
@@ -187,3 +192,18 @@ def test_a_journal_the_disk_refuses_is_one_line(emulator_server, tmp_path):
     assert "File too large" in errors[0]
     # The first create's record could not be made durable: nothing was sent, nothing paid.
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
+
+
+def test_logs_and_state_inside_the_output_folder_apart_from_outputs_are_fine(
+    emulator_server, tmp_path
+):
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    flags = ["--state", "out/state/run.jsonl", "--json-logs", "out/logs/run.jsonl"]
+
+    result = engine(
+        tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out", *flags
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "logs" / "run.jsonl").stat().st_size > 0
+    assert (tmp_path / "out" / "state" / "run.jsonl").stat().st_size > 0
