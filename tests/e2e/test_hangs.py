@@ -21,7 +21,7 @@ import anyio
 import pytest
 import stamina
 
-from engine import ApiConfig, EngineConfig, JobEventKind, Secret, open_run, run_jobs
+from engine import ApiConfig, EngineConfig, JobEvent, JobEventKind, Secret, open_run, run_jobs
 from engine._display import Progress, waiting_text
 from engine.emulator import EmulatorConfig
 from jobs import read_manifest
@@ -100,14 +100,21 @@ def config_for(api: ApiConfig, out: Path, **changes: Any) -> EngineConfig:
 
 @pytest.mark.anyio
 async def test_a_server_that_never_completes_tls_defers_every_job(tmp_path, fast_retries):
+    events: list[JobEvent] = []
     jobs = list(read_manifest(write_jsonl(tmp_path / "m.jsonl", image_jobs(3))))
     with silent_server() as url:
         api = ApiConfig(token=Secret(TOKEN), base_url=url, attempt_timeout=0.2)
         with anyio.fail_after(30):
-            summary = await run_jobs(jobs, config_for(api, tmp_path / "out", concurrency=2))
+            summary = await run_jobs(
+                jobs, config_for(api, tmp_path / "out", concurrency=2), on_event=events.append
+            )
 
     assert summary.deferred == 3
     assert summary.predictions_created == 0
+    # Known unsent (no request headers left): retried as a create may be, never looked for.
+    deferred = [e.detail for e in events if e.kind is JobEventKind.DEFERRED]
+    assert len(deferred) == 3
+    assert all("ConnectTimeout" in d and "not connected" in d for d in deferred), deferred
     records = journal_records(tmp_path / "out" / "journal.jsonl")
     assert {r["k"] for r in records if r["e"] == "creating"} == {"p0000", "p0001", "p0002"}
     assert not any(r["e"] == "failed" for r in records)  # the next run tries them again
