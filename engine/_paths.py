@@ -37,6 +37,9 @@ def check_paths(
     """
     if output_dir is not None:
         _check_folder(output_dir)
+    for role, path in reads.items():
+        if path is not None:
+            _check_readable(role, path)
     present = {role: path for role, path in writes.items() if path is not None}
     for role, path in present.items():
         _check_writable(role, path, output_dir)
@@ -119,6 +122,18 @@ def _check_writable(role: str, path: Path, output_dir: Path | None) -> None:
         raise ConfigError(f"{role} {path}: the folder {parent} does not exist")
     if not parent.is_dir():
         raise ConfigError(f"{role} {path}: {parent} is not a folder")
+
+
+def _check_readable(role: str, path: Path) -> None:
+    """Refuse a folder, FIFO or device where a file is read; a missing one is said later."""
+    try:
+        info = path.stat()
+    except OSError:
+        return  # the reader names what is missing or unreadable, in its own words
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{role} {path} is a folder; name a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{role} {path} is not a regular file")  # a FIFO would block
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -260,6 +260,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     configure_logging(json=not sys.stderr.isatty(), file=None)
     output_dir = args.output_dir or default_output_dir(args.manifest)
+    check_paths(reads={"the manifest": args.manifest, "--state": args.state}, writes={})
     with ExitStack() as stack:
         api = _api_config(args, stack)
         given = {"read_rate": args.read_rate_limit}
@@ -289,6 +290,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     journal = resolve_journal(args.target, args.state, args.output_dir)
+    check_paths(reads={"the journal": journal}, writes={})
     if not journal.exists():
         print(f"error: no journal at {journal}", file=sys.stderr)
         return EXIT_USAGE

@@ -126,6 +126,7 @@ RUN_CASES = [
     (["--state", "j.jsonl", "--json-logs", "j.jsonl"], ("--state and --json-logs",)),
     (["--json-logs", "out/report.json"], ("--json-logs and the report",)),
     (["--json-logs", "out/journal.jsonl"], ("--state and --json-logs",)),
+    (["--state", "adir", "--dry-run"], ("--state", "folder")),
     (["--state", "out/p0001.jsonl"], ("--state", "outputs of job 'p0001'")),
     (["--json-logs", "out/p0000_1.log"], ("--json-logs", "outputs of job 'p0000'")),
     (["--json-logs", "out/P0001.LOG"], ("--json-logs", "outputs of job 'p0001'")),
@@ -207,3 +208,21 @@ def test_logs_and_state_inside_the_output_folder_apart_from_outputs_are_fine(
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "logs" / "run.jsonl").stat().st_size > 0
     assert (tmp_path / "out" / "state" / "run.jsonl").stat().st_size > 0
+
+
+def test_a_manifest_that_is_a_fifo_or_folder_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    (tmp_path / "folder.jsonl").mkdir()
+    env = dict(os.environ)
+
+    assert_refused(engine(tmp_path, env, "run", "fifo.jsonl"), "not a regular file")
+    assert_refused(engine(tmp_path, env, "run", "folder.jsonl"), "is a folder")
+
+
+@pytest.mark.parametrize("target", ["adir", "fifo"])
+def test_status_of_a_journal_that_is_a_folder_or_fifo_is_refused(tmp_path, target):
+    make_paths(tmp_path)
+
+    result = engine(tmp_path, dict(os.environ), "status", "m.jsonl", "--state", target)
+
+    assert_refused(result, target)
