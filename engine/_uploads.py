@@ -26,10 +26,13 @@ from engine._errors import InputFileError
 __all__ = ["read_input_files"]
 
 _CHUNK = 1 << 20
+_PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
 async def read_input_files(value: Mapping[str, Any]) -> dict[str, Any]:
     """Return ``value`` with every local path replaced by its bytes, as a named file object."""
+    if all(type(v) in _PLAIN for v in value.values()):
+        return dict(value)  # the common case (a prompt, numbers): no walk, no awaits
     return {k: await _resolve(v) for k, v in value.items()}
 
 
