@@ -43,7 +43,6 @@ from typing import Any, Self, TypeVar
 import anyio
 import anyio.to_thread
 import httpx
-import structlog
 from anyio.from_thread import BlockingPortal
 
 from engine._config import ApiConfig, EngineConfig
@@ -62,6 +61,7 @@ from engine._errors import (
 from engine._gateway import Gateway, PredictionPage, StreamEvent
 from engine._http import ssl_context
 from engine._limits import Limits
+from engine._logs import get_logger
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import RetryPolicy, is_permanent_failure
@@ -70,7 +70,7 @@ from jobs import ModelRef, input_digest
 
 __all__ = ["ReplicateClient", "get_replicate_client", "reset_replicate_client"]
 
-log = structlog.get_logger("engine.client")
+log = get_logger("engine.client")
 T = TypeVar("T")
 
 _POLL_INTERVAL = 0.5
@@ -167,6 +167,7 @@ class _Runtime:
             async with self._opening:
                 if self._gateway is None:
                     config = self._settings.engine
+                    config.api.require_token(how="ReplicateClient(api_token=...)")
                     gateway = Gateway(
                         config.api, Limits.from_config(config), RetryPolicy.from_config(config)
                     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from engine._errors import ConfigError
+from engine._pricing import PriceTable
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -145,12 +146,15 @@ class ApiConfig:
         if self.attempt_timeout is not None and not self.attempt_timeout > 0:
             raise ConfigError(f"attempt_timeout must be positive, got {self.attempt_timeout}")
 
-    def require_token(self) -> Secret:
-        """Return the token or raise `ConfigError` naming where it is looked for."""
+    def require_token(self, *, how: str | None = "ApiConfig(token=Secret(...))") -> Secret:
+        """Return the token or raise `ConfigError` naming where it is looked for.
+
+        ``how`` is the caller's own way to pass one (None when there is none, as in the CLI).
+        """
         if not self.token:
+            also = f", or pass {how}" if how else ""
             raise ConfigError(
-                "no Replicate API token: set REPLICATE_API_TOKEN (or REPLICATE_API_KEY), "
-                "or pass api_token=..."
+                f"no Replicate API token: set REPLICATE_API_TOKEN (or REPLICATE_API_KEY){also}"
             )
         return self.token
 
@@ -185,6 +189,10 @@ class EngineConfig:
     retry_failed: bool = False
     only: frozenset[str] = frozenset()
     cancel_on_exit: bool = False
+    sidecars: bool = True  # write {stem}.info.json beside each job's outputs
+    embed_metadata: bool = False  # prompt and parameters inside image files
+    prices: PriceTable | None = None  # the user's price table: money next to billable units
+    max_spend: float | None = None  # stop creating once the priced spend reaches this
     download_chunk_size: int = 256 * 1024  # reads when a part is hashed again to resume
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
@@ -199,6 +207,8 @@ class EngineConfig:
             raise ConfigError(
                 f"prediction_retries must be 0 or more, got {self.prediction_retries}"
             )
+        if self.max_spend is not None and self.prices is None:
+            raise ConfigError("max_spend needs a price table (--prices FILE)")
 
     @property
     def journal_path(self) -> Path:

@@ -16,7 +16,15 @@ A run stops in one of three ways, and workers treat them differently:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
+
+from engine._pricing import Usage, model_label
+
+if TYPE_CHECKING:
+    from engine._prediction import Prediction
+    from jobs import Job
 
 __all__ = ["RunControl", "Spending"]
 
@@ -75,8 +83,12 @@ class Spending:
         *,
         max_predictions: int | None = None,
         max_predict_seconds: float | None = None,
+        max_spend: float | None = None,
+        usage: Usage | None = None,
     ) -> None:
         self.control = control
+        self.max_spend = max_spend
+        self.usage = usage if usage is not None else Usage()
         self.max_predictions = max_predictions
         self.max_predict_seconds = max_predict_seconds
         self.creates_reserved = 0
@@ -99,3 +111,9 @@ class Spending:
         limit = self.max_predict_seconds
         if limit is not None and self.predict_seconds >= limit:
             self.control.drain("max-predict-seconds reached")
+
+    def add_usage(self, job: Job, prediction: Prediction) -> None:
+        """Count what ``prediction`` is billed for; stop creating at ``max_spend``."""
+        self.usage.record(model_label(job.model), prediction, deployment=job.model.deployment)
+        if self.max_spend is not None and self.usage.spent >= self.max_spend:
+            self.control.drain("max-spend reached")

@@ -7,12 +7,14 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from engine._events import JobEvent
+from engine._logs import get_logger
+from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
 
@@ -31,9 +33,7 @@ def render_summary(
     ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
     """
     console = console or Console(file=sys.stdout)
-    table = Table(title="Run summary", show_header=False, title_justify="left")
-    table.add_column("what", style="bold")
-    table.add_column("value", justify="right")
+    output_dir = output_dir.resolve()
     rows: list[tuple[str, str]] = [
         ("jobs", _jobs_row(summary.total, manifest_jobs)),
         ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
@@ -42,10 +42,11 @@ def render_summary(
         ("canceled", str(summary.canceled)),
         ("predictions created", str(summary.predictions_created)),
         ("re-attached after restart", str(summary.reattached)),
+        *_totals_rows(summary),
         ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
-        ("throughput", f"{summary.throughput_per_min:.1f} jobs/min"),
-        ("predict time (billed)", f"{summary.predict_seconds:.1f} s"),
+        ("throughput", _throughput(summary.throughput_per_min)),
+        ("predict time", f"{summary.predict_seconds:.1f} s"),
         (
             "prediction p50 / p95",
             f"{_secs(summary.prediction_p50)} / {_secs(summary.prediction_p95)}",
@@ -56,20 +57,48 @@ def render_summary(
             f"{summary.throttled_429} / {summary.throttled_seconds:.1f} s",
         ),
     ]
+    rows += billing_rows(summary.billing)
     if summary.retries:
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:
         rows.append(("stopped", summary.stopped_reason))
-    for what, value in rows:
-        table.add_row(what, value)
-    console.print(table)
-    for error, count in summary.common_errors:
-        console.print(f"  {count} x {error}")
+    lines: list[str] = []
+    if console.is_terminal:
+        table = Table(title="Run summary", show_header=False, title_justify="left")
+        table.add_column("what", style="bold")
+        table.add_column("value", justify="right")
+        for what, value in rows:
+            table.add_row(what, Text(value))
+        console.print(table)
+    else:
+        # A log file or a mail from cron: aligned lines that never wrap or split.
+        width = max(len(what) for what, _ in rows)
+        lines += ["Run summary", *(f"  {what:<{width}}  {value}" for what, value in rows)]
+    lines += [f"  {count} x {error}" for error, count in summary.common_errors]
     if summary.failed_keys:
         shown = ", ".join(summary.failed_keys[:20])
         more = f" (+{len(summary.failed_keys) - 20} more)" if len(summary.failed_keys) > 20 else ""
-        console.print(f"failed jobs: {shown}{more}")
-    console.print(f"outputs in {output_dir}/ ; report in {output_dir / 'report.json'}")
+        lines.append(f"failed jobs: {shown}{more}")
+    where = output_dir.resolve()
+    lines.append(f"outputs in {where}/ ; report in {where / 'report.json'}")
+    for line in lines:
+        console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _throughput(per_min: float | None) -> str:
+    return "-" if per_min is None else f"{per_min:.1f} jobs/min"
+
+
+def _totals_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    rows: list[tuple[str, str]] = []
+    runs = summary.totals.get("runs", 1)
+    if runs > 1:
+        created = summary.totals.get("predictions_created", summary.predictions_created)
+        rows.append((f"predictions created, all {runs} runs", str(created)))
+    earlier = summary.earlier_manifest_jobs
+    if earlier:
+        rows.append(("in the journal, not in this manifest", f"{earlier} (earlier versions)"))
+    return rows
 
 
 def _jobs_row(reached: int, manifest_jobs: int | None) -> str:
@@ -110,9 +139,10 @@ class Progress:
     """Show a run live on a terminal, as a log line elsewhere: a view of `RunStats`.
 
     On a terminal a rich panel refreshes in place: done / failed / in flight / queued,
-    creates per minute against the budget, bytes downloaded, ETA. Elsewhere (cron, CI) a
-    ``run.progress`` log event every ``interval`` seconds carries the same numbers. The
-    counting is `RunStats`'s (``record`` is its fold), so the panel and the report agree.
+    creates per minute against the budget, bytes downloaded, ETA; log lines printed on
+    ``console`` appear above it. Elsewhere (cron, CI) a ``run.progress`` log event carries
+    the same numbers: the first after ``first_interval`` seconds, then every ``interval``.
+    The counting is `RunStats`'s (``record`` is its fold), so the panel and the report agree.
     """
 
     def __init__(
@@ -123,12 +153,16 @@ class Progress:
         live: bool,
         interval: float = 30.0,
         stats: RunStats | None = None,
+        first_interval: float = 5.0,
+        console: Console | None = None,
     ) -> None:
         self.total = total
         self.create_rate = create_rate
         self.live = live
         self.interval = interval
         self.stats = stats if stats is not None else RunStats()
+        self.first_interval = first_interval
+        self.console = console
 
     def record(self, event: JobEvent) -> None:
         """Fold one job event into the stats (the runner's ``on_event`` hook)."""
@@ -179,14 +213,20 @@ class Progress:
     async def run(self) -> None:
         """Refresh until cancelled: a live panel on a terminal, a log line elsewhere."""
         if self.live:
-            with Live(
-                self.render(), console=Console(file=sys.stderr), refresh_per_second=4
-            ) as live:
-                while True:
-                    await anyio.sleep(0.25)
-                    live.update(self.render())
-        log = structlog.get_logger("engine.progress")
+            console = self.console or Console(stderr=True)
+            # The panel is redrawn by our loop only; stray writes to sys.stdout/stderr are
+            # printed above it rather than through it.
+            with Live(self.render(), console=console, auto_refresh=False, transient=False) as live:
+                try:
+                    while True:
+                        await anyio.sleep(0.25)
+                        live.update(self.render(), refresh=True)
+                finally:
+                    # The panel left on screen shows the final counts, not the last tick's.
+                    live.update(self.render(), refresh=True)
+        log = get_logger("engine.progress")
+        await anyio.sleep(self.first_interval)
         while True:
-            await anyio.sleep(self.interval)
             numbers = self.snapshot()
             log.info("run.progress", total=self.total, waiting=waiting_text(numbers), **numbers)
+            await anyio.sleep(self.interval)

@@ -35,7 +35,6 @@ from typing import Any, Self
 
 import anyio
 import httpx
-import structlog
 
 from engine._config import ApiConfig
 from engine._deadline import StallWatch, attempt_deadline
@@ -56,6 +55,7 @@ from engine._http import (
     parse_retry_after,
     ssl_context,
 )
+from engine._logs import get_logger
 from engine._parts import finish_part, part_path, storage_errors, write_part
 from engine._redact import redact
 from engine._retry import RetryPolicy, retry_download
@@ -63,7 +63,7 @@ from jobs.model import OutputFile
 
 __all__ = ["Downloader"]
 
-log = structlog.get_logger("engine.download")
+log = get_logger("engine.download")
 
 Progress = Callable[[int], None]
 

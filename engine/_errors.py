@@ -5,7 +5,7 @@
     EngineError
     ├── ConfigError                 bad configuration (e.g. no token); names the variables
     ├── ApiError                    the API answered 4xx/5xx (``status``, ``title``, ``detail``)
-    │   ├── AuthenticationError     401: the token is missing or wrong
+    │   ├── AuthenticationError     401/403: the token is missing, wrong or not allowed
     │   ├── InvalidRequestError     400/404/413/422: the request will never succeed as sent
     │   ├── RateLimitedError        429: ``retry_after`` seconds, ``low_credit`` when throttled
     │   └── ServerError             5xx
@@ -35,7 +35,7 @@ through `engine._redact.redact`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -68,6 +68,7 @@ __all__ = [
     "StorageError",
     "TransportError",
     "UnexpectedResponseError",
+    "one_error",
     "translate",
     "translate_httpx_error",
 ]
@@ -92,6 +93,7 @@ class ApiError(EngineError):
         detail: str | None = None,
         method: str = "",
         path: str = "",
+        message: str | None = None,
     ) -> None:
         self.status = status
         self.title = title
@@ -100,7 +102,9 @@ class ApiError(EngineError):
         self.path = path
         what = f"{method} {path} " if method else ""
         text = detail or title or "no detail"
-        super().__init__(f"{what}-> HTTP {status}: {text}")
+        # ``message`` says it for a person (which model, what to do); the default names
+        # the call, which is all a generic API error can say.
+        super().__init__(message or f"{what}-> HTTP {status}: {text}")
 
     @property
     def permanent(self) -> bool:
@@ -109,7 +113,7 @@ class ApiError(EngineError):
 
 
 class AuthenticationError(ApiError):
-    """401: the token is missing, wrong or revoked."""
+    """401 or 403: the token is missing, wrong, revoked, or not allowed to do this."""
 
 
 class InvalidRequestError(ApiError):
@@ -124,8 +128,11 @@ class InvalidRequestError(ApiError):
         method: str = "",
         path: str = "",
         invalid_fields: list[dict[str, Any]] | None = None,
+        message: str | None = None,
     ) -> None:
-        super().__init__(status, title=title, detail=detail, method=method, path=path)
+        super().__init__(
+            status, title=title, detail=detail, method=method, path=path, message=message
+        )
         self.invalid_fields = invalid_fields or []
 
 
@@ -290,8 +297,16 @@ def _api_error(
         "method": method,
         "path": path,
     }
-    if status == 401:
-        return AuthenticationError(status, **kwargs)
+    if status in (401, 403):
+        said = kwargs["detail"] or kwargs["title"] or "no detail"
+        if status == 401:
+            what = "Replicate refused the API token"
+            hint = "check REPLICATE_API_TOKEN"
+        else:
+            what = "the API token is not allowed to do this"
+            hint = f"{method} {path}"
+        message = f"{what} (HTTP {status}: {said}); {hint}"
+        return AuthenticationError(status, message=message, **kwargs)
     if status == 429:
         return RateLimitedError(
             status,
@@ -324,3 +339,50 @@ class PredictionMayExistError(EngineError):
             f"({reason}) and the prediction list could not be read to find it; look for "
             f"input digest {input_digest} created after {when} before running it again"
         )
+
+
+# Which error of several says most about why a run ended: the whole run's setup first.
+_RANKS: tuple[type[BaseException], ...] = (
+    AuthenticationError,
+    ConfigError,
+    StorageError,
+    EngineError,
+    OSError,
+)
+
+
+def one_error(exc: BaseException) -> BaseException:
+    """Reduce what ended a run to the one error to raise in its place.
+
+    Task groups wrap errors in (nested) exception groups; a person and a host app want
+    the error itself. A cancellation or an interrupt among the leaves wins (it must keep
+    propagating); else the leaf that says most (`_RANKS`), an `OSError` becoming a
+    `StorageError` with the file and the reason. Anything else comes back unchanged.
+    """
+    leaves = list(_leaves(exc))
+    for leaf in leaves:
+        if not isinstance(leaf, Exception):
+            return leaf
+    for kind in _RANKS:
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                if isinstance(leaf, OSError):
+                    return _os_error(leaf)
+                return leaf
+    return leaves[0] if leaves else exc
+
+
+def _leaves(exc: BaseException) -> Iterator[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from _leaves(inner)
+    else:
+        yield exc
+
+
+def _os_error(exc: OSError) -> StorageError:
+    reason = exc.strerror or str(exc)
+    where = f" {exc.filename}" if exc.filename is not None else ""
+    error = StorageError(f"cannot write{where}: {reason}")
+    error.__cause__ = exc
+    return error

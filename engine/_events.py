@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["JobEvent", "JobEventKind"]
+from jobs import Job, ModelRef, OutputFile
+
+__all__ = ["FOUND_AFTER_RESTART", "JobEvent", "JobEventKind"]
+
+# The detail of a REATTACHED event for a prediction an earlier run created but never
+# journaled (killed between sending the create and writing its id): found by listing.
+FOUND_AFTER_RESTART = "found by listing after a restart"
 
 
 class JobEventKind(StrEnum):
@@ -26,10 +33,29 @@ class JobEventKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class JobEvent:
-    """One observable change; ``detail`` is a short human-readable note (never secrets)."""
+    """One observable change to one job, carrying the job itself.
+
+    ``key`` is the job's id; ``job`` is the `Job` the run was given (the same object, not
+    a copy: do not mutate its ``input``), so ``model`` and ``input`` need no side table.
+    ``detail`` is a short human-readable note (never secrets). ``size`` is bytes: of the
+    file for DOWNLOADED, of all files for DONE. ``files`` lists the job's verified output
+    files on DONE (names relative to the run's ``output_dir``), empty otherwise.
+    """
 
     key: str
     kind: JobEventKind
     prediction_id: str | None = None
     detail: str = ""
-    size: int = 0  # bytes, for DOWNLOADED
+    size: int = 0
+    job: Job | None = field(default=None, repr=False, compare=False)
+    files: tuple[OutputFile, ...] = ()
+
+    @property
+    def model(self) -> ModelRef | None:
+        """The job's model (None only for an event built without its job)."""
+        return self.job.model if self.job is not None else None
+
+    @property
+    def input(self) -> dict[str, Any] | None:
+        """The job's input, by reference (None only for an event built without its job)."""
+        return self.job.input if self.job is not None else None

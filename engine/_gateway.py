@@ -20,7 +20,6 @@ from typing import Any, Self, TypeVar
 
 import anyio
 import httpx
-import structlog
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
@@ -34,6 +33,7 @@ from engine._errors import (
 )
 from engine._http import async_transport, ssl_context
 from engine._limits import Limits
+from engine._logs import get_logger
 from engine._pacing import BudgetTransport, Exchange, exchange
 from engine._prediction import Prediction, PredictionStatus
 from engine._redact import redact
@@ -45,7 +45,7 @@ __all__ = ["Gateway", "PredictionPage", "StreamEvent"]
 
 T = TypeVar("T")
 
-log = structlog.get_logger("engine.gateway")
+log = get_logger("engine.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +172,30 @@ class Gateway:
                 version=ref.version or "", input=body, **params
             )
 
-        return await self._call(
-            "create",
-            "POST",
-            _create_path(ref),
-            retry_create,
-            lambda ex: self._prediction(once, ex),
-            model=str(ref),
-            create=True,
-        )
+        try:
+            return await self._call(
+                "create",
+                "POST",
+                _create_path(ref),
+                retry_create,
+                lambda ex: self._prediction(once, ex),
+                model=str(ref),
+                create=True,
+            )
+        except InvalidRequestError as exc:
+            if exc.status != 404:
+                raise
+            # Not "POST /v1/models/{owner}/{name}/predictions -> HTTP 404": say which.
+            said = exc.detail or exc.title or "not found"
+            raise InvalidRequestError(
+                404,
+                title=exc.title,
+                detail=exc.detail,
+                method=exc.method,
+                path=exc.path,
+                message=f"cannot run {ref}: {said} (HTTP 404); check the model name "
+                "with `python -m engine validate MANIFEST`",
+            ) from exc
 
     async def get(self, prediction_id: str) -> Prediction:
         """Return the prediction's current state."""
@@ -232,27 +247,45 @@ class Gateway:
     async def get_version(self, ref: ModelRef) -> dict[str, Any]:
         """Return the JSON of the version ``ref`` runs (its ``openapi_schema`` validates input).
 
-        The version id comes from the reference, else the model's (or deployment's)
-        current one.
+        The version id comes from the reference, else the model's ``latest_version`` (an
+        object, or null before the first push), else the deployment's ``current_release``:
+        its ``version`` is a version id string (an object is accepted too), fetched through
+        the release's ``model``. A model without a version or a deployment without a
+        release raises `InvalidRequestError` (404) with a one-line reason.
         """
         if ref.kind is RefKind.DEPLOYMENT:
-            deployment = await self._get_json(
-                "get_deployment", f"/v1/deployments/{ref.owner}/{ref.name}"
-            )
-            version = (deployment.get("current_release") or {}).get("version")
-            if not isinstance(version, dict):
-                raise UnexpectedResponseError(f"deployment {ref} has no current release version")
-            return version
+            return await self._deployment_version(ref)
         version_id = ref.version
         if version_id is None:
             model = await self.get_model(ref)
-            latest = model.get("latest_version") or {}
-            version_id = latest.get("id") if isinstance(latest, dict) else None
-            if not version_id:
-                raise InvalidRequestError(404, detail=f"model {ref} has no published version")
+            version_id = _id_of(model.get("latest_version"))
+            if version_id is None:
+                raise InvalidRequestError(
+                    404, detail=f"model {ref} has no published version (latest_version is null)"
+                )
         return await self._get_json(
             "get_version", f"/v1/models/{ref.owner}/{ref.name}/versions/{version_id}"
         )
+
+    async def _deployment_version(self, ref: ModelRef) -> dict[str, Any]:
+        deployment = await self._get_json(
+            "get_deployment", f"/v1/deployments/{ref.owner}/{ref.name}"
+        )
+        release = deployment.get("current_release")
+        if not isinstance(release, Mapping):
+            raise InvalidRequestError(
+                404, detail=f"deployment {ref.slug} has no current release: nothing to run"
+            )
+        version = release.get("version")
+        if isinstance(version, Mapping) and isinstance(version.get("openapi_schema"), Mapping):
+            return dict(version)  # a whole Version object: nothing more to fetch
+        version_id = _id_of(version)
+        model = _model_slug(release.get("model"))
+        if version_id is None or model is None:
+            raise UnexpectedResponseError(
+                f"deployment {ref.slug}: its current release names no model and version"
+            )
+        return await self._get_json("get_version", f"/v1/models/{model}/versions/{version_id}")
 
     async def stream(
         self,
@@ -371,6 +404,7 @@ class Gateway:
                         error=failure,
                         prediction_id=prediction_id,
                         model=model,
+                        retried=failure is None or bool(on(failure)),
                     )
         raise AssertionError("unreachable: stamina either returns or raises")
 
@@ -385,6 +419,7 @@ class Gateway:
         error: EngineError | None = None,
         prediction_id: str | None = None,
         model: str | None = None,
+        retried: bool = True,
     ) -> None:
         fields: dict[str, Any] = {
             "method": name,
@@ -400,8 +435,11 @@ class Gateway:
             fields["model"] = model
         if error is None:
             log.debug("api.call", **fields)
-        else:
+        elif retried:
             log.warning("api.call", error=type(error).__name__, message=str(error), **fields)
+        else:
+            # Not retried: the caller reports it once (job.failed, run.failed, validate).
+            log.debug("api.call", error=type(error).__name__, message=str(error), **fields)
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -409,6 +447,23 @@ class Gateway:
         if self._http is None:
             raise RuntimeError("Gateway is not open: use 'async with Gateway(...)'")
         return self._http
+
+
+def _id_of(version: object) -> str | None:
+    """Return a version's id from its id string or its object; None when there is none."""
+    if isinstance(version, Mapping):
+        version = version.get("id")
+    return version if isinstance(version, str) and version else None
+
+
+def _model_slug(model: object) -> str | None:
+    """Return ``owner/name`` from a release's ``model`` (a string, or a Model object)."""
+    if isinstance(model, Mapping):
+        owner, name = model.get("owner"), model.get("name")
+        return f"{owner}/{name}" if isinstance(owner, str) and isinstance(name, str) else None
+    if isinstance(model, str) and model.count("/") == 1 and all(model.split("/")):
+        return model
+    return None
 
 
 def _create_path(ref: ModelRef) -> str:

@@ -239,11 +239,14 @@ class _Stream(httpcore.AsyncNetworkStream):
     ) -> httpcore.AsyncNetworkStream:
         try:
             return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-        except BaseException:
-            # httpcore closes the socket on errors but not on cancellation (an overall
-            # deadline that passed mid-handshake): close it here, or it leaks.
-            with anyio.CancelScope(shield=True):
-                await self._inner.aclose()
+        except BaseException as exc:
+            # httpcore closes the TCP stream when a handshake fails with an Exception,
+            # not when it is cancelled (an overall attempt deadline that passed
+            # mid-handshake, a run stopping on a 401 while other creates connect): the
+            # socket would be left to the garbage collector.
+            if not isinstance(exc, Exception):
+                with anyio.CancelScope(shield=True):
+                    await self._inner.aclose()
             raise
 
     def get_extra_info(self, info: str) -> Any:

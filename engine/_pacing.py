@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import structlog
 
 from engine._http import parse_retry_after
 from engine._limits import Budget, Limits
+from engine._logs import get_logger
 
 __all__ = ["BudgetTransport", "Exchange", "exchange"]
 
-log = structlog.get_logger("engine.gateway")
+log = get_logger("engine.gateway")
 
 _LOW_CREDIT = re.compile(
     r"reduced to (\d+(?:\.\d+)?) requests? per minute(?: with a burst of (\d+))?", re.IGNORECASE

@@ -18,8 +18,10 @@ from engine._errors import StorageError
 
 __all__ = ["finish_part", "is_stored", "part_path", "storage_errors", "write_part"]
 
+# EFBIG: the file outgrew what the file system (or RLIMIT_FSIZE) allows; ENOTDIR: a
+# file stands where a folder of outputs should be.
 _STORAGE_ERRNOS = frozenset(
-    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG}
+    {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR}
 )
 
 

@@ -11,13 +11,15 @@ always read again: the files they name may have changed.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
+from collections.abc import Collection
 from pathlib import Path, PurePath
 
 from engine._durable import write_durably
-from jobs import read_manifest
+from jobs import ManifestError, read_manifest
 
-__all__ = ["checked_job_count"]
+__all__ = ["check_only_ids", "checked_job_count"]
 
 _STAMP = ".manifest-checked.json"
 
@@ -45,7 +47,37 @@ def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: b
         count += 1
         local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
     if not local_files:
-        # Only a shortcut for the next run: a disk that refuses it refuses nothing else.
+        # Only a shortcut for the next run: a folder that refuses it is the run's to report.
         with contextlib.suppress(OSError):
             write_durably(stamp, json.dumps({"manifest": identity, "jobs": count}).encode())
     return count
+
+
+def check_only_ids(
+    manifest: Path, only: Collection[str], *, allow_outside_files: bool = False
+) -> None:
+    """Raise `jobs.ManifestError` naming the ``--only`` ids that no job of ``manifest`` has.
+
+    Each unknown id gets the closest job id when there is one ("did you mean"): a typo
+    must not become a run of 0 jobs that exits 0.
+    """
+    missing = set(only)
+    if not missing:
+        return
+    keys: list[str] = []
+    jobs = read_manifest(
+        manifest, trust_earlier_check=True, allow_outside_files=allow_outside_files
+    )
+    for job in jobs:
+        missing.discard(job.key)
+        keys.append(job.key)
+        if not missing:
+            return
+    parts = []
+    for key in sorted(missing):
+        close = difflib.get_close_matches(key, keys, n=1)
+        parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
+    raise ManifestError(
+        f"--only names {len(missing)} id(s) that no job has: {', '.join(parts)}",
+        path=str(manifest),
+    )

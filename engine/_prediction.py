@@ -49,6 +49,7 @@ class Prediction:
     completed_at: str | None = None
     urls: Mapping[str, str] = field(default_factory=dict)
     data_removed: bool = False
+    hardware: str | None = None  # the SKU it ran on, when the API reports it
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Prediction:
@@ -68,6 +69,7 @@ class Prediction:
             completed_at=data.get("completed_at"),
             urls={k: v for k, v in (data.get("urls") or {}).items() if isinstance(v, str)},
             data_removed=bool(data.get("data_removed", False)),
+            hardware=data["hardware"] if isinstance(data.get("hardware"), str) else None,
         )
 
     @property

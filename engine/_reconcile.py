@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import structlog
-
 from engine._gateway import Gateway
+from engine._logs import get_logger
 from jobs import ModelRef, input_digest
 
 __all__ = ["find_created_prediction"]
 
-log = structlog.get_logger("engine.reconcile")
+log = get_logger("engine.reconcile")
 
 # Clocks of client and server differ; look a little further back than the create was sent.
 _SKEW_SECONDS = 120.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,15 @@ class RunSummary:
     failed_keys: list[str]
     interrupted: bool
     stopped_reason: str | None
+    billing: dict[str, Any] | None = None  # billable units per model (and money, if priced)
+    # Over the whole journal, every run so far including this one: ``runs`` and
+    # ``predictions_created`` (its ``created`` records: each one was paid).
+    totals: dict[str, int] = field(default_factory=dict)
+    # Journaled jobs that this manifest no longer has (edited or removed since); None
+    # when the run stopped before it read the whole manifest.
+    earlier_manifest_jobs: int | None = None
+    output_dir: str | None = None  # absolute
+    journal: str | None = None  # absolute
 
     @property
     def exit_code(self) -> int:
@@ -49,16 +58,24 @@ class RunSummary:
         return 1 if unfinished else 0
 
     @property
-    def throughput_per_min(self) -> float:
-        """Return jobs finished per minute of wall time."""
-        return 60.0 * self.done / self.wall_seconds if self.wall_seconds > 0 else 0.0
+    def throughput_per_min(self) -> float | None:
+        """Return jobs this run finished per minute of wall time; None when it finished none.
+
+        Jobs skipped as already done are not this run's work: a re-run that skips
+        everything has no throughput, not thousands of jobs a minute.
+        """
+        finished = self.done - self.skipped_done
+        if finished <= 0 or self.wall_seconds <= 0:
+            return None
+        return 60.0 * finished / self.wall_seconds
 
     def to_json(self) -> dict[str, Any]:
         """Return the machine-readable form written to ``report.json``."""
         # Shallow on purpose: asdict() deep-copies, and failed_keys may hold a million ids.
         data = {f.name: getattr(self, f.name) for f in fields(self)}
         data["common_errors"] = [{"error": e, "count": n} for e, n in self.common_errors]
-        data["throughput_per_min"] = round(self.throughput_per_min, 3)
+        throughput = self.throughput_per_min
+        data["throughput_per_min"] = None if throughput is None else round(throughput, 3)
         data["exit_code"] = self.exit_code
         return data
 

@@ -13,29 +13,30 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
 import anyio
-import structlog
 from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from engine._config import REPORT_NAME, EngineConfig
 from engine._control import RunControl, Spending
 from engine._download import Downloader
-from engine._errors import EngineError
+from engine._errors import EngineError, StorageError, one_error
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
 from engine._journal import JobState, Journal, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
+from engine._logs import get_logger
 from engine._parts import is_stored
 from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats
+from engine._storage import check_output_folder
 from engine._worker import WorkerContext, run_job
 from jobs import Job, JobStatus
 
 __all__ = ["JobSource", "RunHandle", "open_run", "run_jobs"]
 
-log = structlog.get_logger("engine.runner")
+log = get_logger("engine.runner")
 
 JobSource = Iterable[Job] | Callable[[], Iterable[Job]]
 EventHook = Callable[[JobEvent], Awaitable[None] | None]
@@ -55,6 +56,9 @@ _QUIET_EVENTS = frozenset(
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
+# A job that ended without its outputs: logged once, here, with its reason.
+_WARNING_EVENTS = frozenset({JobEventKind.FAILED, JobEventKind.DEFERRED})
+_QUIET_DEFERRALS = frozenset({"not started", "left running"})  # a stop's ordinary outcome
 
 
 async def run_jobs(
@@ -71,9 +75,26 @@ async def run_jobs(
     their outputs are fetched before Replicate deletes them. Resumes from the journal at
     ``config.journal_path``; writes ``report.json`` next to the outputs.
     Never calls ``asyncio.run``: it runs in the caller's event loop.
+
+    A job's failure is in the summary; what stops the whole run is raised as one
+    `EngineError` (never an exception group): `AuthenticationError` (token refused,
+    401/403), `ConfigError` (e.g. a CA bundle that cannot be loaded), `StorageError`
+    (an output folder or journal that cannot be written, a full disk).
     """
     with async_library_known():
-        return await _run(jobs, config, control=control, on_event=on_event)
+        try:
+            return await _run(jobs, config, control=control, on_event=on_event)
+        except BaseException as exc:
+            # Task groups wrap errors in groups; a host and a person want the error.
+            error = one_error(exc)
+            if isinstance(error, EngineError):
+                # One line, no traceback: the message says it all (our own error).
+                log.error(  # noqa: TRY400
+                    "run.failed", error=str(error), error_class=type(error).__name__
+                )
+            if error is exc:
+                raise
+            raise error from error.__cause__
 
 
 async def _run(
@@ -89,8 +110,17 @@ async def _run(
         control,
         max_predictions=config.max_predictions,
         max_predict_seconds=config.max_predict_seconds,
+        max_spend=config.max_spend,
+        usage=stats.usage,
     )
-    replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
+    stats.usage.prices = config.prices
+    # Before any create: a prediction whose outputs cannot be kept is money thrown away.
+    await anyio.to_thread.run_sync(check_output_folder, config.output_dir)
+    try:
+        replay = await anyio.to_thread.run_sync(load_journal, config.journal_path)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StorageError(f"cannot read the journal {config.journal_path}: {reason}") from exc
     states = replay.jobs
     limits = Limits.from_config(config)
     policy = RetryPolicy.from_config(config)
@@ -99,7 +129,12 @@ async def _run(
     async def emit(event: JobEvent) -> None:
         stats.record(event)
         if event.kind not in _QUIET_EVENTS:
-            emit_log = log.debug if event.kind in _DEBUG_EVENTS else log.info
+            if event.kind in _DEBUG_EVENTS:
+                emit_log = log.debug
+            elif event.kind in _WARNING_EVENTS and event.detail not in _QUIET_DEFERRALS:
+                emit_log = log.warning
+            else:
+                emit_log = log.info
             emit_log(
                 f"job.{event.kind}",
                 job=event.key,
@@ -148,6 +183,7 @@ async def _run(
         stats.retries.update(gateway.retries)
         stats.retries.update(downloader.retries)
 
+    at_start = (replay.runs, replay.created, len(states))
     # The replayed states of a long journal are the biggest thing alive: free them before
     # the summary and the report add their own peak.
     del replay, states
@@ -157,11 +193,19 @@ async def _run(
         throttled_seconds=limits.create.throttled_seconds + limits.read.throttled_seconds,
         interrupted=control.interrupted,
         stopped_reason=control.stop_reason,
+        journal_at_start=at_start,
+        output_dir=str(config.output_dir.resolve()),
+        journal=str(config.journal_path.resolve()),
     )
-    write_report(summary, config.output_dir / REPORT_NAME)
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
     numbers["failed_keys"] = len(summary.failed_keys)
+    if ctx.storage_error is not None:
+        # The disk refused: the report may not fit either, and the run ends with the error.
+        with contextlib.suppress(OSError):
+            write_report(summary, config.output_dir / REPORT_NAME)
+        raise ctx.storage_error
+    write_report(summary, config.output_dir / REPORT_NAME)
     log.info("run.finished", **numbers)
     return summary
 
@@ -174,15 +218,17 @@ async def _produce(
     send: MemoryObjectSendStream[tuple[Job, JobState | None]],
 ) -> None:
     """Feed jobs to the workers: resumable ones first, finished ones skipped."""
+    stats = ctx.stats
     async with send:
         for job in _ordered(jobs, states):
             if ctx.control.stop_creating:
                 return  # the rest stays pending in the journal's eyes: the next run does it
+            state = states.get(job.key)
+            stats.journaled_seen += state is not None
             if config.only and job.key not in config.only:
                 continue
-            ctx.stats.total += 1
-            state = states.get(job.key)
-            skipped = None if state is None else _skipped(state, config)
+            stats.total += 1
+            skipped = None if state is None else _skipped(job, state, config)
             if skipped is not None:
                 await ctx.emit(skipped)
                 continue
@@ -190,6 +236,7 @@ async def _produce(
                 await send.send((job, state))
             except anyio.BrokenResourceError:
                 return  # every worker is gone: the error that ended them tells the story
+        stats.read_all_jobs = True
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
@@ -214,7 +261,7 @@ def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:
             yield job
 
 
-def _skipped(state: JobState, config: EngineConfig) -> JobEvent | None:
+def _skipped(job: Job, state: JobState, config: EngineConfig) -> JobEvent | None:
     """Return the SKIPPED event when the journal says there is nothing to do, else None."""
     # Plain, not async: a resume decides this for a million jobs before its first create.
     # The replay's key, not the manifest's equal copy: the report keeps skipped failed keys.
@@ -222,9 +269,9 @@ def _skipped(state: JobState, config: EngineConfig) -> JobEvent | None:
     if status is JobStatus.DONE and all(
         is_stored(config.output_dir / f.name, f.size) for f in state.files
     ):
-        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done")
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done", job=job)
     if status in _GAVE_UP and not config.retry_failed:
-        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed")
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed", job=job)
     return None
 
 
@@ -265,67 +312,122 @@ async def _cancel_in_flight(ctx: WorkerContext) -> None:
     pending = dict(ctx.in_flight)
     log.warning("run.canceling", predictions=len(pending))
 
-    async def cancel_one(prediction_id: str, key: str) -> None:
+    async def cancel_one(prediction_id: str, job: Job) -> None:
         try:
             await ctx.gateway.cancel(prediction_id)
         except EngineError as exc:
             log.warning("run.cancel_failed", prediction_id=prediction_id, error=str(exc))
             return
-        record = JournalRecord.canceled(key, prediction_id=prediction_id, why="interrupt")
+        record = JournalRecord.canceled(job.key, prediction_id=prediction_id, why="interrupt")
         await ctx.journal.append(record, durable=True)
         ctx.in_flight.pop(prediction_id, None)
-        await ctx.emit(JobEvent(key, JobEventKind.CANCELED, prediction_id, "interrupt"))
+        await ctx.emit(
+            JobEvent(job.key, JobEventKind.CANCELED, prediction_id, "interrupt", job=job)
+        )
 
     with anyio.CancelScope(shield=True), anyio.move_on_after(ctx.config.shutdown_grace):
         # Bounded too: a server that does not answer the cancels must not hold the exit.
         async with anyio.create_task_group() as tg:
-            for prediction_id, key in pending.items():
-                tg.start_soon(cancel_one, prediction_id, key)
+            for prediction_id, job in pending.items():
+                tg.start_soon(cancel_one, prediction_id, job)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class RunHandle:
-    """A run in progress: iterate ``events``; ``summary`` is set once the run ends."""
+    """A run in progress, started by `open_run`.
+
+    ``events`` streams the run's `JobEvent`s; reading it is optional. ``await wait()``
+    returns the `RunSummary` (also kept in ``summary``) or raises what `run_jobs` would.
+    ``control`` stops the run (``drain``, ``interrupt``, ``cancel``). ``dropped_events``
+    counts the events a full buffer could not take (see `open_run`); ``error`` is the
+    run's error once it failed.
+    """
 
     control: RunControl
     events: MemoryObjectReceiveStream[JobEvent]
-    summary: RunSummary | None = field(default=None)
+    summary: RunSummary | None = None
+    dropped_events: int = 0
+    error: Exception | None = field(default=None, repr=False)
+    _finished: anyio.Event = field(default_factory=anyio.Event, repr=False)
+
+    async def wait(self) -> RunSummary:
+        """Wait for the run to end; return its summary or raise its `EngineError`."""
+        await self._finished.wait()
+        if self.error is not None:
+            raise self.error
+        if self.summary is None:  # seen from a task outside the cancelled scope
+            raise EngineError("the run was cancelled before it ended")
+        return self.summary
 
 
 @asynccontextmanager
 async def open_run(
-    jobs: JobSource, config: EngineConfig, *, buffer: int = 1024
+    jobs: JobSource, config: EngineConfig, *, buffer: int = 1024, events: bool = True
 ) -> AsyncIterator[RunHandle]:
-    """Start a run in the background of the caller's task; yield a handle to watch it.
+    """Start a run beside the caller's code, in its event loop; yield a handle to it.
 
     ::
 
         async with open_run(jobs, config) as run:
-            async for event in run.events:
+            async for event in run.events:  # optional
                 ...
-        print(run.summary)
+            summary = await run.wait()
 
-    Leaving the block before the run ends interrupts it (no new creates, running
-    predictions journaled for the next run) and waits for it to stop.
+    The run never waits for the host: events go to a buffer of ``buffer`` events, and an
+    event the full buffer cannot take is dropped and counted in ``run.dropped_events``
+    (one ``run.events_dropped`` warning at the end says how many). A host that does not
+    read them passes ``events=False``: nothing is buffered, ``run.events`` is empty. A
+    host that needs every event, with backpressure, passes ``on_event`` to `run_jobs`.
+    The stream ends when the run does and is closed when the block ends: a task of the
+    host's that reads it should finish inside the block.
+
+    Errors are the ones `run_jobs` raises: when the run fails, the block is interrupted
+    and `open_run` raises that error (``wait()`` raises it too). An exception raised in
+    the block, or leaving it before the run ends, interrupts the run (no new creates,
+    running predictions journaled for the next run), waits for it to stop and re-raises
+    the block's exception as it was. Cancelling the caller's scope cancels the run; the
+    journal, connections and files are closed before the cancellation goes on.
     """
     control = RunControl()
-    send, receive = anyio.create_memory_object_stream[JobEvent](buffer)
+    send, receive = anyio.create_memory_object_stream[JobEvent](buffer if events else 0)
     handle = RunHandle(control=control, events=receive)
+    if not events:
+        send.close()
 
-    async def forward(event: JobEvent) -> None:
-        # The host may stop listening; the run itself goes on to a clean stop.
-        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-            await send.send(event)
+    def forward(event: JobEvent) -> None:
+        try:
+            send.send_nowait(event)
+        except anyio.WouldBlock:
+            handle.dropped_events += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the host stopped listening; the run goes on to a clean stop
 
-    async def drive() -> None:
-        async with send:
-            handle.summary = await run_jobs(jobs, config, control=control, on_event=forward)
+    async def drive(scope: CancelScope) -> None:
+        try:
+            with send:
+                handle.summary = await run_jobs(
+                    jobs, config, control=control, on_event=forward if events else None
+                )
+            if handle.dropped_events:
+                log.warning("run.events_dropped", dropped=handle.dropped_events, buffer=buffer)
+        except Exception as exc:  # noqa: BLE001 - handed to the host as run_jobs would raise it
+            handle.error = exc
+            scope.cancel()  # end the host's block: open_run raises the error
+        finally:
+            handle._finished.set()
 
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
-        tg.start_soon(drive)
+        tg.start_soon(drive, tg.cancel_scope)
         try:
             yield handle
+        except Exception as exc:  # noqa: BLE001 - the host's error: stop the run, re-raise it
+            failure = exc
         finally:
             if handle.summary is None:
                 control.interrupt("host left the run")
             receive.close()
+    if failure is not None:
+        raise failure
+    if handle.error is not None:
+        raise handle.error

@@ -3,14 +3,37 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from engine._events import JobEvent, JobEventKind
+from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
+from engine._pricing import Usage
 from engine._report import RunSummary
 
-__all__ = ["RunStats", "percentile"]
+__all__ = ["RunStats", "error_kind", "percentile"]
+
+# What makes two messages of one error differ: Replicate prediction ids (base-32, with
+# digits), version ids and digests (hex), UUIDs, our job keys and URLs.
+_VARYING = re.compile(
+    r"https?://\S+"
+    r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
+    r"|\b(?=[a-z0-9]*\d)[a-z0-9]{20,}\b"
+    r"|\bj[0-9a-f]{16}\b",
+    re.IGNORECASE,
+)
+
+
+def error_kind(detail: str) -> str:
+    """Return ``detail`` (``Class: message``) with the ids and URLs in it masked.
+
+    500 failures of one kind differ only in their prediction ids: grouped by this, the
+    report's most common errors say "500 x ModelError: prediction <id> failed: ...",
+    not 500 lines of "1 x".
+    """
+    return _VARYING.sub("<id>", detail)[:200]
+
 
 _FINAL = frozenset(
     {JobEventKind.DONE, JobEventKind.FAILED, JobEventKind.CANCELED, JobEventKind.DEFERRED}
@@ -43,6 +66,9 @@ class RunStats:
     skipped_done: int = 0
     predictions_created: int = 0
     reattached: int = 0
+    found_after_restart: int = 0  # created by an earlier run, found by listing: paid then
+    journaled_seen: int = 0  # jobs of this manifest the journal knew at the start
+    read_all_jobs: bool = False  # the producer reached the manifest's end
     bytes_downloaded: int = 0
     files_downloaded: int = 0
     in_flight: int = 0  # predictions created or re-attached and not yet finished
@@ -57,6 +83,7 @@ class RunStats:
     # What each job is waiting on now, and since when: "create" (sent, no answer yet) or
     # "download" (succeeded, files coming). O(in flight): a job leaves at its next step.
     waiting: dict[str, tuple[str, float]] = field(default_factory=dict)
+    usage: Usage = field(default_factory=Usage)
 
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
@@ -87,6 +114,8 @@ class RunStats:
         elif kind is JobEventKind.REATTACHED:
             self.reattached += 1
             self.in_flight += 1
+            if event.detail == FOUND_AFTER_RESTART:
+                self.found_after_restart += 1
         elif kind is JobEventKind.DOWNLOADED:
             self.files_downloaded += 1
             self.bytes_downloaded += event.size
@@ -103,7 +132,7 @@ class RunStats:
             self.final[event.key] = kind
             self.finals[kind] += 1
             if kind is JobEventKind.FAILED:
-                self.errors[event.detail[:200]] += 1
+                self.errors[error_kind(event.detail)] += 1
 
     def snapshot(self) -> dict[str, int | float]:
         """Return the counts so far, for the live display and the periodic log line.
@@ -146,8 +175,21 @@ class RunStats:
         throttled_seconds: float,
         interrupted: bool,
         stopped_reason: str | None,
+        journal_at_start: tuple[int, int, int] = (0, 0, 0),
+        output_dir: str | None = None,
+        journal: str | None = None,
     ) -> RunSummary:
-        """Freeze the counters into a `RunSummary`."""
+        """Freeze the counters into a `RunSummary`.
+
+        ``journal_at_start`` is (runs, ``created`` records, jobs) of the journal as this
+        run found it: the totals add this run's numbers to them.
+        """
+        runs, created, journaled = journal_at_start
+        totals = {
+            "runs": runs + 1,
+            "predictions_created": created + self.predictions_created + self.found_after_restart,
+        }
+        earlier = journaled - self.journaled_seen if self.read_all_jobs else None
         finals = self.finals
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
@@ -176,4 +218,9 @@ class RunStats:
             failed_keys=failed_keys,
             interrupted=interrupted,
             stopped_reason=stopped_reason,
+            billing=self.usage.to_json(),
+            totals=totals,
+            earlier_manifest_jobs=earlier,
+            output_dir=output_dir,
+            journal=journal,
         )

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine._config import default_output_dir, journal_path
-from engine._journal import Replay, load_journal
-from jobs import JobStatus, canonical_json, read_manifest
+from engine._journal import JobState, Replay, load_journal
+from engine._sidecar import read_sidecar, sidecar_path
+from jobs import JobStatus, ManifestError, canonical_json, read_manifest
 
 __all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
 
@@ -39,13 +40,64 @@ def _looks_like_journal(path: Path) -> bool:
     return b'"e":' in first and b'"k":' in first
 
 
-def status_report(journal: Path) -> dict[str, Any]:
-    """Return counts by status and the failures, read from ``journal`` only."""
+def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, Any]:
+    """Return counts by status and the failures, from ``journal`` (no network).
+
+    With ``manifest``, count the jobs of this manifest only (those the journal does not
+    know are pending); journaled jobs it no longer has (an edited job without an id
+    gets a new key) are counted apart, as ``earlier_manifest_jobs``.
+    """
     replay = load_journal(journal)
-    summary = journal_summary(replay)
-    summary["journal"] = str(journal)
+    summary: dict[str, Any] | None = None
+    problem = None
+    if manifest is not None:
+        try:
+            summary = _manifest_summary(replay, manifest)
+        except (ManifestError, OSError) as exc:
+            problem = str(exc)
+    if summary is None:
+        summary = journal_summary(replay)
+    summary["journal"] = str(journal.resolve())
     summary["runs"] = replay.runs
+    summary["predictions_created"] = replay.created
+    if problem is not None:
+        summary["manifest_problem"] = f"counted the journal alone: {problem}"
     return summary
+
+
+def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
+    states = replay.jobs
+    counts: Counter[JobStatus] = Counter()
+    failed: dict[str, dict[str, Any]] = {}
+    known = 0
+    for job in read_manifest(manifest, allow_outside_files=True):  # nothing is sent
+        state = states.get(job.key)
+        if state is None:
+            counts[JobStatus.PENDING] += 1
+            continue
+        known += 1
+        counts[state.status] += 1
+        if state.status is JobStatus.FAILED:
+            failed[job.key] = _failure(state)
+    return {
+        "manifest": str(manifest.resolve()),
+        "jobs": sum(counts.values()),
+        "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
+        "failed": failed,
+        "earlier_manifest_jobs": len(states) - known,
+        "records": replay.records,
+        "torn_lines": replay.torn_lines,
+        "corrupt_lines": replay.corrupt_lines,
+    }
+
+
+def _failure(state: JobState) -> dict[str, Any]:
+    return {
+        "error": state.error,
+        "error_class": state.error_class,
+        "permanent": state.permanent,
+        "attempts": state.attempts,
+    }
 
 
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
@@ -54,9 +106,16 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
         f"journal: {report['journal']} ({report['records']} records, {report['runs']} runs)",
         file=out,
     )
+    if "manifest" in report:
+        print(f"manifest: {report['manifest']} ({report['jobs']} jobs)", file=out)
     for status, count in report["by_status"].items():
         if count:
             print(f"  {status:>10}: {count}", file=out)
+    earlier = report.get("earlier_manifest_jobs")
+    if earlier:
+        print(f"  {earlier} from earlier versions of the manifest (not counted above)", file=out)
+    if "manifest_problem" in report:
+        print(f"  note: {report['manifest_problem']}", file=out)
     if report["torn_lines"] or report["corrupt_lines"]:
         print(
             f"  skipped lines: {report['torn_lines']} torn, {report['corrupt_lines']} corrupt",
@@ -72,20 +131,30 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
             print(f"  ... and {len(failed) - 50} more", file=out)
 
 
-def export_rows(manifest: Path, replay: Replay) -> Iterator[dict[str, Any]]:
-    """Yield one row per output file, in manifest order, joining jobs and the journal."""
-    for job in read_manifest(manifest):
+def export_rows(
+    manifest: Path, replay: Replay, output_dir: Path | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield one row per output file, in manifest order, joining jobs and the journal.
+
+    With ``output_dir``, ``version`` is the one that actually ran, from the job's sidecar.
+    ``input`` is the object; `write_export` writes it as canonical JSON text in CSV.
+    """
+    for job in read_manifest(manifest, allow_outside_files=True):  # nothing is sent
         state = replay.jobs.get(job.key)
         if state is None or state.status is not JobStatus.DONE:
             continue
+        version = job.model.version
+        if output_dir is not None:
+            sidecar = read_sidecar(sidecar_path(output_dir, job))
+            version = (sidecar or {}).get("version") or version
         for file in state.files:
             yield {
                 "file": file.name,
                 "job": job.key,
                 "prediction_id": state.prediction_id,
                 "model": str(job.model),
-                "version": job.model.version,
-                "input": canonical_json(job.input),
+                "version": version,
+                "input": job.input,
                 "size": file.size,
                 "sha256": file.sha256,
                 "predict_time": state.predict_time,
@@ -101,7 +170,9 @@ def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(row))
                 writer.writeheader()
-            writer.writerow(row)
+            writer.writerow(
+                {k: canonical_json(v) if isinstance(v, dict) else v for k, v in row.items()}
+            )
             count += 1
         return count
     for row in rows:
@@ -117,12 +188,7 @@ def journal_summary(result: Replay) -> dict[str, Any]:
         "jobs": len(result.jobs),
         "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
         "failed": {
-            key: {
-                "error": state.error,
-                "error_class": state.error_class,
-                "permanent": state.permanent,
-                "attempts": state.attempts,
-            }
+            key: _failure(state)
             for key, state in result.jobs.items()
             if state.status is JobStatus.FAILED
         },

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from engine._config import EngineConfig
-from engine._errors import ApiError, AuthenticationError
+from engine._errors import ApiError, AuthenticationError, ConfigError, EngineError
 from engine._gateway import Gateway
 from engine._journal import load_journal
 from engine._limits import Limits
+from engine._pricing import Estimate, model_label
 from engine._retry import RetryPolicy
 from jobs import JobStatus, check_manifest, read_manifest
 from jobs.schema import check_job_input, input_schema
@@ -31,6 +32,7 @@ class Plan:
     by_model: Counter[str] = field(default_factory=Counter)
     already_done: int = 0
     problems: list[str] = field(default_factory=list)
+    estimate: Estimate | None = None  # with a price table: what the pending jobs would cost
 
     @property
     def ok(self) -> bool:
@@ -38,10 +40,15 @@ class Plan:
         return not self.problems
 
 
-async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
-    """Parse everything, resolve every model's schema, check every job's input."""
-    plan = Plan()
-    summary = check_manifest(manifest)
+async def validate_manifest(
+    manifest: Path, config: EngineConfig, *, allow_outside_files: bool = False
+) -> Plan:
+    """Parse everything, resolve every model's schema, check every job's input.
+
+    ``allow_outside_files`` lets ``@file`` inputs leave the manifest's folder, as for a run.
+    """
+    plan = Plan(estimate=Estimate(config.prices) if config.prices else None)
+    summary = check_manifest(manifest, allow_outside_files=allow_outside_files)
     plan.problems.extend(str(e) for e in summary.errors)
     if not summary.ok:
         return plan  # inputs of a manifest that does not parse cannot be trusted either
@@ -49,12 +56,12 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
     schemas: dict[str, tuple[dict[str, Any], dict[str, Any]] | str] = {}
     limits = Limits.from_config(config)
     async with Gateway(config.api, limits, RetryPolicy.from_config(config)) as gateway:
-        for job in read_manifest(manifest):
+        for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
             plan.jobs += 1
             plan.by_model[str(job.model)] += 1
-            if journal is not None:
-                state = journal.jobs.get(job.key)
-                plan.already_done += state is not None and state.status is JobStatus.DONE
+            state = journal.jobs.get(job.key) if journal is not None else None
+            done = state is not None and state.status is JobStatus.DONE
+            plan.already_done += done
             ref = str(job.model)
             if ref not in schemas:
                 schemas[ref] = await _schema(gateway, job.model)
@@ -63,6 +70,12 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
                 plan.problems.append(f"{job.where}: model: {found}")
                 continue
             schema, components = found
+            if plan.estimate is not None:
+                model = model_label(job.model)
+                past = state.predict_time if state is not None and done else None
+                plan.estimate.add(
+                    model, job.input, schema, done_predict_time=past, pending=not done
+                )
             plan.problems.extend(check_job_input(schema, job, components))
     return plan
 
@@ -71,10 +84,12 @@ async def _schema(gateway: Gateway, ref: Any) -> tuple[dict[str, Any], dict[str,
     """Return (Input schema, components) for ``ref``, or why it cannot be had."""
     try:
         version = await gateway.get_version(ref)
-    except AuthenticationError:
-        raise
+    except (AuthenticationError, ConfigError):
+        raise  # the whole check cannot work: one error, not one per model
     except ApiError as exc:
         return f"cannot resolve {ref}: {exc.detail or exc.title or exc.status}"
+    except EngineError as exc:
+        return f"cannot resolve {ref}: {exc}"
     openapi = version.get("openapi_schema") or {}
     components = openapi.get("components", {}).get("schemas", {})
     return dict(input_schema(openapi)), dict(components)

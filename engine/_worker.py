@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 import structlog
@@ -31,20 +31,23 @@ from engine._errors import (
     StorageError,
     TransportError,
 )
-from engine._events import JobEvent, JobEventKind
+from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._journal import JobState, Journal, JournalRecord
 from engine._limits import PollPacer
+from engine._logs import get_logger
+from engine._metadata import embed_output_metadata
 from engine._parts import is_stored
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
+from engine._sidecar import store_sidecar
 from engine._stats import RunStats
 from jobs import Job, JobStatus, OutputFile, input_digest, normalise_output, plan_outputs
 
 __all__ = ["WorkerContext", "run_job"]
 
-log = structlog.get_logger("engine.worker")
+log = get_logger("engine.worker")
 
 
 @dataclass(slots=True)
@@ -60,7 +63,9 @@ class WorkerContext:
     stats: RunStats
     emit: Callable[[JobEvent], Awaitable[None]]
     spending: Spending
-    in_flight: dict[str, str] = field(default_factory=dict)  # prediction id -> job key
+    in_flight: dict[str, Job] = field(default_factory=dict)  # prediction id -> job
+    # The first disk refusal: the run drains, then ends with it (a whole-run error).
+    storage_error: StorageError | None = None
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -79,8 +84,10 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
             raise
         except EngineError as exc:
             prediction_id = lifecycle.waiting_on
-            log.warning("job.deferred", prediction_id=prediction_id, error=str(exc))
-            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc)))
+            # Logged once, by the runner's event hook (job.deferred with the reason).
+            await ctx.emit(
+                JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, _why(exc), job=job)
+            )
 
 
 class _Lifecycle:
@@ -99,15 +106,20 @@ class _Lifecycle:
     async def run(self) -> None:
         ctx, job, state = self.ctx, self.job, self.state
         prediction_id = self._resumable_prediction()
+        how = ""
         if prediction_id is None and state is not None and state.status is JobStatus.CREATING:
             prediction_id = await self._reconcile(state)
+            how = FOUND_AFTER_RESTART  # paid by the killed run, journaled only now
         while True:
             if prediction_id is None:
                 prediction_id = await self._create()
                 if prediction_id is None:
                     return
             else:
-                await ctx.emit(JobEvent(job.key, JobEventKind.REATTACHED, prediction_id))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.REATTACHED, prediction_id, how, job=job)
+                )
+                how = ""
             try:
                 prediction = await self._wait(prediction_id)
             except InvalidRequestError as exc:
@@ -124,7 +136,7 @@ class _Lifecycle:
                 continue
             if prediction is None:
                 await ctx.emit(
-                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running")
+                    JobEvent(job.key, JobEventKind.DEFERRED, prediction_id, "left running", job=job)
                 )
                 return
             if not await self._finish(prediction):
@@ -157,7 +169,9 @@ class _Lifecycle:
         error: EngineError | None = None
         for _ in range(ctx.config.call_attempts):
             if ctx.control.stop_creating or not ctx.spending.reserve_create():
-                await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, "not started"))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.DEFERRED, None, "not started", job=job)
+                )
                 return None
             self.attempt += 1
             self.tries += 1
@@ -168,7 +182,7 @@ class _Lifecycle:
                 JournalRecord.creating(job.key, attempt=self.attempt, input_digest=digest),
                 durable=True,
             )
-            await ctx.emit(JobEvent(job.key, JobEventKind.CREATING))
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATING, job=job))
             try:
                 prediction = await ctx.gateway.create(job.model, job.input)
             except (AuthenticationError, ConfigError):
@@ -184,26 +198,29 @@ class _Lifecycle:
                     # Never accepted, and the gateway already retried it as long as its
                     # class allows (a network down, a 429 that lasts): the next run tries
                     # again; retrying here would only multiply the wait.
-                    await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, _why(exc)))
+                    await ctx.emit(
+                        JobEvent(job.key, JobEventKind.DEFERRED, None, _why(exc), job=job)
+                    )
                     return None
                 first_uncertain = first_uncertain or sent_at
                 found = await self._find_orphan(digest, first_uncertain)
                 if found is not None:
+                    # Created (and paid) by this run: its answer was lost, not its work.
                     await ctx.emit(
-                        JobEvent(job.key, JobEventKind.REATTACHED, found, "found by listing")
+                        JobEvent(job.key, JobEventKind.CREATED, found, "found by listing", job=job)
                     )
                     return found
-                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc)))
+                await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc), job=job))
                 error = exc
                 continue
             # In flight from this moment: a Ctrl-C that lands while the id is being
             # journaled must still cancel this prediction on exit.
-            ctx.in_flight[prediction.id] = job.key
+            ctx.in_flight[prediction.id] = job
             await self._journal(
                 JournalRecord.created(job.key, prediction_id=prediction.id, attempt=self.attempt),
                 durable=True,
             )
-            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id))
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATED, prediction.id, job=job))
             self.created = prediction
             return prediction.id
         assert error is not None  # the loop only falls through after an error
@@ -230,7 +247,7 @@ class _Lifecycle:
     async def _wait(self, prediction_id: str) -> Prediction | None:
         """Poll until terminal, sharing the read budget; None when the run is interrupted."""
         ctx = self.ctx
-        ctx.in_flight[prediction_id] = self.job.key
+        ctx.in_flight[prediction_id] = self.job
         try:
             prediction = await self._poll(prediction_id)
         except EngineError:
@@ -271,6 +288,7 @@ class _Lifecycle:
         """Handle a terminal prediction; return True when a new attempt should follow."""
         ctx, job = self.ctx, self.job
         ctx.spending.add_predict_time(prediction.predict_time)
+        ctx.spending.add_usage(job, prediction)
         if prediction.status is PredictionStatus.SUCCEEDED:
             await self._journal(
                 JournalRecord.succeeded(
@@ -280,7 +298,7 @@ class _Lifecycle:
                     predict_time=prediction.predict_time,
                 )
             )
-            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id))
+            await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id, job=job))
             try:
                 files = await self._download(prediction)
             except OutputExpiredError as exc:
@@ -289,14 +307,21 @@ class _Lifecycle:
             except StorageError as exc:
                 # The disk refuses: creating more would pay for outputs we cannot keep.
                 # The job stays "succeeded" in the journal, so the next run downloads it.
+                if ctx.storage_error is None:
+                    ctx.storage_error = exc
                 ctx.control.drain(f"storage error: {exc}")
-                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
+                )
                 return False
             except DownloadError as exc:
                 # Still on Replicate: stay "succeeded" so the next run fetches it, paid once.
-                log.warning("job.download_failed", prediction_id=prediction.id, error=str(exc))
-                await ctx.emit(JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc)))
+                await ctx.emit(
+                    JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
+                )
                 return False
+            # After the files, before done: a run killed in between writes it on resume.
+            await self._sidecar(prediction, files)
             await self._journal(
                 JournalRecord.done(
                     job.key, prediction_id=prediction.id, predict_time=prediction.predict_time
@@ -304,8 +329,18 @@ class _Lifecycle:
                 durable=True,
             )
             total = sum(f.size for f in files)
-            await ctx.emit(JobEvent(job.key, JobEventKind.DONE, prediction.id, size=total))
+            await ctx.emit(
+                JobEvent(
+                    job.key,
+                    JobEventKind.DONE,
+                    prediction.id,
+                    size=total,
+                    job=job,
+                    files=tuple(files),
+                )
+            )
             return False
+        await self._sidecar(prediction)  # failed or canceled: the error and logs, no files
         if prediction.status is PredictionStatus.FAILED:
             permanent = is_permanent_failure(prediction.error)
             error = ModelError(prediction, permanent=permanent)
@@ -318,14 +353,20 @@ class _Lifecycle:
         await self._journal(
             JournalRecord.canceled(job.key, prediction_id=prediction.id, why=why), durable=True
         )
-        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why))
+        await ctx.emit(JobEvent(job.key, JobEventKind.CANCELED, prediction.id, why, job=job))
         return False
+
+    async def _sidecar(self, prediction: Prediction, files: list[OutputFile] | None = None) -> None:
+        if self.ctx.config.sidecars:
+            await store_sidecar(self.ctx.config.output_dir, self.job, prediction, files or ())
 
     async def _retry_or_fail(self, prediction_id: str | None, exc: Exception) -> bool:
         if self.tries <= self.ctx.config.prediction_retries and not self.ctx.control.stop_creating:
             await self._journal(self._failed(prediction_id, exc, permanent=False))
             await self.ctx.emit(
-                JobEvent(self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc))
+                JobEvent(
+                    self.job.key, JobEventKind.RETRYING, prediction_id, _why(exc), job=self.job
+                )
             )
             return True
         await self._fail(prediction_id, exc, permanent=False)
@@ -333,8 +374,9 @@ class _Lifecycle:
 
     async def _fail(self, prediction_id: str | None, exc: Exception, *, permanent: bool) -> None:
         await self._journal(self._failed(prediction_id, exc, permanent=permanent), durable=True)
-        log.warning("job.failed", prediction_id=prediction_id, error=str(exc), permanent=permanent)
-        await self.ctx.emit(JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc)))
+        await self.ctx.emit(
+            JobEvent(self.job.key, JobEventKind.FAILED, prediction_id, _why(exc), job=self.job)
+        )
 
     def _failed(
         self, prediction_id: str | None, exc: Exception, *, permanent: bool
@@ -363,22 +405,26 @@ class _Lifecycle:
             dest = ctx.config.output_dir / name
             known = have.get(name)
             if known is not None and is_stored(dest, known.size):
-                stored.append(known)
+                # The journal keeps no URL: this prediction's is the file's source.
+                stored.append(replace(known, url=item.url))
                 continue
             started = time.monotonic()
             if item.url is not None:
                 result = await ctx.downloader.fetch(item.url, dest, name=name)
             else:
                 result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
-            stored_file = OutputFile(
-                name, result.size, result.sha256, item.url, result.content_type
-            )
+            size, sha256 = result.size, result.sha256
+            if ctx.config.embed_metadata:  # before the file is journaled: its final hash
+                size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
+            stored_file = OutputFile(name, size, sha256, item.url, result.content_type)
             ctx.stats.download_seconds.append(time.monotonic() - started)
             await self._journal(
                 JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
             )
             await ctx.emit(
-                JobEvent(job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size)
+                JobEvent(
+                    job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size, job=job
+                )
             )
             stored.append(stored_file)
         return stored

@@ -1,438 +1,877 @@
 """The command line: the only place that reads flags and the environment.
 
 Exit codes: 0 every job done, 1 some jobs not done (failed, canceled, stopped by a
-budget or deadline), 2 usage, manifest or configuration error, 130 interrupted.
+budget or deadline), 2 usage, manifest or configuration error, 130 interrupted, 141 the
+reader of standard output went away (``export | head``).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib.util
 import json
+import logging
 import os
-import signal
 import sys
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
-import structlog
+import click
+from rich.console import Console
 
+from engine._cli_run import api_config, run_batch
+from engine._cluster._args import (
+    REDIS_EXTRA_HINT,
+    RUN_ONLY_FLAGS,
+    lease_options,
+    redis_options,
+    workers_option,
+)
 from engine._config import (
     REPORT_NAME,
     ApiConfig,
     EngineConfig,
-    Secret,
     default_output_dir,
     journal_path,
 )
-from engine._control import RunControl
-from engine._display import Progress
-from engine._errors import AuthenticationError, ConfigError, StorageError
+from engine._console import configure_cli_logging
+from engine._display import Progress, render_summary
+from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._journal import load_journal
-from engine._logs import configure_logging
 from engine._paths import check_apart_from_outputs, check_paths
-from engine._precheck import checked_job_count
-from engine._report import RunSummary
-from engine._runner import run_jobs
-from engine._status import (
-    export_rows,
-    print_status,
-    resolve_journal,
-    status_report,
-    write_export,
+from engine._precheck import check_only_ids, checked_job_count
+from engine._pricing import PriceTable, load_prices
+from engine._redact import redact
+from engine._settings import (
+    RUN_SETTINGS,
+    api_settings,
+    config_option,
+    given_settings,
+    option,
+    setting_options,
 )
+from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from jobs import ManifestError, read_manifest
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
 
-log = structlog.get_logger("engine.cli")
-# EngineConfig's field defaults are the only defaults: flags default to None (not given).
-_DEFAULTS = EngineConfig()
+
+_EXIT_CODES = """
+\b
+Exit codes:
+  0    every job done
+  1    some jobs not done (failed, canceled, stopped by a budget or deadline)
+  2    usage, manifest or configuration error (nothing was sent)
+  130  interrupted (Ctrl-C or SIGTERM)"""
+
+
+def _epilog(*examples: str, codes: str = _EXIT_CODES) -> str:
+    return "\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples) + "\n" + codes
+
+
+class _Stop(Exception):  # noqa: N818 - a control-flow signal, not an error type
+    """End the command with an exit code after printing one line."""
+
+    def __init__(self, message: str | None, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["emulator"]:
-        # The emulator has its own flags; argparse's REMAINDER cannot pass "--port" through.
-        _require_emulator_extra()
-        from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
-
-        code: int = serve_forever(argv[1:])
-        return code
-    args = _parser().parse_args(argv)
-    try:  # bad configuration (base URL, token, paths): one line, before anything is paid
-        return _command(args)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        result = cli.main(args=args, standalone_mode=False, complete_var=COMPLETE_VAR)
+    except click.exceptions.Exit as exc:  # --help, --version, completion
+        return exc.exit_code
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        if ctx is not None and not args:  # no command at all: show what there is
+            click.echo(ctx.get_help(), err=True)
+            return EXIT_USAGE
+        # One line, no usage dump: what is wrong and where the help is.
+        where = ctx.command_path if ctx is not None else "replicate-batch"
+        click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
         return EXIT_USAGE
+    except click.Abort:
+        return EXIT_INTERRUPTED
+    except _Stop as stop:
+        if stop.message:
+            click.echo(f"error: {redact(stop.message)}", err=True)
+        return stop.code
+    except ConfigError as exc:  # base URL, token, paths: one line, before anything is paid
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        return EXIT_USAGE
+    return result if isinstance(result, int) else EXIT_OK
 
 
-def _command(args: argparse.Namespace) -> int:
-    if args.command == "run":
-        return _validate(args) if args.dry_run else _run(args)
-    if args.command == "validate":
-        return _validate(args)
-    if args.command == "status":
-        return _status(args)
-    if args.command == "export":
-        return _export(args)
-    return EXIT_USAGE  # pragma: no cover - argparse requires a command
+@contextmanager
+def _reader_may_leave() -> Iterator[None]:
+    """End quietly with 141 when the reader of stdout goes away (``export | head``)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at interpreter exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise _Stop(None, EXIT_BROKEN_PIPE) from None
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine",
-        description="Run thousands of Replicate predictions: bounded, rate-limited, resumable.",
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=_epilog(
+        "replicate-batch run manifests/example.yaml --emulator",
+        "replicate-batch status manifests/example.yaml",
+        "replicate-batch export manifests/example.yaml --format csv > outputs.csv",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    + """
 
-    run = sub.add_parser("run", help="run a YAML or JSONL manifest")
-    run.add_argument("manifest", type=Path)
-    run.add_argument("--output-dir", type=Path, default=None, help="default: ./outputs/<name>")
-    run.add_argument("--state", type=Path, default=None, help="journal path")
-    run.add_argument("--concurrency", type=_positive_int, default=None)
-    run.add_argument(
-        "--rate-limit",
-        type=_positive_float,
-        default=None,
-        help=f"prediction creates per minute (default {_DEFAULTS.create_rate:g})",
+\b
+Settings: a flag beats its REPLICATE_BATCH_<FLAG> variable (REPLICATE_BATCH_CONCURRENCY=8),
+which beats the --config file (or REPLICATE_BATCH_CONFIG), which beats the default.
+\b
+Shell completion (bash; use zsh_source or fish_source for those shells):
+  eval "$(_REPLICATE_BATCH_COMPLETE=bash_source replicate-batch)\"""",
+)
+@click.version_option(package_name="replicate-batch-engine", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Run thousands of Replicate predictions: bounded, rate-limited, resumable.
+
+    The API token comes from REPLICATE_API_TOKEN (or REPLICATE_API_KEY); REPLICATE_BASE_URL
+    and SSL_CERT_FILE are read as the replicate client reads them.
+    """
+
+
+# Options shared by several commands.
+_manifest = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
+_output_dir = option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    show_default="outputs/<manifest name>",
+    help="Where outputs, journal.jsonl and report.json go.",
+)
+_state = option(
+    "--state",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="<output dir>/journal.jsonl",
+    help="The journal (the resumable state file).",
+)
+_emulator = option(
+    "--emulator",
+    is_flag=True,
+    show_default="off",
+    help="Start the built-in emulator and run against it (no token, no network).",
+)
+_allow_outside_files = option(
+    "--allow-outside-files",
+    is_flag=True,
+    show_default="off",
+    help="Let @file inputs name files outside the manifest's folder (a manifest you trust).",
+)
+
+
+def _logging_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        option(
+            "-q",
+            "--quiet",
+            is_flag=True,
+            show_default="off",
+            help="Print only errors and the summary.",
+        ),
+        option("-v", "--verbose", is_flag=True, show_default="off", help="Print debug events too."),
+        option(
+            "--log-file",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            show_default="none",
+            help="Append every event to PATH as readable text.",
+        ),
+        option(
+            "--json-logs",
+            type=click.Path(path_type=Path, dir_okay=False),
+            default=None,
+            show_default="none",
+            metavar="PATH",
+            help="Append every event to PATH as JSON lines.",
+        ),
+    ]
+    for add in reversed(options):
+        func = add(func)
+    return func
+
+
+def _split_only(
+    _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
+) -> frozenset[str]:
+    return frozenset(part.strip() for item in value for part in item.split(",") if part.strip())
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch run manifests/example.yaml --emulator",
+        "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
+        "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
+        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night --workers 3",
     )
-    run.add_argument(
-        "--read-rate-limit",
-        type=_positive_float,
-        default=None,
-        help=f"other API calls per minute (default {_DEFAULTS.read_rate:g})",
-    )
-    run.add_argument("--max-retries", type=_non_negative_int, default=None)
-    run.add_argument("--retry-failed", action="store_true")
-    run.add_argument("--only", nargs="+", default=(), metavar="ID")
-    run.add_argument("--job-timeout", type=_positive_float, default=None, metavar="SECONDS")
-    run.add_argument("--deadline", type=_positive_float, default=None, metavar="SECONDS")
-    run.add_argument("--max-predictions", type=_non_negative_int, default=None)
-    run.add_argument("--max-predict-seconds", type=_positive_float, default=None)
-    run.add_argument("--cancel-on-exit", action="store_true")
-    run.add_argument("--poll-interval", type=_positive_float, default=None)
-    run.add_argument("--json-logs", type=Path, default=None, metavar="PATH")
-    run.add_argument("--attempt-timeout", type=_positive_float, default=None, metavar="SECONDS")
-    run.add_argument("--shutdown-grace", type=_non_negative_float, default=None, metavar="SECONDS")
-    run.add_argument("--allow-outside-files", action="store_true", help="send @files outside")
-    run.add_argument(
-        "--emulator",
-        action="store_true",
-        help="start the built-in emulator and run against it (no token needed)",
-    )
-    run.add_argument("--dry-run", action="store_true", help="validate and print the plan only")
+)
+@_manifest
+@_output_dir
+@_state
+@setting_options()
+@option(
+    "--only",
+    multiple=True,
+    metavar="ID[,ID...]",
+    callback=_split_only,
+    show_default="all jobs",
+    help="Run only these job ids; repeat it or give a comma list.",
+)
+@config_option()
+@_emulator
+@option(
+    "--dry-run", is_flag=True, show_default="off", help="Validate and print the plan; run nothing."
+)
+@option(
+    "--prices",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="none",
+    metavar="FILE",
+    help="YAML price table (model/hardware -> price per unit): show money, allow --max-spend.",
+)
+@option(
+    "--max-spend",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    show_default="none",
+    metavar="AMOUNT",
+    help="Stop creating predictions once the priced spend reaches AMOUNT (needs --prices).",
+)
+@option(
+    "--embed-metadata",
+    is_flag=True,
+    show_default="off",
+    help="Write the prompt and parameters into PNG (JPEG/WebP with the images extra) outputs.",
+)
+@option(
+    "--no-sidecars",
+    "no_sidecars",
+    is_flag=True,
+    show_default="sidecars on",
+    help="Do not write {stem}.info.json (provenance) beside each job's outputs.",
+)
+@option(
+    "--no-gallery",
+    "no_gallery",
+    is_flag=True,
+    show_default="gallery on",
+    help="Do not write index.html beside the outputs at the end of the run.",
+)
+@_allow_outside_files
+@redis_options(required=False, what="Share the run with other processes through Redis")
+@workers_option
+@lease_options
+@_logging_options
+@click.pass_context
+def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
+    """Run a YAML or JSONL manifest; run it again to resume.
 
-    val = sub.add_parser("validate", help="check a manifest against the models' schemas")
-    val.add_argument("manifest", type=Path)
-    val.add_argument("--output-dir", type=Path, default=None)
-    val.add_argument("--state", type=Path, default=None)
-    val.add_argument("--emulator", action="store_true")
-    val.add_argument("--read-rate-limit", type=_positive_float, default=None)
-
-    st = sub.add_parser("status", help="counts and failures from the journal (no network)")
-    st.add_argument("target", type=Path, metavar="MANIFEST_OR_STATE")
-    st.add_argument("--output-dir", type=Path, default=None)
-    st.add_argument("--state", type=Path, default=None)
-    st.add_argument("--json", action="store_true", help="print the counts as JSON")
-
-    ex = sub.add_parser("export", help="one row per output file, in manifest order")
-    ex.add_argument("manifest", type=Path)
-    ex.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    ex.add_argument("--output-dir", type=Path, default=None)
-    ex.add_argument("--state", type=Path, default=None)
-    ex.add_argument("--output", type=Path, default=None, help="default: standard output")
-
-    sub.add_parser("emulator", help="serve the local Replicate API emulator (see its --help)")
-    return parser
-
-
-def _run(args: argparse.Namespace) -> int:
-    out = args.output_dir or default_output_dir(args.manifest)
-    writes = {
-        "--state": journal_path(out, args.state),
-        "--json-logs": args.json_logs,
-        "the report": out / REPORT_NAME,
+    Finished jobs are skipped, journaled predictions re-attached, nothing is paid twice.
+    With --redis, other machines join with 'worker' (see docs/scale-out.md).
+    """
+    output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["redis_url"] or options["run_name"]:
+        return _run_on_redis(ctx, manifest, output_dir, options)
+    if options["dry_run"]:
+        return _validate(manifest, output_dir, options, given_settings(ctx))
+    if options["max_spend"] is not None and options["prices"] is None:
+        raise _Stop("--max-spend needs --prices FILE")
+    outside = options["allow_outside_files"]
+    placed = {
+        "--state": options["state"],
+        "--log-file": options["log_file"],
+        "--json-logs": options["json_logs"],
     }
-    check_paths(reads={"the manifest": args.manifest}, writes=writes, output_dir=out)
-    live = sys.stderr.isatty()
-    # On a terminal the live panel tells the story: only warnings reach the console, and
-    # --json-logs still gets every event.
-    quiet = live and args.json_logs is None
-    log_file = configure_logging(
-        json=args.json_logs is not None or not live,
-        file=args.json_logs,
-        level="WARNING" if quiet else "INFO",
+    check_paths(
+        reads={"the manifest": manifest},
+        writes={
+            **placed,
+            "--state": journal_path(output_dir, options["state"]),
+            "the report": output_dir / REPORT_NAME,
+        },
+        output_dir=output_dir,
     )
-    try:
-        return _run_logged(args, live=live)
-    finally:
-        if log_file is not None:
-            log_file.close()
-
-
-def _run_logged(args: argparse.Namespace, *, live: bool) -> int:
-    output_dir = args.output_dir or default_output_dir(args.manifest)
-    state_dir = journal_path(output_dir, args.state).parent
-    try:
-        total = checked_job_count(
-            args.manifest, state_dir, allow_outside_files=args.allow_outside_files
-        )
-    except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:
-        print(f"error: cannot read manifest {args.manifest}: {exc.strerror}", file=sys.stderr)
-        return EXIT_USAGE
-    placed = {"--state": args.state, "--json-logs": args.json_logs}
-    jobs = partial(read_manifest, args.manifest, allow_outside_files=args.allow_outside_files)
+    prices = _load_prices(options["prices"])
+    live = sys.stderr.isatty() and not options["quiet"]
+    console = Console(stderr=True)
+    state_dir = journal_path(output_dir, options["state"]).parent
+    total = _checked_total(manifest, state_dir, allow_outside_files=outside)
+    if options["only"]:
+        try:
+            check_only_ids(manifest, options["only"], allow_outside_files=outside)
+        except ManifestError as exc:
+            raise _Stop(str(exc)) from None
+    # Before a log file is opened: one placed where a job's outputs land is refused.
+    jobs = partial(read_manifest, manifest, allow_outside_files=outside)
     check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
     with ExitStack() as stack:
-        api = _api_config(args, stack)
-        if args.attempt_timeout is not None:
-            api = dataclasses.replace(api, attempt_timeout=args.attempt_timeout)
-        given = {
-            "shutdown_grace": args.shutdown_grace,
-            "concurrency": args.concurrency,
-            "create_rate": args.rate_limit,
-            "read_rate": args.read_rate_limit,
-            "prediction_retries": args.max_retries,
-            "poll_interval": args.poll_interval,
-        }
-        config = EngineConfig(
-            api=api,
-            output_dir=output_dir,
-            state_path=args.state,
-            job_timeout=args.job_timeout,
-            deadline=args.deadline,
-            max_predictions=args.max_predictions,
-            max_predict_seconds=args.max_predict_seconds,
-            retry_failed=args.retry_failed,
-            only=frozenset(args.only),
-            cancel_on_exit=args.cancel_on_exit,
-            **{name: value for name, value in given.items() if value is not None},
-        )
-        summary = _run_batch(args, config, total, live=live)
-    if summary is None:
-        return EXIT_USAGE
-    _print_summary(summary, config, total)
+        _setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
+        api = _api_config(options["emulator"], stack, console)
+        try:
+            config = EngineConfig(
+                api=dataclasses.replace(api, **api_settings(ctx)),
+                output_dir=output_dir,
+                state_path=options["state"],
+                only=options["only"],
+                sidecars=not options["no_sidecars"],
+                embed_metadata=options["embed_metadata"],
+                prices=prices,
+                max_spend=options["max_spend"],
+                **given_settings(ctx),
+            )
+        except ConfigError as exc:
+            raise _Stop(str(exc)) from None
+        if config.embed_metadata:
+            _check_images_extra(console)
+        progress = Progress(total, config.create_rate, live=live, console=console)
+        try:
+            summary = run_batch(
+                manifest, config, progress, show=not options["quiet"], allow_outside_files=outside
+            )
+        except EngineError as exc:
+            raise _Stop(str(exc)) from None
+    # With --only, the run is meant to reach a subset: the manifest's size says nothing.
+    render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
+    if not options["no_gallery"]:
+        _write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
     return summary.exit_code
 
 
-def _run_batch(
-    args: argparse.Namespace, config: EngineConfig, total: int, *, live: bool
-) -> RunSummary | None:
-    """Run the batch; None when the configuration (token, auth) makes it impossible."""
-    problem: BaseException
+def _cluster_cli() -> Any:
+    """Import the Redis commands (and so redis-py): only a command that uses --redis does."""
     try:
-        config.api.require_token()
+        from engine._cluster import _cli  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis" and not (exc.name or "").startswith("redis."):
+            raise
+        raise _Stop(REDIS_EXTRA_HINT) from None
+    return _cli
+
+
+def _cluster_call(func: Callable[..., int], *args: Any, **kwargs: Any) -> int:
+    try:
+        return func(*args, **kwargs)
+    except (AuthenticationError, ConfigError) as exc:
+        raise _Stop(str(exc)) from None
+
+
+def _cluster_options(options: dict[str, Any]) -> Any:
+    from engine._cluster._worker import ClusterOptions  # noqa: PLC0415 - imports redis
+
+    return ClusterOptions(
+        options["redis_url"], options["run_name"], lease=options["lease"], settle=options["settle"]
+    )
+
+
+def _run_on_redis(
+    ctx: click.Context, manifest: Path, output_dir: Path, options: dict[str, Any]
+) -> int:
+    """``run --redis``: submit the manifest, work it with --workers processes here."""
+    if not (options["redis_url"] and options["run_name"]):
+        raise _Stop("--redis needs --run NAME (and --run needs --redis URL)")
+    settings = given_settings(ctx)
+    given = settings | api_settings(ctx)
+    fields = {s.param: s.field for s in RUN_SETTINGS}
+    refused = [
+        flag
+        for name, flag in RUN_ONLY_FLAGS.items()
+        if (given.get(fields[name]) if name in fields else options.get(name))
+    ]
+    if refused:
+        raise _Stop(f"{', '.join(refused)} cannot be used with --redis yet")
+    cluster = _cluster_cli()
+    with ExitStack() as stack:
+        cluster.configure_cluster_logging(
+            stack,
+            quiet=options["quiet"],
+            verbose=options["verbose"],
+            json_logs=options["json_logs"],
+        )
+        total = _checked_total(manifest, journal_path(output_dir).parent)
+        config = _engine_config(
+            output_dir=output_dir,
+            sidecars=not options["no_sidecars"],
+            embed_metadata=options["embed_metadata"],
+            **settings,
+        )
+        worker_args = [
+            *(["-q"] if options["quiet"] else []),
+            *(["-v"] if options["verbose"] else []),
+            *(["--json-logs", str(options["json_logs"])] if options["json_logs"] else []),
+        ]
+        return _cluster_call(
+            cluster.run_on_redis,
+            manifest,
+            config,
+            _cluster_options(options),
+            workers=options["workers"],
+            total=total,
+            worker_args=worker_args,
+        )
+
+
+def _engine_config(**kwargs: Any) -> EngineConfig:
+    try:
+        return EngineConfig(api=ApiConfig.from_env(os.environ), **kwargs)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+        raise _Stop(str(exc)) from None
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/",
+        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/ "
+        "--concurrency 8 --json-logs worker.log",
+        codes="""
+\b
+Exit codes:
+  0    the run is complete: every job this worker took is done
+  1    some jobs this worker took are not done (failed, canceled, deferred)
+  2    usage or configuration error, or Redis cannot be reached
+  130  interrupted (Ctrl-C or SIGTERM here, or on the run's submitting process)""",
+    )
+)
+@redis_options(required=True, what="The Redis the run is coordinated through")
+@option(
+    "--output-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Where this machine writes outputs (and its own journal under .cluster/).",
+)
+@setting_options(
+    "concurrency",
+    "rate-limit",
+    "read-rate-limit",
+    "max-retries",
+    "poll-interval",
+    "job-timeout",
+    "retry-failed",
+)
+@config_option()
+@option(
+    "--embed-metadata",
+    is_flag=True,
+    show_default="off",
+    help="Write the prompt and parameters into PNG (JPEG/WebP with the images extra) outputs.",
+)
+@option(
+    "--no-sidecars",
+    "no_sidecars",
+    is_flag=True,
+    show_default="sidecars on",
+    help="Do not write {stem}.info.json (provenance) beside each job's outputs.",
+)
+@lease_options
+@option("-q", "--quiet", is_flag=True, show_default="off", help="Log only errors.")
+@option("-v", "--verbose", is_flag=True, show_default="off", help="Log debug events too.")
+@option(
+    "--json-logs",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="standard error",
+    metavar="PATH",
+    help="Append the JSON log lines to PATH.",
+)
+@click.pass_context
+def worker(ctx: click.Context, /, **options: Any) -> int:
+    """Join a run coordinated by Redis: take its jobs until every one has an outcome.
+
+    Start the run with 'run MANIFEST --redis URL --run NAME'; a worker may join before or
+    after. The rate limits are the account's, shared by every worker through Redis.
+    """
+    cluster = _cluster_cli()
+    with ExitStack() as stack:
+        cluster.configure_cluster_logging(
+            stack,
+            quiet=options["quiet"],
+            verbose=options["verbose"],
+            json_logs=options["json_logs"],
+        )
+        config = _engine_config(
+            output_dir=options["output_dir"],
+            sidecars=not options["no_sidecars"],
+            embed_metadata=options["embed_metadata"],
+            **given_settings(ctx),
+        )
+        result: int = _cluster_call(cluster.serve_on_redis, config, _cluster_options(options))
+        return result
+
+
+@cli.group(
+    epilog=_epilog(
+        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "--output night.jsonl",
+    )
+)
+def journal() -> None:
+    """Journal tools: write a Redis run's state as a standard journal."""
+
+
+@journal.command(
+    "export",
+    epilog=_epilog(
+        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "--output night.jsonl",
+        "replicate-batch run night.jsonl --state night.jsonl --output-dir out/",
+        codes="""
+\b
+Exit codes:
+  0    the journal was written
+  2    usage error, Redis cannot be reached, or the file cannot be written""",
+    ),
+)
+@redis_options(required=True, what="The Redis the run is coordinated through")
+@option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    metavar="JOURNAL",
+    help="Write the journal here (atomically); 'run --state JOURNAL' resumes from it.",
+)
+def journal_export(redis_url: str, run_name: str, output: Path) -> int:
+    """Write a standard journal of a Redis run: every job's records, no network to Replicate.
+
+    A single-machine 'run --state JOURNAL' then finishes what the cluster started.
+    """
+    cluster = _cluster_cli()
+    result: int = _cluster_call(cluster.export_from_redis, redis_url, run_name, output)
+    return result
+
+
+def _api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:
     try:
-        return anyio.run(_run_async, args, config, Progress(total, config.create_rate, live=live))
-    except* (AuthenticationError, ConfigError, StorageError) as group:
-        problem = _first(group)
-    except* OSError as group:  # a report the disk refused, say: one line, not a traceback
-        error = _first(group)
-        assert isinstance(error, OSError)
-        problem = ConfigError(f"cannot write {error.filename or ''}: {error.strerror or error}")
-    print(f"error: {problem}", file=sys.stderr)
-    return None
+        return api_config(emulator, stack, console)
+    except ConfigError as exc:
+        raise _Stop(str(exc)) from None
 
 
-def _first(error: BaseException) -> BaseException:
-    """Return the first error inside nested groups (one task group per layer of the run)."""
-    while isinstance(error, BaseExceptionGroup):
-        error = error.exceptions[0]
-    return error
+def _checked_total(manifest: Path, state_dir: Path, *, allow_outside_files: bool = False) -> int:
+    try:
+        return checked_job_count(manifest, state_dir, allow_outside_files=allow_outside_files)
+    except ManifestError as exc:
+        raise _Stop(str(exc)) from None
+    except OSError as exc:
+        raise _Stop(f"cannot read manifest {manifest}: {exc.strerror}") from None
 
 
-def _validate(args: argparse.Namespace) -> int:
+def _setup_logging(
+    stack: ExitStack, console: Console, options: dict[str, Any], *, terminal_level: int | None
+) -> None:
+    """Console: errors with -q, debug with -v, else ``terminal_level`` (INFO off a terminal)."""
+    if options["quiet"]:
+        level = logging.ERROR
+    elif options["verbose"]:
+        level = logging.DEBUG
+    else:
+        level = terminal_level if terminal_level is not None else logging.INFO
+    configure_cli_logging(
+        stack,
+        console=console,
+        console_level=level,
+        text_file=options["log_file"],
+        json_file=options["json_logs"],
+        file_level=logging.DEBUG if options["verbose"] else logging.INFO,
+    )
+
+
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch validate night.jsonl",
+        "replicate-batch validate night.jsonl --output-dir out/ --read-rate-limit 600",
+        "replicate-batch run night.jsonl --dry-run",
+        codes="""
+\b
+Exit codes:
+  0    every job's input is valid (nothing was run)
+  1    the API could not answer (network, server); nothing was run
+  2    a problem in the manifest, the inputs or the configuration""",
+    )
+)
+@_manifest
+@_output_dir
+@_state
+@setting_options("read-rate-limit")
+@option(
+    "--prices",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="none",
+    metavar="FILE",
+    help="YAML price table: estimate the cost of the pending jobs.",
+)
+@config_option()
+@_emulator
+@_allow_outside_files
+@_logging_options
+@click.pass_context
+def validate(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
+    """Check every job's input against its model's schema; run nothing."""
+    output_dir = options["output_dir"] or default_output_dir(manifest)
+    return _validate(manifest, output_dir, options, given_settings(ctx))
+
+
+def _validate(
+    manifest: Path, output_dir: Path, options: dict[str, Any], settings: dict[str, Any]
+) -> int:
     from engine._validate import validate_manifest  # noqa: PLC0415
 
-    configure_logging(json=not sys.stderr.isatty(), file=None)
-    output_dir = args.output_dir or default_output_dir(args.manifest)
-    check_paths(reads={"the manifest": args.manifest, "--state": args.state}, writes={})
+    check_paths(
+        reads={"the manifest": manifest, "--state": options["state"]},
+        writes={"--log-file": options["log_file"], "--json-logs": options["json_logs"]},
+    )
+    console = Console(stderr=True)
     with ExitStack() as stack:
-        api = _api_config(args, stack)
-        given = {"read_rate": args.read_rate_limit}
+        _setup_logging(stack, console, options, terminal_level=logging.WARNING)
+        api = _api_config(options["emulator"], stack, console)
+        read_rate = settings.get("read_rate")
         config = EngineConfig(
             api=api,
             output_dir=output_dir,
-            state_path=args.state,
-            **{name: value for name, value in given.items() if value is not None},
+            state_path=options["state"],
+            prices=_load_prices(options.get("prices")),
+            **({"read_rate": read_rate} if read_rate is not None else {}),
         )
         try:
-            api.require_token()
-            plan = anyio.run(validate_manifest, args.manifest, config)
-        except (ConfigError, AuthenticationError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-    print(f"{args.manifest}: {plan.jobs} jobs, {plan.already_done} already done")
+            api.require_token(how=None)
+            plan = anyio.run(
+                partial(
+                    validate_manifest,
+                    manifest,
+                    config,
+                    allow_outside_files=options["allow_outside_files"],
+                )
+            )
+        except (ConfigError, AuthenticationError, ManifestError) as exc:
+            raise _Stop(str(exc)) from None
+        except EngineError as exc:  # the API could not answer (network, server)
+            raise _Stop(f"cannot validate: {exc}", EXIT_FAILED) from None
+    click.echo(f"{manifest}: {plan.jobs} jobs, {plan.already_done} already done")
     for model, count in sorted(plan.by_model.items()):
-        print(f"  {count:>6}  {model}")
+        click.echo(f"  {count:>6}  {model}")
     for problem in plan.problems:
-        print(f"error: {problem}", file=sys.stderr)
+        click.echo(f"error: {problem}", err=True)
+    if plan.estimate is not None:
+        _print_estimate(plan.estimate.to_json())
     if plan.problems:
-        print(f"{len(plan.problems)} problem(s); nothing was run", file=sys.stderr)
+        click.echo(f"{len(plan.problems)} problem(s); nothing was run", err=True)
         return EXIT_USAGE
-    print("ok: nothing was run")
+    click.echo("ok: nothing was run")
     return EXIT_OK
 
 
-def _status(args: argparse.Namespace) -> int:
-    journal = resolve_journal(args.target, args.state, args.output_dir)
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch status manifests/example.yaml",
+        "replicate-batch status outputs/example/journal.jsonl --json",
+        "replicate-batch status --redis redis://host:6379/0 --run night",
+        codes="""
+\b
+Exit codes:
+  0    every job in the journal (or the Redis run) is done
+  1    some jobs are not done (running, failed, canceled)
+  2    no journal there, or Redis cannot be reached""",
+    )
+)
+@click.argument(
+    "target",
+    metavar="[MANIFEST_OR_JOURNAL]",
+    required=False,
+    type=click.Path(path_type=Path, dir_okay=False),
+)
+@_output_dir
+@_state
+@option("--json", "as_json", is_flag=True, show_default="off", help="Print the counts as JSON.")
+@redis_options(required=False, what="Count the whole run from Redis instead of a journal")
+def status(
+    target: Path | None,
+    *,
+    output_dir: Path | None,
+    state: Path | None,
+    as_json: bool,
+    redis_url: str | None,
+    run_name: str | None,
+) -> int:
+    """Count jobs by status and list the failures, from the journal alone (no network).
+
+    With --redis and --run: the whole run's counts, workers and queue, from Redis.
+    """
+    if redis_url or run_name:
+        if not (redis_url and run_name):
+            raise _Stop("status --redis needs --run NAME (and --run needs --redis URL)")
+        cluster = _cluster_cli()
+        with _reader_may_leave():
+            return _cluster_call(cluster.status_on_redis, redis_url, run_name, as_json=as_json)
+    if target is None:
+        raise _Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
+    journal = resolve_journal(target, state, output_dir)
     check_paths(reads={"the journal": journal}, writes={})
     if not journal.exists():
-        print(f"error: no journal at {journal}", file=sys.stderr)
-        return EXIT_USAGE
-    report = status_report(journal)
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        print_status(report)
+        raise _Stop(f"no journal at {journal.resolve()}")
+    report = status_report(journal, manifest=None if journal == target else target)
+    report["journal"] = str(journal.resolve())
+    with _reader_may_leave():
+        if as_json:
+            click.echo(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            print_status(report)
     unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
     return EXIT_FAILED if unfinished else EXIT_OK
 
 
-def _export(args: argparse.Namespace) -> int:
-    journal = resolve_journal(args.manifest, args.state, args.output_dir)
-    reads = {"the manifest": args.manifest, "the journal": journal}
-    check_paths(reads=reads, writes={"--output": args.output})
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch export manifests/example.yaml > files.jsonl",
+        "replicate-batch export manifests/example.yaml --format csv --output files.csv",
+        "replicate-batch export night.jsonl | head -3",
+        codes="""
+\b
+Exit codes:
+  0    exported (a done job's files only)
+  2    a manifest problem
+  141  the reader of standard output went away (export | head): quietly""",
+    )
+)
+@_manifest
+@option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="Row format.",
+)
+@_output_dir
+@_state
+@option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="standard output",
+    help="Write the rows to this file.",
+)
+def export(
+    manifest: Path, fmt: str, output_dir: Path | None, state: Path | None, output: Path | None
+) -> int:
+    """Print one row per output file, in manifest order: job, prediction, size, sha256."""
+    journal = resolve_journal(manifest, state, output_dir)
+    check_paths(
+        reads={"the manifest": manifest, "the journal": journal}, writes={"--output": output}
+    )
     try:
         replay = load_journal(journal)
-        rows = export_rows(args.manifest, replay)
-        if args.output is None:
-            count = write_export(rows, args.format, sys.stdout)
+        rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
+        if output is None:
+            with _reader_may_leave():
+                count = write_export(rows, fmt, sys.stdout)
         else:
-            with args.output.open("w", newline="") as out:
-                count = write_export(rows, args.format, out)
+            with output.open("w", newline="") as out:
+                count = write_export(rows, fmt, out)
     except ManifestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    print(f"exported {count} files", file=sys.stderr)
+        raise _Stop(str(exc)) from None
+    except OSError as exc:
+        raise _Stop(f"{exc.filename}: {exc.strerror}") from None
+    click.echo(f"exported {count} files", err=True)
     return EXIT_OK
 
 
-async def _run_async(
-    args: argparse.Namespace, config: EngineConfig, progress: Progress
-) -> RunSummary:
-    manifest, control = args.manifest, RunControl()
-    log.info(
-        "run.started",
-        manifest=str(manifest),
-        jobs=progress.total,
-        output_dir=str(config.output_dir),
+@cli.command(
+    epilog=_epilog(
+        "replicate-batch gallery manifests/example.yaml",
+        "replicate-batch gallery night.jsonl --output-dir out/",
+        codes="""
+\b
+Exit codes:
+  0    index.html written beside the outputs
+  2    no journal there, or a manifest problem""",
     )
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, control, config, tg.cancel_scope)
-        tg.start_soon(progress.run)
-        summary = await run_jobs(
-            # checked_job_count read the whole file (or its stamp vouches for it).
-            lambda: read_manifest(
-                manifest, trust_earlier_check=True, allow_outside_files=args.allow_outside_files
-            ),
-            config,
-            control=control,
-            on_event=progress.record,
-        )
-        tg.cancel_scope.cancel()
-    return summary
+)
+@_manifest
+@_output_dir
+@_state
+def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
+    """Write index.html beside the outputs, from the journal and sidecars (no network)."""
+    out = output_dir or default_output_dir(manifest)
+    journal = resolve_journal(manifest, state, out)
+    if not journal.exists():
+        raise _Stop(f"no journal at {journal.resolve()}")
+    try:
+        _write_gallery(manifest, out, journal)
+    except ManifestError as exc:
+        raise _Stop(str(exc)) from None
+    return EXIT_OK
 
 
-async def _handle_signals(
-    control: RunControl, config: EngineConfig, scope: anyio.CancelScope
-) -> None:
-    """First signal: stop creating and drain. Second: cancel in-flight predictions.
+def _write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself."""
+    from engine._gallery import write_manifest_gallery  # noqa: PLC0415
 
-    Either way the run ends within ``config.shutdown_grace`` seconds plus cleanup.
-    """
-    cancel_on_exit = config.cancel_on_exit
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        count = 0
-        async for signum in signals:
-            count += 1
-            name = signal.Signals(signum).name
-            if count == 1 and not cancel_on_exit:
-                print(
-                    f"\n{name}: no new predictions; finishing downloads "
-                    f"(stopping in at most {config.shutdown_grace:g} s). "
-                    "Press Ctrl-C again to cancel running predictions.",
-                    file=sys.stderr,
-                )
-                control.interrupt(name)
-            elif count <= 2:
-                print(f"\n{name}: canceling running predictions on Replicate.", file=sys.stderr)
-                control.cancel(name)
-            else:
-                scope.cancel()
-                return
+    try:
+        stats = write_manifest_gallery(manifest, output_dir, journal)
+    except OSError as exc:
+        click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
+        return
+    if not quiet:
+        click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)
 
 
-def _api_config(args: argparse.Namespace, stack: ExitStack) -> ApiConfig:
-    if not args.emulator:
-        return ApiConfig.from_env(os.environ)
-    _require_emulator_extra()
-    from engine.emulator import EmulatorConfig, EmulatorServer  # noqa: PLC0415
-
-    server = stack.enter_context(EmulatorServer(EmulatorConfig()))
-    print(f"emulator: serving the Replicate API at {server.base_url}", file=sys.stderr)
-    return ApiConfig(token=Secret(server.token), base_url=server.base_url, ca_file=server.ca_file)
+def _load_prices(path: Path | None) -> PriceTable | None:
+    if path is None:
+        return None
+    try:
+        return load_prices(path)
+    except ConfigError as exc:
+        raise _Stop(str(exc)) from None
 
 
-_EMULATOR_STACK = ("starlette", "uvicorn", "trustme")
+def _print_estimate(estimate: dict[str, object]) -> None:
+    jobs, currency = estimate["estimated_jobs"], estimate["currency"]
+    click.echo(
+        f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for {jobs} pending jobs"
+    )
+    unestimated = estimate["unestimated_jobs"]
+    assert isinstance(unestimated, dict)
+    for model, count in sorted(unestimated.items()):
+        jobs_text = "1 job" if count == 1 else f"{count} jobs"
+        click.echo(f"  not estimated: {jobs_text} of {model} (no price, or no earlier timing)")
 
 
-def _require_emulator_extra() -> None:
-    """Exit 2 with one line naming the extra when the emulator's web stack is missing."""
-    missing = [name for name in _EMULATOR_STACK if importlib.util.find_spec(name) is None]
-    if missing:
-        print(
-            f"error: the emulator needs {', '.join(missing)}: "
-            "pip install 'replicate-batch-engine[emulator]'",
-            file=sys.stderr,
-        )
-        raise SystemExit(EXIT_USAGE)
+def _check_images_extra(console: Console) -> None:
+    from engine._metadata import IMAGES_EXTRA_HINT, images_extra_available  # noqa: PLC0415
+
+    if not images_extra_available():
+        console.print(f"note: PNG outputs get their metadata; {IMAGES_EXTRA_HINT}", markup=False)
 
 
-def _print_summary(summary: RunSummary, config: EngineConfig, total: int) -> None:
-    from engine._display import render_summary  # noqa: PLC0415
+@cli.command(
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+@click.argument("emulator_args", nargs=-1, type=click.UNPROCESSED)
+def emulator(emulator_args: tuple[str, ...]) -> int:
+    """Serve the local Replicate API emulator (its own flags: see 'emulator --help')."""
+    from engine.emulator.cli import serve_forever  # noqa: PLC0415 - heavy, only here
 
-    # With --only, the run is meant to reach a subset: the manifest's size says nothing.
-    render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
+    code: int = serve_forever(list(emulator_args))
+    return code

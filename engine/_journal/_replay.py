@@ -74,6 +74,7 @@ class Replay:
     runs: int = 0  # how many times the journal was opened
     torn_lines: int = 0  # partial lines left by a kill mid-write
     corrupt_lines: int = 0  # any other line that is not a valid record
+    created: int = 0  # ``created`` records: predictions made over every run (all paid)
 
 
 _S = JobStatus
@@ -219,10 +220,10 @@ class _Replayer:
 
     def __init__(self, start: Replay | None) -> None:
         self.jobs: dict[str, _Fold] = {}
-        self.records = self.runs = self.torn = self.corrupt = 0
+        self.records = self.runs = self.torn = self.corrupt = self.created = 0
         if start is not None:
             self.jobs = {key: _Fold.thaw(state) for key, state in start.jobs.items()}
-            self.records, self.runs = start.records, start.runs
+            self.records, self.runs, self.created = start.records, start.runs, start.created
             self.torn, self.corrupt = start.torn_lines, start.corrupt_lines
         # The last unparsable line: torn if a run header (a reopen) or the end follows it.
         self.bad: str | bytes | None = None
@@ -239,7 +240,8 @@ class _Replayer:
                 if end != len(text):
                     _check_tail(text, end)
                 key = check(obj[_K])
-                if obj[_E] == _RUN:
+                event = obj[_E]
+                if event == _RUN:
                     self.runs += 1
                     if self.bad is not None:
                         self.torn += 1
@@ -252,6 +254,8 @@ class _Replayer:
                         jobs[key] = st
                     else:
                         apply(st, obj)
+                    if event == _CREATED:
+                        self.created += 1
             # RecursionError: a deeply nested corrupt line must not stop the replay.
             except (ValueError, KeyError, TypeError, AttributeError, StopIteration, RecursionError):
                 if self.bad is not None:
@@ -277,7 +281,9 @@ class _Replayer:
         for key, st in jobs.items():
             st.freeze(key)  # in place: the mapping now holds the states
         self.jobs = {}
-        return Replay(cast(dict[str, JobState], jobs), self.records, self.runs, torn, corrupt)
+        return Replay(
+            cast(dict[str, JobState], jobs), self.records, self.runs, torn, corrupt, self.created
+        )
 
 
 def replay(lines: Iterable[str | bytes], start: Replay | None = None) -> Replay:

@@ -151,6 +151,8 @@ class Emulator:
         """Return the answer of a create refused by a fault knob (402, or a hang's end)."""
         if self.config.insufficient_credit:
             return Problem(402, "Insufficient credit", _INSUFFICIENT_CREDIT)
+        if self.config.forbidden_creates:
+            return Problem(403, "Forbidden", "You do not have permission to perform this action.")
         if self.remaining["hang_creates"] > 0:
             self.remaining["hang_creates"] -= 1
             if self.config.hang_after_store:

@@ -101,6 +101,11 @@ class ModelSpec:
     version: str = ""
     streamable: bool = False
     published: bool = True  # False: a model with no version yet (latest_version null)
+    # Billing, as the API shows it: "output" models report metrics.image_count (Replicate
+    # bills official image models per output); others are billed by predict time on
+    # ``hardware``, which the prediction JSON names when set.
+    billing: str = "time"
+    hardware: str | None = None
 
     @property
     def ref(self) -> str:
@@ -168,6 +173,7 @@ _MODELS = (
         ),
         _URI_LIST,
         ModelTiming(0.2, 0.6),
+        billing="output",
     ),
     ModelSpec(
         "stability-ai",
@@ -184,6 +190,7 @@ _MODELS = (
         _URI_LIST,
         ModelTiming(0.3, 0.9),
         version="39ed52f2a78e934b3ba6e2a89f5b1c712de7dfea535525255b1aa35c5565e08b",
+        hardware="gpu-a100-large",
     ),
     ModelSpec(
         "ai-forever",

@@ -46,6 +46,9 @@ class EmulatorConfig:
     video_size: int = 8 * 1024 * 1024
     data_uri_max: int = 256 * 1024  # sync (Prefer: wait) outputs below this become data: URIs
     sync_partial_on_expiry: bool = False  # answer an expired wait with processing + partial
+    # Every GET of a succeeded prediction inlines files below data_uri_max as data: URIs,
+    # as a sync answer does, so a poller meets data: URIs at any depth of an output.
+    inline_outputs: bool = False
     max_upload: int = 100 * 1024 * 1024
     output_salt: str = ""  # mixed into every output file's bytes: change it to serve new bytes
     # Webhooks.
@@ -74,6 +77,7 @@ class EmulatorConfig:
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429
     insufficient_credit: bool = False  # every create answers 402 (nothing is stored)
+    forbidden_creates: bool = False  # every create answers 403: the token may only read
     hang_creates: int = 0  # the next N creates are read, then never answered (nothing stored)
     hang_seconds: float = 120.0  # unscaled bound of a hung create; then 504 (or on disconnect)
     foreign_predictions: int = 0  # N predictions "from the web" appear in the list (source web)

@@ -218,7 +218,16 @@ def _sync_body(em: Emulator, record: PredictionRecord, base: str) -> dict[str, A
 async def get_prediction(em: Emulator, request: Request) -> Response:
     """Return a prediction as it is now."""
     record = _record(em, request)
-    return json_response(record.render(em.clock(), base_url(request), em.config.output_expiry))
+    body = record.render(em.clock(), base_url(request), em.config.output_expiry)
+    if em.config.inline_outputs and record.files and body["status"] == "succeeded":
+        body["output"] = inline_output(
+            record.template,
+            record.file_urls,
+            record.files,
+            em.config.data_uri_max,
+            em.config.output_salt,
+        )
+    return json_response(body)
 
 
 async def cancel_prediction(em: Emulator, request: Request) -> Response:

@@ -146,10 +146,14 @@ class PredictionRecord:
             metrics: dict[str, Any] = {"total_time": round(end - self.created, 6)}
             if self.started <= end:
                 metrics["predict_time"] = round(end - self.started, 6)
+            if self.model.billing == "output" and status == "succeeded":
+                metrics["image_count"] = len(self.file_urls)
             if self.model.kind == "text" and status == "succeeded":
                 metrics["output_token_count"] = len(self.tokens())
                 metrics["input_token_count"] = len(str(self.input.get("prompt", "")).split())
             body["metrics"] = metrics
+        if self.model.hardware is not None:
+            body["hardware"] = self.model.hardware
         if self.deployment is not None:
             body["deployment"] = self.deployment
         if self.webhook is not None:

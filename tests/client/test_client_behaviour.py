@@ -179,9 +179,12 @@ class _DropFirstConnections:
         except OSError:
             pass
         finally:
+            # Close as well as shut down: a socket left for the garbage collector warns
+            # (ResourceWarning) in whichever later test happens to be running.
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+                s.close()
 
     def close(self) -> None:
         self._stop = True

@@ -45,7 +45,10 @@ async def test_every_output_lands_on_disk_verified_and_journaled(emulator_server
     assert (summary.done, summary.failed, summary.exit_code) == (8, 0, 0)
     assert (out / "two_0.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "two_1.png").exists()
-    assert (out / "text.txt").read_text().strip()
+    text = (out / "text.txt").read_text()
+    assert text.strip()
+    assert text.endswith("\n")
+    assert not text.endswith("\n\n")
     assert assert_files_match_journal(out, config.journal_path) == 9
     stats = emulator_server.emulator.stats.snapshot()
     assert stats["predictions_created"] == 8

@@ -79,7 +79,23 @@ def test_a_create_never_answered_is_cut_and_paid_once(emulator_server, tmp_path,
     assert stats["duplicates"] == {}
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["done"] == 3
-    assert report["reattached"] == (1 if stored else 0)
+    # Found by listing is this run's own create (paid once), not a re-attach.
+    assert report["predictions_created"] == 3
+    assert report["reattached"] == 0
+
+
+def test_the_attempt_timeout_is_read_from_the_settings_file(emulator_server, tmp_path):
+    # Without it the hung create would hold the run for a minute (the subprocess timeout).
+    emulator_server.emulator.update(hang_creates=1)
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    (tmp_path / "settings.yaml").write_text("attempt-timeout: 0.5\n")
+
+    result = run_cli(tmp_path, cli_env(emulator_server), "--config", "settings.yaml")
+
+    assert result.returncode == 0, result.stderr
+    stats = emulator_server.emulator.stats.snapshot()
+    assert stats["hung_creates"] == 1
+    assert stats["duplicates"] == {}
 
 
 def api_for(url: str, tmp_path: Path, **changes: Any) -> ApiConfig:
@@ -243,10 +259,12 @@ def test_a_first_signal_ends_the_run_within_its_grace_while_a_create_hangs(
     write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
     env = cli_env(emulator_server)
     journal = tmp_path / "out" / "journal.jsonl"
+    # The grace as a flag, or as its environment variable (a run setting like the others).
+    grace = ["--shutdown-grace", "0.5"] if signum == signal.SIGINT else []
     # The attempt deadline (120 s by default) is far away: only the grace can end it.
     proc = subprocess.Popen(
-        [*ENGINE, "run", "m.jsonl", "--output-dir", "out", "--shutdown-grace", "0.5"],
-        env=env,
+        [*ENGINE, "run", "m.jsonl", "--output-dir", "out", *grace],
+        env=env if grace else env | {"REPLICATE_BATCH_SHUTDOWN_GRACE": "0.5"},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

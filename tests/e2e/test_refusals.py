@@ -112,26 +112,32 @@ def make_paths(tmp_path: Path) -> None:
 
 
 RUN_CASES = [
-    (["--state", "adir"], ("--state", "folder")),
+    (["--state", "adir"], ("--state", "is a directory")),  # click's words
     (["--state", "missing/j.jsonl"], ("--state", "does not exist")),
     (["--state", "afile/j.jsonl"], ("--state", "not a folder")),
     (["--state", "fifo"], ("--state", "not a regular file")),
-    (["--json-logs", "adir"], ("--json-logs", "folder")),
+    (["--json-logs", "adir"], ("--json-logs", "is a directory")),
+    (["--log-file", "adir"], ("--log-file", "is a directory")),
+    (["--log-file", "missing/run.log"], ("--log-file", "does not exist")),
+    (["--log-file", "fifo"], ("--log-file", "not a regular file")),
     (["--json-logs", "missing/log.jsonl"], ("--json-logs", "does not exist")),
-    (["--output-dir", "afile"], ("output dir afile is a file",)),
+    (["--output-dir", "afile"], ("--output-dir", "'afile' is a file")),
     (["--output-dir", "afile/out"], ("afile is a file",)),
     (["--state", "m.jsonl"], ("the manifest and --state are the same file",)),
     (["--state", "hardlink.jsonl"], ("the manifest and --state",)),
     (["--json-logs", "symlink.jsonl"], ("the manifest and --json-logs",)),
+    (["--log-file", "hardlink.jsonl"], ("the manifest and --log-file",)),
+    (["--log-file", "l.log", "--json-logs", "l.log"], ("--log-file and --json-logs",)),
     (["--state", "j.jsonl", "--json-logs", "j.jsonl"], ("--state and --json-logs",)),
     (["--json-logs", "out/report.json"], ("--json-logs and the report",)),
     (["--json-logs", "out/journal.jsonl"], ("--state and --json-logs",)),
-    (["--state", "adir", "--dry-run"], ("--state", "folder")),
+    (["--state", "adir", "--dry-run"], ("--state", "is a directory")),
     (["--state", "out/p0001.jsonl"], ("--state", "outputs of job 'p0001'")),
     (["--json-logs", "out/p0000_1.log"], ("--json-logs", "outputs of job 'p0000'")),
     (["--json-logs", "out/P0001.LOG"], ("--json-logs", "outputs of job 'p0001'")),
     (["--json-logs", "out/p0000/log.jsonl"], ("--json-logs", "outputs of job 'p0000'")),
     (["--json-logs", "out/index.html"], ("--json-logs", "engine's own")),
+    (["--log-file", "out/p0000_1.log"], ("--log-file", "outputs of job 'p0000'")),
 ]
 
 
@@ -149,7 +155,7 @@ def test_run_paths_that_cannot_work_are_refused(emulator_server, tmp_path, flags
 @pytest.mark.parametrize(
     ("flags", "words"),
     [
-        (["--output", "adir"], ("--output", "folder")),
+        (["--output", "adir"], ("--output", "is a directory")),
         (["--output", "missing/x.csv"], ("--output", "does not exist")),
         (["--output", "hardlink.jsonl"], ("the manifest and --output",)),
         (["--output", "out/journal.jsonl"], ("the journal and --output",)),
@@ -200,6 +206,7 @@ def test_logs_and_state_inside_the_output_folder_apart_from_outputs_are_fine(
 ):
     write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
     flags = ["--state", "out/state/run.jsonl", "--json-logs", "out/logs/run.jsonl"]
+    flags += ["--log-file", "out/logs/run.log"]
 
     result = engine(
         tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out", *flags
@@ -207,6 +214,7 @@ def test_logs_and_state_inside_the_output_folder_apart_from_outputs_are_fine(
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "logs" / "run.jsonl").stat().st_size > 0
+    assert (tmp_path / "out" / "logs" / "run.log").stat().st_size > 0
     assert (tmp_path / "out" / "state" / "run.jsonl").stat().st_size > 0
 
 
@@ -216,7 +224,7 @@ def test_a_manifest_that_is_a_fifo_or_folder_is_refused_without_blocking(tmp_pat
     env = dict(os.environ)
 
     assert_refused(engine(tmp_path, env, "run", "fifo.jsonl"), "not a regular file")
-    assert_refused(engine(tmp_path, env, "run", "folder.jsonl"), "is a folder")
+    assert_refused(engine(tmp_path, env, "run", "folder.jsonl"), "is a directory")
 
 
 @pytest.mark.parametrize("target", ["adir", "fifo"])

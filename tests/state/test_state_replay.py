@@ -280,3 +280,24 @@ def test_torn_final_line_equals_replay_without_it(journal: list[bytes], last: R)
     whole = replay(journal)
     assert torn.jobs == whole.jobs
     assert (torn.torn_lines, torn.records) == (1, whole.records)
+
+
+def test_created_records_are_counted_over_every_run_and_chunk() -> None:
+    first = lines(
+        R.run(),
+        R.creating("a", attempt=1, input_digest="d1", ts=5.0),
+        R.created("a", prediction_id="p1", attempt=1),
+        R.failed("a", prediction_id="p1", error="x", error_class="E", permanent=False, attempt=1),
+    )
+    second = lines(
+        R.run(),
+        R.creating("a", attempt=2, input_digest="d1", ts=6.0),
+        R.created("a", prediction_id="p2", attempt=2),
+        R.created("b", prediction_id="p3", attempt=1),
+    )
+
+    whole = replay(first + second)
+    chunked = replay(second, start=replay(first))
+
+    assert (whole.created, whole.runs) == (3, 2)
+    assert (chunked.created, chunked.runs) == (3, 2)
