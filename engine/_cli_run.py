@@ -15,7 +15,7 @@ from rich.console import Console
 from engine._config import ApiConfig, EngineConfig, Secret
 from engine._control import RunControl, StopStage
 from engine._display import Progress
-from engine._errors import ConfigError, EngineError
+from engine._errors import ConfigError, EngineError, one_error
 from engine._report import RunSummary
 from engine._runner import run_jobs_counted
 from jobs import read_manifest
@@ -28,26 +28,30 @@ log = structlog.get_logger("engine.cli")
 
 
 def run_batch(
-    manifest: Path, config: EngineConfig, progress: Progress, *, show: bool
+    manifest: Path,
+    config: EngineConfig,
+    progress: Progress,
+    *,
+    show: bool,
+    allow_outside_files: bool = False,
 ) -> RunSummary:
     """Run the batch with its progress display and signal handling.
 
-    Raises `ConfigError` or `AuthenticationError` (out of the task group) when the token
-    or authentication makes the run impossible: the CLI turns it into exit code 2.
+    Raises `ConfigError`, `AuthenticationError` or `StorageError` (out of the task groups,
+    one error) when the token, authentication or the disk makes the run impossible: the
+    CLI turns it into exit code 2.
     """
     problem: BaseException
     config.api.require_token(how=None)
     try:
-        return anyio.run(_run_async, manifest, config, progress, show)
-    except* EngineError as group:  # run_jobs raises one error; the signal task group wraps it
-        problem = group
-        while isinstance(problem, BaseExceptionGroup):  # task groups may nest
-            problem = problem.exceptions[0]
+        return anyio.run(_run_async, manifest, config, progress, show, allow_outside_files)
+    except* (EngineError, OSError) as group:  # the signal task group wraps run_jobs' error
+        problem = one_error(group)  # an OSError (a report the disk refused) as StorageError
     raise problem
 
 
 async def _run_async(
-    manifest: Path, config: EngineConfig, progress: Progress, show: bool
+    manifest: Path, config: EngineConfig, progress: Progress, show: bool, allow_outside: bool
 ) -> RunSummary:
     control = RunControl()
     log.info(
@@ -56,6 +60,7 @@ async def _run_async(
         jobs=progress.total,
         output_dir=str(config.output_dir.resolve()),
     )
+    progress.grace = config.shutdown_grace
     async with anyio.create_task_group() as tg:
         tg.start_soon(_handle_signals, control, config.cancel_on_exit, progress)
         if show:
@@ -63,7 +68,9 @@ async def _run_async(
         # The display's own stats: the panel counts download bytes as they arrive.
         summary = await run_jobs_counted(
             # checked_job_count read the whole file (or its stamp vouches for it).
-            lambda: read_manifest(manifest, trust_earlier_check=True),
+            lambda: read_manifest(
+                manifest, trust_earlier_check=True, allow_outside_files=allow_outside
+            ),
             config,
             stats=progress.stats,
             control=control,

@@ -7,10 +7,12 @@ Only `ApiConfig.from_env` (called by the CLI and by the seed-compatible
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from engine._errors import ConfigError
 from engine._pricing import PriceTable
@@ -22,6 +24,7 @@ __all__ = [
     "ApiConfig",
     "EngineConfig",
     "Secret",
+    "check_base_url",
     "default_output_dir",
     "journal_path",
 ]
@@ -29,6 +32,32 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.replicate.com"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
 JOURNAL_NAME = ENGINE_FILES.journal
+
+
+_TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a header value may carry
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def check_base_url(url: str) -> None:
+    """Raise `ConfigError` unless ``url`` can be the API's base URL.
+
+    https with a host and a port in range. Plain http only to this machine (localhost,
+    127.0.0.1, ::1: a local proxy or emulator), where the token does not cross a network.
+    """
+    where = f"REPLICATE_BASE_URL {re.sub(r'//[^/@]*@', '//***@', url)!r}"  # no password
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Port out of range 0-65535", a malformed IPv6 host
+        raise ConfigError(f"{where} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"{where} must be an https:// URL with a host")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        raise ConfigError(f"{where} must use https (plain http only to localhost)")
+    if port == 0:
+        raise ConfigError(f"{where}: port 0 is not a port to connect to")
+    if parts.username is not None or parts.query or parts.fragment:
+        raise ConfigError(f"{where} must not carry credentials, a query or a fragment")
 
 
 def default_output_dir(manifest: Path) -> Path:
@@ -76,6 +105,9 @@ class ApiConfig:
     base_url: str = DEFAULT_BASE_URL
     ca_file: Path | None = None
     timeout: float = 30.0  # read timeout of one HTTP call, not of a prediction
+    # One HTTP attempt in total (connect, TLS, send, first byte, whole answer); a download
+    # must move 64 KiB in this long. None: no overall bound (httpx's per-read ones only).
+    attempt_timeout: float | None = 120.0
     cancel_after: float | None = None  # seconds; sent as Replicate's Cancel-After header
 
     @classmethod
@@ -94,12 +126,25 @@ class ApiConfig:
         """
         env = os.environ if environ is None else environ
         raw = token or next((env[v] for v in TOKEN_VARIABLES if env.get(v)), None)
+        # A pasted token often carries a newline: strip it here, refuse what is left inside.
+        raw = raw.strip() if raw else raw
         ca = env.get("SSL_CERT_FILE") or None
         return cls(
             token=Secret(raw) if raw else None,
             base_url=(base_url or env.get("REPLICATE_BASE_URL") or DEFAULT_BASE_URL).rstrip("/"),
             ca_file=Path(ca) if ca else None,
         )
+
+    def __post_init__(self) -> None:
+        check_base_url(self.base_url)
+        if self.token and not _TOKEN_TEXT.fullmatch(self.token.reveal()):
+            # Never sent as an illegal header (and retried): say so once, without it.
+            raise ConfigError(
+                "the Replicate API token contains whitespace or characters a token cannot "
+                "have; check REPLICATE_API_TOKEN"
+            )
+        if self.attempt_timeout is not None and not self.attempt_timeout > 0:
+            raise ConfigError(f"attempt_timeout must be positive, got {self.attempt_timeout}")
 
     def require_token(self, *, how: str | None = "ApiConfig(token=Secret(...))") -> Secret:
         """Return the token or raise `ConfigError` naming where it is looked for.
@@ -136,6 +181,9 @@ class EngineConfig:
     poll_interval: float = 0.5  # the fastest a single prediction is polled
     job_timeout: float | None = None  # per prediction, also sent as Cancel-After
     deadline: float | None = None  # seconds for the whole run: then stop creating, drain
+    # After a first Ctrl-C/SIGTERM, work still running this long is stopped (journaled,
+    # resumed by the next run); canceling predictions on exit is bounded by it too.
+    shutdown_grace: float = 10.0
     max_predictions: int | None = None
     max_predict_seconds: float | None = None
     retry_failed: bool = False
@@ -161,6 +209,8 @@ class EngineConfig:
             raise ConfigError("rate limits must be positive requests per minute")
         if self.on_changed not in ("rerun", "report"):
             raise ConfigError(f"on_changed must be 'rerun' or 'report', got {self.on_changed!r}")
+        if not self.shutdown_grace >= 0:
+            raise ConfigError(f"shutdown_grace must be 0 or more, got {self.shutdown_grace}")
         if self.prediction_retries < 0:
             raise ConfigError(
                 f"prediction_retries must be 0 or more, got {self.prediction_retries}"

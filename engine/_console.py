@@ -163,6 +163,9 @@ def configure_cli_logging(
     closed by ``stack``, after structlog is reset to its defaults.
     """
     sinks: list[_Sink] = []
+    for path in (text_file, json_file):
+        if path is not None:  # inside the output folder the run is about to make (check_paths)
+            path.parent.mkdir(parents=True, exist_ok=True)
     if console is not None:
         sinks.append(_console_sink(console, console_level))
     if text_file is not None:

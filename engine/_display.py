@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import anyio
@@ -131,6 +132,21 @@ def _size(n: int) -> str:
     return f"{n} B"  # pragma: no cover
 
 
+def waiting_text(numbers: Mapping[str, float | int | str | None]) -> str:
+    """Say what the run is waiting on: "3 creates, 1 download (oldest 42 s)" or "-"."""
+    parts = [
+        f"{n} {what}{'s' if n != 1 else ''}"
+        for what, n in (
+            ("create", int(numbers["waiting_creates"] or 0)),
+            ("download", int(numbers["waiting_downloads"] or 0)),
+        )
+        if n
+    ]
+    if not parts:
+        return "-"
+    return f"{', '.join(parts)} (oldest {numbers['oldest_wait_seconds']:.0f} s)"
+
+
 class Progress:
     """Show a run live on a terminal, as a log line elsewhere: a view of `RunStats`.
 
@@ -159,6 +175,9 @@ class Progress:
         self.stats = stats if stats is not None else RunStats()
         self.first_interval = first_interval
         self.console = console
+        # Seconds the drain may take before what still runs is left journaled (the run's
+        # shutdown grace); None: unbounded (a library host that drives the stop itself).
+        self.grace: float | None = None
         self.stage: StopStage | None = None  # how far Ctrl-C went, set by the signal handler
 
     def record(self, event: JobEvent) -> None:
@@ -186,6 +205,9 @@ class Progress:
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
             "stopping": self.stage_line(),
+            "waiting_creates": s["waiting_creates"],
+            "waiting_downloads": s["waiting_downloads"],
+            "oldest_wait_seconds": s["oldest_wait_seconds"],
         }
 
     def stage_line(self) -> str | None:
@@ -196,8 +218,9 @@ class Progress:
         downloading = len(self.stats.downloading)
         running = max(0, self.stats.in_flight - downloading)
         if stage is StopStage.DRAINING:
+            bound = "" if self.grace is None else f" (at most {self.grace:g} s more)"
             return (
-                f"draining: {running} running, {downloading} downloading"
+                f"draining: {running} running, {downloading} downloading{bound}"
                 " — Ctrl-C again to cancel them"
             )
         if stage is StopStage.CANCELING:
@@ -217,6 +240,7 @@ class Progress:
         table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
         table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
         table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        table.add_row("waiting", waiting_text(s))
         table.add_row("retries", str(s["retries"]))
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))
         eta = s["eta_seconds"]
@@ -250,5 +274,5 @@ class Progress:
             numbers = self.snapshot()
             if numbers["stopping"] is None:
                 del numbers["stopping"]
-            log.info("run.progress", total=self.total, **numbers)
+            log.info("run.progress", total=self.total, waiting=waiting_text(numbers), **numbers)
             await anyio.sleep(self.interval)

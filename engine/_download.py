@@ -40,6 +40,7 @@ import anyio
 import httpx
 
 from engine._config import ApiConfig
+from engine._deadline import StallWatch, attempt_deadline
 from engine._durable import commit, write_all
 from engine._errors import (
     DownloadError,
@@ -153,7 +154,12 @@ class Downloader:
         token = self.api.token.reveal() if self.api.token else None
         options: dict[str, Any] = {
             "verify": ssl_context(self.api.ca_file),
-            "timeout": httpx.Timeout(self.api.timeout, connect=10.0, pool=None),
+            # No single read outlasts the attempt's deadline; `StallWatch` bounds a trickle.
+            "timeout": httpx.Timeout(
+                min(self.api.timeout, self.api.attempt_timeout or self.api.timeout),
+                connect=min(10.0, self.api.attempt_timeout or 10.0),
+                pool=None,
+            ),
             "auth": TrustedHostAuth(token, self.api.base_url),
             "follow_redirects": True,
             "trust_env": False,
@@ -258,33 +264,41 @@ class Downloader:
         headers = {"Range": f"bytes=0-{_PROBE_BYTES - 1}"}
         received: list[bytes] = []
         size = 0
+        seconds = self.api.attempt_timeout
         try:
-            async with self._aclient.stream("GET", url, headers=headers) as response:
-                if response.status_code == 416:
-                    # Nothing at byte 0: an empty file, or a server that will not do ranges
-                    # (then the transfer asks again without Range).
-                    stated = parse_content_range(response.headers.get("content-range"))
-                    empty = stated is not None and stated.start is None and stated.total == 0
-                    return b"", 0 if empty else None, None
-                self._check_status(response, safe, None)
-                total = _probe_total(response)
-                source[:] = [PartSource.of(url, response.headers, total)]
-                async for chunk in response.aiter_raw():
-                    received.append(chunk)
-                    size += len(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
-                    if size >= _PROBE_BYTES:
-                        break  # a 200 to a server that ignored Range: the rest in a thread
-                else:
-                    if total is None and size < _PROBE_BYTES:
-                        total = size  # the body ended before the range did: that is the file
-                content_type = response.headers.get("content-type")
-        except httpx.TransportError as exc:
+            # Headers and the first 256 KiB within one attempt's deadline: a server that
+            # never sends the first byte, or trickles it, is cut and retried.
+            with anyio.fail_after(seconds):
+                async with self._aclient.stream("GET", url, headers=headers) as response:
+                    if response.status_code == 416:
+                        # Nothing at byte 0: an empty file, or a server that will not do ranges
+                        # (then the transfer asks again without Range).
+                        stated = parse_content_range(response.headers.get("content-range"))
+                        empty = stated is not None and stated.start is None and stated.total == 0
+                        return b"", 0 if empty else None, None
+                    self._check_status(response, safe, None)
+                    total = _probe_total(response)
+                    source[:] = [PartSource.of(url, response.headers, total)]
+                    async for chunk in response.aiter_raw():
+                        received.append(chunk)
+                        size += len(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                        if size >= _PROBE_BYTES:
+                            break  # a 200 to a server that ignored Range: the rest in a thread
+                    else:
+                        if total is None and size < _PROBE_BYTES:
+                            total = size  # the body ended before the range did: that is the file
+                    content_type = response.headers.get("content-type")
+        except (httpx.TransportError, TimeoutError) as exc:
             if received and source:
                 start = partial(write_part, b"".join(received), dest, safe, source[0])
                 await anyio.to_thread.run_sync(start, limiter=self._threads)
-            raise translate_httpx_error(exc, f"GET {safe}") from exc
+            cause = exc
+            if isinstance(exc, TimeoutError):
+                cause = attempt_deadline(seconds or 0.0, f"GET {safe}", sent=True)
+            assert isinstance(cause, httpx.TransportError)
+            raise translate_httpx_error(cause, f"GET {safe}") from exc
         return b"".join(received), total, content_type
 
     async def write_inline(
@@ -388,6 +402,7 @@ class Downloader:
                     if resume_at:
                         self._hash_prefix(part, resume_at, digest)
                     size = resume_at
+                    stall = StallWatch(self.api.attempt_timeout)
                     # The part is exactly `resume_at` long: append; else start it afresh.
                     flags = os.O_WRONLY | (os.O_APPEND if resume_at else os.O_CREAT | os.O_TRUNC)
                     with os.fdopen(
@@ -396,6 +411,7 @@ class Downloader:
                         # httpcore's own reads (64 KiB): re-chunking them costs a third.
                         for chunk in response.iter_raw():
                             anyio.from_thread.check_cancelled()
+                            stall.feed(len(chunk))
                             out.write(chunk)
                             digest.update(chunk)
                             size += len(chunk)

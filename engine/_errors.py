@@ -15,6 +15,8 @@
     ├── TransportError              the connection failed; ``sent`` tells whether the
     │                               request may have reached the server
     ├── UnexpectedResponseError     the server answered something the client cannot parse
+    ├── InputFileError              an ``@file`` input cannot be sent as it was checked
+    │                               (not a regular file any more, changed, deleted)
     ├── PredictionError             a prediction ended without success (``prediction``)
     │   ├── ModelError              status ``failed`` (also a ``replicate.exceptions.ModelError``)
     │   ├── PredictionCanceledError status ``canceled`` or ``aborted``
@@ -53,6 +55,7 @@ __all__ = [
     "ConfigError",
     "DownloadError",
     "EngineError",
+    "InputFileError",
     "IntegrityError",
     "InvalidRequestError",
     "JournalLockedError",
@@ -189,6 +192,13 @@ class TransportError(EngineError):
 
 class UnexpectedResponseError(EngineError):
     """The server answered with JSON the client could not parse."""
+
+
+class InputFileError(EngineError):
+    """An ``@file`` input cannot be uploaded: a FIFO or device now, changed or gone.
+
+    It fails its job, never the run; nothing was created.
+    """
 
 
 class PredictionError(EngineError):

@@ -19,6 +19,7 @@ class JobEventKind(StrEnum):
     """The moments of a job's life a host app can observe."""
 
     SKIPPED = "skipped"  # already done (files verified) or failed without --retry-failed
+    CREATING = "creating"  # a create is being sent; its answer is awaited
     CREATED = "created"  # a prediction was created and its id journaled
     REATTACHED = "reattached"  # a journaled prediction was picked up again after a restart
     SUCCEEDED = "succeeded"  # the prediction succeeded; downloads start

@@ -185,7 +185,9 @@ def write_manifest_gallery(manifest: Path, output_dir: Path, journal: Path) -> G
     Raise `jobs.ManifestError` for a bad manifest and OSError when the folder refuses.
     """
     replay = load_journal(journal)
-    return write_gallery(read_manifest(manifest), replay, output_dir, title=manifest.name)
+    # Nothing is sent: an @file outside the manifest's folder is only named here.
+    jobs = read_manifest(manifest, allow_outside_files=True)
+    return write_gallery(jobs, replay, output_dir, title=manifest.name)
 
 
 _TEMPLATE = """<!doctype html>

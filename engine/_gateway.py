@@ -9,6 +9,7 @@ as the engine's tree through `engine._errors.translate`, with ``raise ... from e
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
 from engine._config import ApiConfig
+from engine._deadline import DeadlineTransport
 from engine._errors import (
     EngineError,
     InvalidRequestError,
@@ -36,6 +38,7 @@ from engine._pacing import BudgetTransport, Exchange, exchange
 from engine._prediction import Prediction, PredictionStatus
 from engine._redact import redact
 from engine._retry import Predicate, RetryPolicy, retry_create, retry_idempotent
+from engine._uploads import read_input_files
 from jobs.model import ModelRef, RefKind
 
 __all__ = ["Gateway", "PredictionPage", "StreamEvent"]
@@ -105,15 +108,20 @@ class Gateway:
         # connection on each request, and keeping 100 alive cost more CPU per create
         # (~5.2 ms vs ~4.3) than the TLS handshakes it saved. A long-lived client whose
         # calls come in bursts (``pool``) keeps more: see engine/_client_loop.py.
-        transport = BudgetTransport(
-            async_transport(verify=ssl_context(self.api.ca_file), limits=self.pool), self.limits
+        # The deadline sits under the budget: time spent waiting for a slot is not the
+        # server's to answer for.
+        bounded = DeadlineTransport(
+            async_transport(verify=ssl_context(self.api.ca_file), limits=self.pool),
+            self.api.attempt_timeout,
         )
+        transport = BudgetTransport(bounded, self.limits)
+        connect = min(10.0, self.api.attempt_timeout or 10.0)
         self._client = Client(
             api_token=self._token,
             base_url=self.api.base_url,
             # No pool timeout: a request queued for a connection was not sent, and the
             # budgets already bound how many wait (a burst of 3,000 creates timed out here).
-            timeout=httpx.Timeout(self.api.timeout, connect=10.0, pool=None),
+            timeout=httpx.Timeout(self.api.timeout, connect=connect, pool=None),
             transport=transport,
             headers=headers,
         )
@@ -159,9 +167,11 @@ class Gateway:
         if stream:
             params["stream"] = True
         client = self.client
+        # Local @files read once, safely, before any attempt (InputFileError: that job).
+        files_read = await read_input_files(input)
 
         async def once() -> Any:
-            body = dict(input)
+            body = dict(files_read)
             # Call the per-kind namespaces: predictions.async_create(model=...) drops
             # parameters in 1.0.7 before delegating to them.
             if ref.kind is RefKind.MODEL:
@@ -377,12 +387,24 @@ class Gateway:
             # there is nothing safe to ask again.
             body = ex.body
             if isinstance(body, Mapping) and body.get("status") == PredictionStatus.ABORTED:
-                return Prediction.from_json(body)
+                return self._masked(Prediction.from_json(body))
             raise UnexpectedResponseError(redact(str(exc), secret=self._token)) from exc
         # The transport kept this answer's JSON: parsing it again is cheaper than pydantic's
         # deep-copying .dict() of the model replicate built from it.
         body = ex.body
-        return Prediction.from_json(body if isinstance(body, dict) else obj.dict())
+        prediction = Prediction.from_json(body if isinstance(body, dict) else obj.dict())
+        return self._masked(prediction)
+
+    def _masked(self, prediction: Prediction) -> Prediction:
+        """Mask the token where a server may echo it: the error (journaled) and the logs."""
+        error, logs = prediction.error, prediction.logs
+        if error is None and not logs:
+            return prediction  # the common case: nothing from the server to mask
+        return dataclasses.replace(
+            prediction,
+            error=None if error is None else redact(error, secret=self._token),
+            logs=redact(logs, secret=self._token) if logs else logs,
+        )
 
     async def _call(
         self,

@@ -241,8 +241,9 @@ class _Stream(httpcore.AsyncNetworkStream):
             return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
         except BaseException as exc:
             # httpcore closes the TCP stream when a handshake fails with an Exception,
-            # not when it is cancelled (a run stopping on a 401 while other creates
-            # connect): the socket would be left to the garbage collector.
+            # not when it is cancelled (an overall attempt deadline that passed
+            # mid-handshake, a run stopping on a 401 while other creates connect): the
+            # socket would be left to the garbage collector.
             if not isinstance(exc, Exception):
                 with anyio.CancelScope(shield=True):
                     await self._inner.aclose()

@@ -143,6 +143,8 @@ def configure_logging(
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=file is None and sys.stderr.isatty())
+    if file is not None:  # inside the output folder the run is about to make (check_paths)
+        file.parent.mkdir(parents=True, exist_ok=True)
     stream: TextIO = file.open("a", encoding="utf-8") if file is not None else sys.stderr
     processors: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

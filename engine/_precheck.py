@@ -24,7 +24,7 @@ __all__ = ["check_only_ids", "checked_job_count"]
 _STAMP = ENGINE_FILES.stamp
 
 
-def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
+def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: bool = False) -> int:
     """Return the number of jobs in ``manifest``, reading it only when it changed.
 
     Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
@@ -43,7 +43,7 @@ def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
     if isinstance(saved, dict) and saved.get("manifest") == identity:
         return int(saved["jobs"])
     count, local_files = 0, False
-    for job in read_manifest(manifest):
+    for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
         count += 1
         local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
     if not local_files:
@@ -53,7 +53,9 @@ def checked_job_count(manifest: Path, stamp_dir: Path) -> int:
     return count
 
 
-def check_only_ids(manifest: Path, only: Collection[str]) -> None:
+def check_only_ids(
+    manifest: Path, only: Collection[str], *, allow_outside_files: bool = False
+) -> None:
     """Raise `jobs.ManifestError` naming the ``--only`` ids that no job of ``manifest`` has.
 
     Each unknown id gets the closest job id when there is one ("did you mean"): a typo
@@ -63,7 +65,10 @@ def check_only_ids(manifest: Path, only: Collection[str]) -> None:
     if not missing:
         return
     keys: list[str] = []
-    for job in read_manifest(manifest, trust_earlier_check=True):
+    jobs = read_manifest(
+        manifest, trust_earlier_check=True, allow_outside_files=allow_outside_files
+    )
+    for job in jobs:
         missing.discard(job.key)
         keys.append(job.key)
         if not missing:

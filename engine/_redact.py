@@ -1,19 +1,23 @@
 """Keep secrets out of every message, log line and journal record: the one redaction.
 
 `redact` masks anything that looks like an API token (Replicate's ``r8_`` tokens, bearer
-credentials, ``token <value>``), the caller's own token verbatim when given, and shortens
+credentials, ``token <value>``), the caller's own token when given (also cut by line
+breaks or spaces, as a server that wraps its echo of a header does), and shortens
 a ``data:`` URI to its head. `looks_secret` is the same detector as a yes/no, for the
 journal, which refuses such values rather than writing them.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = ["MASK", "looks_secret", "redact"]
 
 MASK = "[REDACTED]"
-_TOKEN = re.compile(r"r8_[A-Za-z0-9_\-]+")
+# A Replicate token, and its rest when a line break cut it (a server wrapping its echo).
+_TOKEN = re.compile(r"r8_[A-Za-z0-9_\-]*(?:[ \t]*\r?\n[ \t]*[A-Za-z0-9_\-]+)?")
+_TOKEN_LENGTH = 40  # r8_ and 37 more: a first part this long is whole, the next line is not it
 # The label (group 1) stays readable; only the credential after it is masked.
 _LABELLED = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=\-]+"),
@@ -25,6 +29,27 @@ _ANY = re.compile(
     r"r8_[A-Za-z0-9_\-]+|(?i:bearer\s+)[A-Za-z0-9._~+/=\-]+|(?i:token\s+)[A-Za-z0-9._~+/=\-]{8,}"
 )
 _DATA_HEAD = 40
+
+
+_MIN_SPLIT = 8  # shorter secrets are matched verbatim only: their splits match too much
+_BREAK = re.compile(r"\s")
+
+
+def _has_break(text: str) -> bool:
+    return _BREAK.search(text) is not None
+
+
+@functools.lru_cache(maxsize=8)
+def _split_secret(secret: str) -> re.Pattern[str]:
+    """Match ``secret`` with whitespace (a line break, an indent) anywhere inside it."""
+    return re.compile(r"\s*".join(map(re.escape, secret)))
+
+
+def _token_mask(match: re.Match[str]) -> str:
+    first, newline, _rest = match.group(0).partition("\n")
+    if newline and len(first.rstrip(" \t\r")) >= _TOKEN_LENGTH:
+        return MASK + match.group(0)[len(first) :]  # whole before the break: keep the next line
+    return MASK
 
 
 def _keep_label(match: re.Match[str]) -> str:
@@ -41,7 +66,9 @@ def redact(text: str, *, secret: str = "") -> str:
         return text[:_DATA_HEAD] + ("..." if len(text) > _DATA_HEAD else "")
     if secret:
         text = text.replace(secret, MASK)
-    text = _TOKEN.sub(MASK, text)
+        if len(secret) >= _MIN_SPLIT and _has_break(text):
+            text = _split_secret(secret).sub(MASK, text)
+    text = _TOKEN.sub(_token_mask, text)
     for pattern in _LABELLED:
         text = pattern.sub(_keep_label, text)
     return text

@@ -48,7 +48,13 @@ _GAVE_UP = frozenset({JobStatus.FAILED, JobStatus.CANCELED})  # skipped without 
 # Per-file and per-skip lines would flood the log of a resumed million-job run; the
 # report and the progress line count them.
 _QUIET_EVENTS = frozenset(
-    {JobEventKind.DOWNLOADED, JobEventKind.SUCCEEDED, JobEventKind.SKIPPED, JobEventKind.CHANGED}
+    {
+        JobEventKind.CREATING,
+        JobEventKind.DOWNLOADED,
+        JobEventKind.SUCCEEDED,
+        JobEventKind.SKIPPED,
+        JobEventKind.CHANGED,
+    }
 )  # CHANGED: `_changed` logs its own warning, with the files kept aside
 # Steps at debug, outcomes at info: one line per finished job. The journal keeps every
 # prediction id durably; the done, failed and deferred lines name theirs.
@@ -218,6 +224,7 @@ async def _run_locked(
             workers_scope = CancelScope()
             outer.start_soon(_produce, jobs, states, config, ctx, send)
             outer.start_soon(_cancel_workers_on_request, control, workers_scope)
+            outer.start_soon(_cut_after_grace, control, workers_scope, config.shutdown_grace)
             outer.start_soon(sweeper.run)
             if config.deadline is not None:
                 outer.start_soon(_drain_at_deadline, control, config.deadline)
@@ -370,6 +377,20 @@ async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) ->
     scope.cancel()
 
 
+async def _cut_after_grace(control: RunControl, scope: CancelScope, grace: float) -> None:
+    """Bound an interrupted run: what still runs ``grace`` seconds after the signal stops.
+
+    A create whose answer is awaited is journaled ``creating`` (the next run looks for it
+    before paying again); a download keeps its part; a prediction stays journaled as
+    running. Nothing is lost by stopping, and a hung call cannot hold the exit.
+    """
+    while not control.interrupted:
+        await control.wait_changed()
+    await anyio.sleep(grace)
+    log.warning("run.grace_expired", grace_seconds=grace)
+    scope.cancel()
+
+
 async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
     await anyio.sleep(seconds)
     control.drain("deadline reached", limit=True)
@@ -400,7 +421,7 @@ async def _cancel_in_flight(ctx: WorkerContext) -> None:
 
     # Shielded from the host's cancellation (nothing may keep billing), but not from the
     # user's next Ctrl-C: what is not canceled by then stays journaled, and is named.
-    with anyio.CancelScope(shield=True):
+    with anyio.CancelScope(shield=True), anyio.move_on_after(ctx.config.shutdown_grace):
         async with anyio.create_task_group() as tg:
             tg.start_soon(leave_at_once, tg.cancel_scope)
             async with anyio.create_task_group() as cancels:

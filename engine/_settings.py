@@ -21,7 +21,7 @@ import click
 import yaml
 from click.core import ParameterSource
 
-from engine._config import EngineConfig
+from engine._config import ApiConfig, EngineConfig
 
 __all__ = [
     "CONFIG_ENV",
@@ -29,6 +29,7 @@ __all__ = [
     "RUN_SETTINGS",
     "Option",
     "Setting",
+    "api_settings",
     "config_option",
     "given_settings",
     "option",
@@ -53,6 +54,7 @@ class Setting:
     metavar: str = ""
     minimum: float = 0.0
     inclusive: bool = True  # minimum allowed (>=) or excluded (>)
+    api: bool = False  # an `ApiConfig` field (how each call is made), not an `EngineConfig` one
 
     @property
     def param(self) -> str:
@@ -66,8 +68,8 @@ class Setting:
 
     @property
     def default(self) -> Any:
-        """Return `EngineConfig`'s default for it: the only default there is."""
-        return _FIELDS[self.field].default
+        """Return `EngineConfig`'s (or `ApiConfig`'s) default: the only default there is."""
+        return (_API_FIELDS if self.api else _FIELDS)[self.field].default
 
     def shown_default(self) -> str:
         """Return the default as ``--help`` shows it."""
@@ -80,6 +82,7 @@ class Setting:
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
+_API_FIELDS = {f.name: f for f in dataclasses.fields(ApiConfig)}
 
 RUN_SETTINGS: tuple[Setting, ...] = (
     Setting("concurrency", "concurrency", int, "Jobs in flight at once.", "N", minimum=1),
@@ -129,6 +132,24 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         "Seconds for the whole run; then stop creating and drain.",
         "SECONDS",
         inclusive=False,
+    ),
+    Setting(
+        "attempt-timeout",
+        "attempt_timeout",
+        float,
+        "Seconds for one HTTP attempt (connect, TLS, answer); a download must move "
+        "64 KiB in this long. A hung server cannot hold a call longer.",
+        "SECONDS",
+        inclusive=False,
+        api=True,
+    ),
+    Setting(
+        "shutdown-grace",
+        "shutdown_grace",
+        float,
+        "After the first Ctrl-C/SIGTERM, work still running this long is stopped "
+        "(journaled, resumed by the next run).",
+        "SECONDS",
     ),
     Setting(
         "max-predictions",
@@ -256,9 +277,18 @@ def given_settings(ctx: click.Context) -> dict[str, Any]:
 
     Settings left at their default are not passed: `EngineConfig` keeps its own.
     """
+    return _given(ctx, api=False)
+
+
+def api_settings(ctx: click.Context) -> dict[str, Any]:
+    """Return `ApiConfig` keyword arguments for the settings the user gave (--attempt-timeout)."""
+    return _given(ctx, api=True)
+
+
+def _given(ctx: click.Context, *, api: bool) -> dict[str, Any]:
     given: dict[str, Any] = {}
     for s in RUN_SETTINGS:
-        if s.param not in ctx.params:
+        if s.api is not api or s.param not in ctx.params:
             continue
         if ctx.get_parameter_source(s.param) in (None, ParameterSource.DEFAULT):
             continue

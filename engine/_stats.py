@@ -90,6 +90,9 @@ class RunStats:
     # (a million of them would cost a dict entry each); ``status`` links those.
     failed_ids: dict[str, str] = field(default_factory=dict)
     recent_creates: deque[float] = field(default_factory=deque)  # monotonic, last minute
+    # What each job is waiting on now, and since when: "create" (sent, no answer yet) or
+    # "download" (succeeded, files coming). O(in flight): a job leaves at its next step.
+    waiting: dict[str, tuple[str, float]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
     _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
@@ -115,6 +118,13 @@ class RunStats:
             elif event.detail == "done":
                 self.skipped_done += 1
             return
+        if kind is JobEventKind.CREATING:
+            self.waiting[event.key] = ("create", time.monotonic())
+            return
+        if kind is JobEventKind.SUCCEEDED:
+            self.waiting[event.key] = ("download", time.monotonic())
+        elif kind is not JobEventKind.DOWNLOADED:
+            self.waiting.pop(event.key, None)
         if kind is JobEventKind.CREATED:
             self.predictions_created += 1
             self.in_flight += 1
@@ -175,6 +185,17 @@ class RunStats:
             "retries": sum(self.retries.values()),
             "bytes_downloaded": self.bytes_downloaded + max(0, self._arriving),
             "elapsed": now - self.started,
+            **self._waiting(now),
+        }
+
+    def _waiting(self, now: float) -> dict[str, int | float]:
+        """Count the creates and downloads awaited now, and the oldest wait in seconds."""
+        counts = Counter(what for what, _ in self.waiting.values())
+        since = min((t for _, t in self.waiting.values()), default=now)
+        return {
+            "waiting_creates": counts["create"],
+            "waiting_downloads": counts["download"],
+            "oldest_wait_seconds": round(now - since, 1),
         }
 
     def summary(

@@ -40,10 +40,15 @@ class Plan:
         return not self.problems
 
 
-async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
-    """Parse everything, resolve every model's schema, check every job's input."""
+async def validate_manifest(
+    manifest: Path, config: EngineConfig, *, allow_outside_files: bool = False
+) -> Plan:
+    """Parse everything, resolve every model's schema, check every job's input.
+
+    ``allow_outside_files`` lets ``@file`` inputs leave the manifest's folder, as for a run.
+    """
     plan = Plan(estimate=Estimate(config.prices) if config.prices else None)
-    summary = check_manifest(manifest)
+    summary = check_manifest(manifest, allow_outside_files=allow_outside_files)
     plan.problems.extend(str(e) for e in summary.errors)
     if not summary.ok:
         return plan  # inputs of a manifest that does not parse cannot be trusted either
@@ -51,7 +56,7 @@ async def validate_manifest(manifest: Path, config: EngineConfig) -> Plan:
     schemas: dict[str, tuple[dict[str, Any], dict[str, Any]] | str] = {}
     limits = Limits.from_config(config)
     async with Gateway(config.api, limits, RetryPolicy.from_config(config)) as gateway:
-        for job in read_manifest(manifest):
+        for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
             plan.jobs += 1
             plan.by_model[str(job.model)] += 1
             state = journal.jobs.get(job.key) if journal is not None else None

@@ -26,6 +26,7 @@ from engine._errors import (
     ConfigError,
     DownloadError,
     EngineError,
+    InputFileError,
     InvalidRequestError,
     ModelError,
     OutputExpiredError,
@@ -206,10 +207,14 @@ class _Lifecycle:
                 ),
                 durable=True,
             )
+            await ctx.emit(JobEvent(job.key, JobEventKind.CREATING, job=job))
             try:
                 prediction = await ctx.gateway.create(job.model, job.input)
             except (AuthenticationError, ConfigError):
                 raise  # the whole run is misconfigured: stop it, loudly and early
+            except InputFileError as exc:
+                await self._fail(None, exc, permanent=True)  # the file, not the service
+                return None
             except (ApiError, TransportError) as exc:
                 if isinstance(exc, ApiError) and exc.status == _PAYMENT_REQUIRED:
                     # The account, not the job: every create would be refused alike. Stop
@@ -220,17 +225,22 @@ class _Lifecycle:
                 if isinstance(exc, ApiError) and exc.permanent:
                     await self._fail(None, exc, permanent=True)
                     return None
-                if _maybe_stored(exc):
-                    first_uncertain = first_uncertain or sent_at
-                    found = await self._find_orphan(digest, first_uncertain)
-                    if found is not None:
-                        # Created (and paid) by this run: its answer was lost, not its work.
-                        await ctx.emit(
-                            JobEvent(
-                                job.key, JobEventKind.CREATED, found, "found by listing", job=job
-                            )
-                        )
-                        return found
+                if not _maybe_stored(exc):
+                    # Never accepted, and the gateway already retried it as long as its
+                    # class allows (a network down, a 429 that lasts): the next run tries
+                    # again; retrying here would only multiply the wait.
+                    await ctx.emit(
+                        JobEvent(job.key, JobEventKind.DEFERRED, None, _why(exc), job=job)
+                    )
+                    return None
+                first_uncertain = first_uncertain or sent_at
+                found = await self._find_orphan(digest, first_uncertain)
+                if found is not None:
+                    # Created (and paid) by this run: its answer was lost, not its work.
+                    await ctx.emit(
+                        JobEvent(job.key, JobEventKind.CREATED, found, "found by listing", job=job)
+                    )
+                    return found
                 await ctx.emit(JobEvent(job.key, JobEventKind.RETRYING, None, _why(exc), job=job))
                 error = exc
                 continue

@@ -8,12 +8,14 @@ or the deadline, 130 interrupted, 141 the reader of standard output went away
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +32,18 @@ from engine._cluster._args import (
     redis_options,
     workers_option,
 )
-from engine._config import ApiConfig, EngineConfig, default_output_dir, journal_path
+from engine._config import (
+    ApiConfig,
+    EngineConfig,
+    default_output_dir,
+    journal_path,
+)
 from engine._console import configure_cli_logging
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._hooks import parse_command, run_on_complete
 from engine._journal import load_journal
+from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids, checked_job_count
 from engine._pricing import PriceTable, load_prices
 from engine._redact import redact
@@ -48,13 +56,14 @@ from engine._report import (
 )
 from engine._settings import (
     RUN_SETTINGS,
+    api_settings,
     config_option,
     given_settings,
     option,
     setting_options,
 )
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
-from jobs import ManifestError
+from jobs import ENGINE_FILES, ManifestError, read_manifest
 
 __all__ = ["main"]
 
@@ -107,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stop.message:
             click.echo(f"error: {redact(stop.message)}", err=True)
         return stop.code
+    except ConfigError as exc:  # base URL, token, paths: one line, before anything is paid
+        click.echo(f"error: {redact(str(exc))}", err=True)
+        return EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
 
 
@@ -170,6 +182,12 @@ _emulator = option(
     is_flag=True,
     show_default="off",
     help="Start the built-in emulator and run against it (no token, no network).",
+)
+_allow_outside_files = option(
+    "--allow-outside-files",
+    is_flag=True,
+    show_default="off",
+    help="Let @file inputs name files outside the manifest's folder (a manifest you trust).",
 )
 
 
@@ -280,6 +298,7 @@ def _split_only(
     show_default="gallery on",
     help="Do not write index.html beside the outputs at the end of the run.",
 )
+@_allow_outside_files
 @redis_options(required=False, what="Share the run with other processes through Redis")
 @workers_option
 @lease_options
@@ -317,22 +336,40 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             parse_command(options["on_complete"])
         except ValueError as exc:
             raise _Stop(f"--on-complete: {exc}") from None
+    outside = options["allow_outside_files"]
+    placed = {
+        "--state": options["state"],
+        "--log-file": options["log_file"],
+        "--json-logs": options["json_logs"],
+    }
+    check_paths(
+        reads={"the manifest": manifest},
+        writes={
+            **placed,
+            "--state": journal_path(output_dir, options["state"]),
+            "the report": output_dir / ENGINE_FILES.report,
+        },
+        output_dir=output_dir,
+    )
     prices = _load_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
     console = Console(stderr=True)
+    state_dir = journal_path(output_dir, options["state"]).parent
+    total = _checked_total(manifest, state_dir, allow_outside_files=outside)
+    if options["only"]:
+        try:
+            check_only_ids(manifest, options["only"], allow_outside_files=outside)
+        except ManifestError as exc:
+            raise _Stop(str(exc)) from None
+    # Before a log file is opened: one placed where a job's outputs land is refused.
+    jobs = partial(read_manifest, manifest, allow_outside_files=outside)
+    check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
     with ExitStack() as stack:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
-        state_dir = journal_path(output_dir, options["state"]).parent
-        total = _checked_total(manifest, state_dir)
-        if options["only"]:
-            try:
-                check_only_ids(manifest, options["only"])
-            except ManifestError as exc:
-                raise _Stop(str(exc)) from None
         api = _api_config(options["emulator"], stack, console)
         try:
             config = EngineConfig(
-                api=api,
+                api=dataclasses.replace(api, **api_settings(ctx)),
                 output_dir=output_dir,
                 state_path=options["state"],
                 only=options["only"],
@@ -350,7 +387,9 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             _check_images_extra(console)
         progress = Progress(total, config.create_rate, live=live, console=console)
         try:
-            summary = run_batch(manifest, config, progress, show=not options["quiet"])
+            summary = run_batch(
+                manifest, config, progress, show=not options["quiet"], allow_outside_files=outside
+            )
         except EngineError as exc:
             raise _Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
@@ -407,11 +446,12 @@ def _run_on_redis(
     if not (options["redis_url"] and options["run_name"]):
         raise _Stop("--redis needs --run NAME (and --run needs --redis URL)")
     settings = given_settings(ctx)
+    given = settings | api_settings(ctx)
     fields = {s.param: s.field for s in RUN_SETTINGS}
     refused = [
         flag
         for name, flag in RUN_ONLY_FLAGS.items()
-        if (settings.get(fields[name]) if name in fields else options.get(name))
+        if (given.get(fields[name]) if name in fields else options.get(name))
     ]
     if refused:
         raise _Stop(f"{', '.join(refused)} cannot be used with --redis yet")
@@ -581,9 +621,9 @@ def _api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig
         raise _Stop(str(exc)) from None
 
 
-def _checked_total(manifest: Path, state_dir: Path) -> int:
+def _checked_total(manifest: Path, state_dir: Path, *, allow_outside_files: bool = False) -> int:
     try:
-        return checked_job_count(manifest, state_dir)
+        return checked_job_count(manifest, state_dir, allow_outside_files=allow_outside_files)
     except ManifestError as exc:
         raise _Stop(str(exc)) from None
     except OSError as exc:
@@ -637,6 +677,7 @@ Exit codes:
 )
 @config_option()
 @_emulator
+@_allow_outside_files
 @_logging_options
 @click.pass_context
 def validate(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
@@ -650,6 +691,10 @@ def _validate(
 ) -> int:
     from engine._validate import validate_manifest  # noqa: PLC0415
 
+    check_paths(
+        reads={"the manifest": manifest, "--state": options["state"]},
+        writes={"--log-file": options["log_file"], "--json-logs": options["json_logs"]},
+    )
     console = Console(stderr=True)
     with ExitStack() as stack:
         _setup_logging(stack, console, options, terminal_level=logging.WARNING)
@@ -664,7 +709,14 @@ def _validate(
         )
         try:
             api.require_token(how=None)
-            plan = anyio.run(validate_manifest, manifest, config)
+            plan = anyio.run(
+                partial(
+                    validate_manifest,
+                    manifest,
+                    config,
+                    allow_outside_files=options["allow_outside_files"],
+                )
+            )
         except (ConfigError, AuthenticationError, ManifestError) as exc:
             raise _Stop(str(exc)) from None
         except EngineError as exc:  # the API could not answer (network, server)
@@ -728,6 +780,7 @@ def status(
     if target is None:
         raise _Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
     journal = resolve_journal(target, state, output_dir)
+    check_paths(reads={"the journal": journal}, writes={})
     if not journal.exists():
         raise _Stop(f"no journal at {journal.resolve()}")
     report = status_report(journal, manifest=None if journal == target else target)
@@ -829,6 +882,9 @@ def export(
 ) -> int:
     """Print one row per output file, in manifest order: job, prediction, size, sha256."""
     journal = resolve_journal(manifest, state, output_dir)
+    check_paths(
+        reads={"the manifest": manifest, "the journal": journal}, writes={"--output": output}
+    )
     try:
         replay = load_journal(journal)
         rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))

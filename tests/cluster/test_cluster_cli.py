@@ -110,6 +110,22 @@ def test_run_wide_budgets_are_refused_with_redis(
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
 
 
+def test_call_deadlines_and_outside_files_are_refused_with_redis(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # The worker processes would not get them: refused rather than silently dropped.
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    code, text = run(
+        emulator_server,
+        ["run", str(manifest), "--redis", redis_server.url, "--run", "x",
+         "--attempt-timeout", "5", "--shutdown-grace", "1", "--allow-outside-files"],
+    )  # fmt: skip
+    assert code == 2
+    flags = "--attempt-timeout, --shutdown-grace, --allow-outside-files"
+    assert f"{flags} cannot be used with --redis" in text
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
+
+
 def test_redis_without_its_extra_is_one_line_and_exit_2(tmp_path: Path) -> None:
     # As if redis-py were not installed: the import fails the way a missing package does.
     probe = (

@@ -186,6 +186,7 @@ async def test_open_run_streams_job_events_to_a_host_app(emulator_server, tmp_pa
     for key in ("p0000", "p0001", "p0002"):
         mine = [k for j, k in kinds if j == key]
         assert mine == [
+            JobEventKind.CREATING,
             JobEventKind.CREATED,
             JobEventKind.SUCCEEDED,
             JobEventKind.DOWNLOADED,

@@ -361,6 +361,8 @@ def test_a_bad_setting_names_its_source_and_exits_2_before_any_call(emulator_ser
         ({}, ("--config", "bad.yaml"), "bad.yaml, concurrency"),
         ({"REPLICATE_BATCH_CONFIG": "unknown.yaml"}, (), "unknown setting 'concurrencyy'"),
         ({}, ("--config", "missing.yaml"), "missing.yaml"),
+        ({"REPLICATE_BATCH_ATTEMPT_TIMEOUT": "0"}, (), "REPLICATE_BATCH_ATTEMPT_TIMEOUT"),
+        ({"REPLICATE_BATCH_SHUTDOWN_GRACE": "-1"}, (), "REPLICATE_BATCH_SHUTDOWN_GRACE"),
     ]
     for extra, flags, named in cases:
         env = cli_env(emulator_server)

@@ -33,8 +33,9 @@ async def test_progress_counts_agree_with_the_summary(emulator_server, tmp_path)
     )
     assert snap["bytes_downloaded"] == summary.bytes_downloaded > 0
     assert snap["eta_seconds"] is None  # nothing left to do
+    assert (snap["waiting_creates"], snap["waiting_downloads"]) == (0, 0)  # none left
     table = progress.render()
-    assert table.row_count == 7
+    assert table.row_count == 8  # the seven counts and what is waiting
 
 
 async def test_progress_counts_the_jobs_a_resume_skips(emulator_server, tmp_path):

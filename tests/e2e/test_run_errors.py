@@ -128,8 +128,9 @@ def test_the_cli_prints_one_error_line_and_exits_2(emulator_server, tmp_path, ca
         args += ["--state", env.pop("STATE")]
 
     result = run_cli(*args, env=env, cwd=tmp_path)
-    # The CLI refuses a --state that is a folder before the library sees it (click's words).
-    said = "is a directory" if case == "journal" else said
+    # The CLI refuses a --state that is a folder (click's words) and an output folder
+    # under a file (check_paths) before the library sees them.
+    said = {"journal": "is a directory", "output-folder": "cannot be made"}.get(case, said)
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -1,0 +1,154 @@
+"""Check the paths a command reads and writes before anything is written or paid.
+
+Each problem is one `ConfigError` line that names the flag and says what is wrong: a
+folder where a file is wanted (or the reverse), a missing folder, a FIFO or device, two
+roles on one file. Two paths are the same file when they resolve to the same place
+(symlinks followed) or, for files that exist, share a device and inode (hard links).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterable, Mapping
+from itertools import combinations
+from pathlib import Path
+
+from engine._errors import ConfigError
+from jobs import Job
+from jobs.names import ENGINE_FILES, fold, tail_owns
+
+__all__ = ["check_apart_from_outputs", "check_paths"]
+
+
+def check_paths(
+    *,
+    reads: Mapping[str, Path | None],
+    writes: Mapping[str, Path | None],
+    output_dir: Path | None = None,
+) -> None:
+    """Raise `ConfigError` unless every path can play its role, each on its own file.
+
+    ``reads`` and ``writes`` map a role as the user knows it (``"the manifest"``,
+    ``"--state"``, ``"--json-logs"``, ``"the report"``) to its path; None is skipped.
+    ``output_dir`` must be a folder or creatable; a file written inside it may wait for
+    the run to create it, any other file's folder must exist already (a mistyped
+    ``--state`` folder is refused rather than made).
+    """
+    if output_dir is not None:
+        _check_folder(output_dir)
+    for role, path in reads.items():
+        if path is not None:
+            _check_readable(role, path)
+    present = {role: path for role, path in writes.items() if path is not None}
+    for role, path in present.items():
+        _check_writable(role, path, output_dir)
+    named = {role: path for role, path in reads.items() if path is not None} | present
+    for (role_a, a), (role_b, b) in combinations(named.items(), 2):
+        if _same_file(a, b):
+            raise ConfigError(f"{role_a} and {role_b} are the same file ({a}); give each its own")
+
+
+def check_apart_from_outputs(
+    output_dir: Path, files: Mapping[str, Path | None], jobs: Callable[[], Iterable[Job]]
+) -> None:
+    """Raise `ConfigError` when a file the engine writes could be a job's output.
+
+    ``files`` are the engine's files the user placed (``--state``, ``--json-logs``); one
+    inside the output folder must not lie in a job's namespace (``stem``, ``stem.ext``,
+    ``stem_0.ext``, ``stem/...``) nor take an engine name the jobs cannot have. Names
+    are compared as file systems do (`jobs.names.fold`). ``jobs`` is read only when such
+    a file exists: the common case costs nothing.
+    """
+    inside: dict[str, tuple[Path, str]] = {}
+    root = output_dir.absolute().resolve()
+    for role, path in files.items():
+        if path is None:
+            continue
+        where = path.absolute().resolve()
+        if where.is_relative_to(root):
+            inside[role] = (path, fold(where.relative_to(root).as_posix()))
+    if not inside:
+        return
+    engine_names = {fold(ENGINE_FILES.gallery), fold(ENGINE_FILES.stamp)}
+    for role, (path, name) in inside.items():
+        if name in engine_names or name.endswith(ENGINE_FILES.sidecar_suffix):
+            raise ConfigError(f"{role} {path} takes the name of one of the engine's own files")
+    for job in jobs():
+        stem = fold(job.output)
+        for role, (path, name) in inside.items():
+            rest = name[len(stem) :] if name.startswith(stem) else None
+            if rest is not None and (not rest or rest.startswith("/") or tail_owns(rest)):
+                raise ConfigError(
+                    f"{role} {path} could be written over by the outputs of job {job.key!r} "
+                    f"({job.where}); put it outside {output_dir} or name it apart"
+                )
+
+
+def _check_folder(folder: Path) -> None:
+    """Refuse an output folder that is a file, or that sits under one."""
+    for candidate in (folder, *folder.parents):
+        try:
+            info = candidate.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # an ancestor that is a file is found further up
+        except OSError as exc:
+            raise ConfigError(f"output dir {folder}: {_reason(exc)}") from None
+        if stat.S_ISDIR(info.st_mode):
+            return
+        if candidate == folder:
+            raise ConfigError(f"output dir {folder} is a file, not a folder")
+        raise ConfigError(f"output dir {folder} cannot be made: {candidate} is a file")
+
+
+def _check_writable(role: str, path: Path, output_dir: Path | None) -> None:
+    try:
+        info = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        info = None
+    except OSError as exc:
+        raise ConfigError(f"{role} {path}: {_reason(exc)}") from None
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{role} {path} is a folder; name a file")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO would block the run forever; a device is not a record of anything.
+            raise ConfigError(f"{role} {path} is not a regular file")
+        return
+    parent = path.parent
+    if output_dir is not None and _inside(parent, output_dir):
+        return  # the run makes its output folder (already checked) and what is under it
+    if not parent.exists():
+        raise ConfigError(f"{role} {path}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise ConfigError(f"{role} {path}: {parent} is not a folder")
+
+
+def _check_readable(role: str, path: Path) -> None:
+    """Refuse a folder, FIFO or device where a file is read; a missing one is said later."""
+    try:
+        info = path.stat()
+    except OSError:
+        return  # the reader names what is missing or unreadable, in its own words
+    if stat.S_ISDIR(info.st_mode):
+        raise ConfigError(f"{role} {path} is a folder; name a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{role} {path} is not a regular file")  # a FIFO would block
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.absolute().resolve().is_relative_to(folder.absolute().resolve())
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.absolute().resolve() == b.absolute().resolve():
+        return True
+    try:
+        first, second = a.stat(), b.stat()
+    except OSError:
+        return False
+    return (first.st_dev, first.st_ino) == (second.st_dev, second.st_ino)
+
+
+def _reason(exc: OSError) -> str:
+    return os.strerror(exc.errno) if exc.errno else str(exc)
