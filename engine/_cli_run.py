@@ -60,9 +60,8 @@ async def _run_async(
         jobs=progress.total,
         output_dir=str(config.output_dir.resolve()),
     )
-    progress.grace = config.shutdown_grace
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_handle_signals, control, config.cancel_on_exit, progress)
+        tg.start_soon(_handle_signals, control, config, progress)
         if show:
             tg.start_soon(progress.run)
         # The display's own stats: the panel counts download bytes as they arrive.
@@ -79,23 +78,31 @@ async def _run_async(
     return summary
 
 
-async def _handle_signals(control: RunControl, cancel_on_exit: bool, progress: Progress) -> None:
+async def _handle_signals(control: RunControl, config: EngineConfig, progress: Progress) -> None:
     """Climb the stop ladder, one step per Ctrl-C or SIGTERM, and say each step's truth.
 
-    First: drain (no new creates; running predictions and their downloads finish). Second:
-    cancel them on Replicate. Third: exit at once, leaving them journaled. With
-    ``--cancel-on-exit`` the first signal cancels. The panel (or the progress line) keeps
-    showing the stage with live counts; hung API calls are bounded by their own deadlines.
+    First: drain (no new creates; running predictions and their downloads finish, for at
+    most ``config.shutdown_grace`` seconds: then what still runs is left journaled and
+    named). Second: cancel them on Replicate (bounded by the same grace). Third: exit at
+    once, leaving them journaled. With ``--cancel-on-exit`` the first signal cancels. The
+    panel (or the progress line) keeps showing the stage with live counts; hung API calls
+    are bounded by their own deadlines.
     """
     say = progress.console or Console(stderr=True)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             name = signal.Signals(signum).name
-            stage = control.escalate(name, cancel_first=cancel_on_exit)
+            stage = control.escalate(name, cancel_first=config.cancel_on_exit)
             progress.stage = stage
             log.debug("run.stopping", signal=name, stage=str(stage))
+            bound = ""
+            if stage is StopStage.DRAINING:
+                bound = f" (what still runs after {config.shutdown_grace:g} s is left running)"
             say.print(
-                f"{name}: {progress.stage_line()}", markup=False, highlight=False, soft_wrap=True
+                f"{name}: {progress.stage_line()}{bound}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
             )
             if stage is StopStage.LEAVING:
                 return

@@ -175,9 +175,6 @@ class Progress:
         self.stats = stats if stats is not None else RunStats()
         self.first_interval = first_interval
         self.console = console
-        # Seconds the drain may take before what still runs is left journaled (the run's
-        # shutdown grace); None: unbounded (a library host that drives the stop itself).
-        self.grace: float | None = None
         self.stage: StopStage | None = None  # how far Ctrl-C went, set by the signal handler
 
     def record(self, event: JobEvent) -> None:
@@ -218,9 +215,8 @@ class Progress:
         downloading = len(self.stats.downloading)
         running = max(0, self.stats.in_flight - downloading)
         if stage is StopStage.DRAINING:
-            bound = "" if self.grace is None else f" (at most {self.grace:g} s more)"
             return (
-                f"draining: {running} running, {downloading} downloading{bound}"
+                f"draining: {running} running, {downloading} downloading"
                 " — Ctrl-C again to cancel them"
             )
         if stage is StopStage.CANCELING:

@@ -6,7 +6,6 @@ Private to `jobs.manifest`; split out so each module keeps one job.
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +14,12 @@ from typing import Any
 
 from jobs._files import LocalFiles, Where, remember
 from jobs._readers import RawEntry, suggest
+from jobs._template import Template, TemplateError, compile_template
 from jobs._unique import Seen
 from jobs.errors import ManifestError
 from jobs.identity import canonical_json, canonical_key
 from jobs.model import Job, ModelRef, ModelRefError
+from jobs.names import fold
 from jobs.outputs import check_output_stem
 
 __all__ = ["Builder"]
@@ -27,7 +28,6 @@ JOB_FIELDS = ("id", "input", "model", "output")
 _JOB_FIELD_SET = frozenset(JOB_FIELDS)
 DEFAULT_FIELDS = ("input", "model", "models", "output")
 MODEL_DEFAULT_FIELDS = ("input",)
-PLACEHOLDERS = ("id", "index", "model_name", "model_owner")
 DEFAULT_OUTPUT = "{id}"
 
 _ID_RE = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -70,9 +70,13 @@ class Builder:
         self.default_origins: _Origins = {}
         self.model_inputs: dict[str, tuple[dict[str, Any], _Origins]] = {}
         self.default_output: str | None = None
+        self.default_output_line = 0
+        # (folder, model name) -> the first line of a [model, deployment] writing there,
+        # for templates with {model_name} in a folder.
+        self.model_folders: dict[tuple[str, str], list[int]] = {}
         self._defaults: dict[str, _Defaults] = {}
         self._models: dict[str, ModelRef] = {}
-        self._templates: dict[str, str | None] = {}
+        self._templates: dict[str, Template | str] = {}
 
     def error(self, message: str, line: int, field: str | None = None) -> ManifestError:
         return ManifestError(message, path=self.source, line=line, field=field or None)
@@ -113,6 +117,7 @@ class Builder:
             problem = self.template_problem(value["output"])
             if problem is None:
                 self.default_output = value["output"]
+                self.default_output_line = line_of("output", entry.line)
             else:
                 yield self.error(problem, line_of("output", entry.line), "defaults.output")
 
@@ -227,9 +232,10 @@ class Builder:
             key = self.job_id(value["id"], *where("id"))
         else:
             key = canonical_key(model, self.canonical(key_input, where))
-        stem = self.output(value, key, model, index, where)
+        stem = self.output(value, key, model, index, where, given_input=merged)
         if not self.checked:
             self.check_unique(key, stem, explicit, entry.line, label)
+            self.check_model_folder(value, stem, model, entry.line, where)
         return Job(
             key=key,
             model=model,
@@ -276,38 +282,85 @@ class Builder:
         return value
 
     def output(
-        self, value: dict[str, Any], key: str, model: ModelRef, index: int, where: Where
+        self,
+        value: dict[str, Any],
+        key: str,
+        model: ModelRef,
+        index: int,
+        where: Where,
+        *,
+        given_input: dict[str, Any],
     ) -> str:
         if "output" in value:
-            template = value["output"]
-            problem = self.template_problem(template)
+            text = value["output"]
+            problem = self.template_problem(text)
             if problem is not None:
                 raise self.error(problem, *where("output"))
+            origin = ""
         else:
-            template = self.default_output or DEFAULT_OUTPUT
-        if template == DEFAULT_OUTPUT:
+            text = self.default_output or DEFAULT_OUTPUT
+            origin = f" (from defaults.output, line {self.default_output_line})"
+        if text == DEFAULT_OUTPUT:
             return key  # keys and ids are checked to be safe file stems already
+        template = self.compiled(text)
+        assert isinstance(template, Template)  # template_problem checked it
         try:
-            stem = str(template).format(
-                id=key, index=index, model_owner=model.owner, model_name=model.name
-            )
+            stem = template.fill(key=key, index=index, model=model, given_input=given_input)
+        except TemplateError as exc:
+            message = f"cannot fill output template {text!r}{origin}: {exc}"
+            raise self.error(message, *where("output")) from None
         except (ValueError, TypeError) as exc:
-            raise self.error(
-                f"cannot fill template {template!r}: {exc}", *where("output")
-            ) from None
+            message = f"cannot fill template {text!r}{origin}: {exc}"
+            raise self.error(message, *where("output")) from None
         problem = check_output_stem(stem)
         if problem is not None:
             raise self.error(f"output {stem!r} {problem}", *where("output"))
         return stem
 
-    def template_problem(self, template: object) -> str | None:
-        if not isinstance(template, str):
-            return f"must be a string template like '{{id}}', not {_kind(template)}"
-        if template in self._templates:
-            return self._templates[template]
-        problem = _template_problem(template)
-        _remember(self._templates, template, problem)
-        return problem
+    def template_problem(self, text: object) -> str | None:
+        if not isinstance(text, str):
+            return f"must be a string template like '{{id}}', not {_kind(text)}"
+        found = self.compiled(text)
+        return found if isinstance(found, str) else None
+
+    def compiled(self, text: str) -> Template | str:
+        """Return ``text`` compiled, or what is wrong with it (remembered either way)."""
+        found = self._templates.get(text)
+        if found is None:
+            try:
+                found = compile_template(text)
+            except ValueError as exc:
+                found = str(exc)
+            _remember(self._templates, text, found)
+        return found
+
+    def check_model_folder(
+        self, value: dict[str, Any], stem: str, model: ModelRef, line: int, where: Where
+    ) -> None:
+        """Refuse a folder meant for one model that would hold a deployment of its name too.
+
+        ``{model_name}/{id}`` puts ``deployments/acme/flux`` and ``black-forest-labs/flux``
+        in one folder ``flux``: an accident, since the template says "a folder per model".
+        """
+        text = value.get("output", self.default_output)
+        if not isinstance(text, str) or "/" not in stem:
+            return
+        template = self.compiled(text)
+        if not isinstance(template, Template) or not template.model_name_in_folder:
+            return
+        folder = fold(stem.rsplit("/", 1)[0])
+        slots = self.model_folders.setdefault((folder, model.name), [0, 0])
+        mine, other = (1, 0) if model.deployment else (0, 1)
+        if slots[other]:
+            kinds = ("a model", "a deployment")
+            raise self.error(
+                f"output folder {stem.rsplit('/', 1)[0]!r} would hold {kinds[mine]} "
+                f"({model}) and {kinds[other]} of the same name (line {slots[other]}); "
+                "use {model_path} (deployments/owner/name vs owner/name) to keep them apart",
+                *where("output"),
+            )
+        if not slots[mine]:
+            slots[mine] = line
 
     def check_unique(self, key: str, stem: str, explicit: bool, line: int, label: str) -> None:
         clash = self.seen.admit(key, stem, explicit, line)
@@ -315,21 +368,6 @@ class Builder:
             message, on_output = clash
             field = (f"{label}.output" if label else "output") if on_output else label
             raise self.error(message, line, field or None)
-
-
-def _template_problem(template: str) -> str | None:
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        return f"malformed template {template!r}: {exc}"
-    for _, name, _, _ in parts:
-        if name is not None and name not in PLACEHOLDERS:
-            hint = suggest(name, PLACEHOLDERS)
-            known = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
-            return f"unknown placeholder {{{name}}} in {template!r}{hint}; known: {known}"
-    if template.startswith("/") or "\\" in template:
-        return f"template {template!r} would write outside the output folder"
-    return None
 
 
 def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
