@@ -16,12 +16,13 @@ from engine._report import RunSummary
 
 __all__ = ["RunStats", "error_kind", "percentile"]
 
-# What makes two messages of one error differ: Replicate prediction ids (base-32, with
-# digits), version ids and digests (hex), UUIDs, our job keys and URLs.
+# What makes two messages of one error differ: Replicate prediction ids (base-32, 26
+# characters), version ids and digests (hex), UUIDs, our job keys and URLs.
 _VARYING = re.compile(
     r"https?://\S+"
     r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"
     r"|\b(?=[a-z0-9]*\d)[a-z0-9]{20,}\b"
+    r"|\b[a-z2-7]{26}\b"  # a prediction id may be all letters (base-32)
     r"|\bj[0-9a-f]{16}\b",
     re.IGNORECASE,
 )

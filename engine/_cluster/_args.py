@@ -1,8 +1,8 @@
 """Declare the ``--redis`` options of the command line (imports click, never redis).
 
-`engine.cli` adds these to ``run``, ``status``, ``worker`` and ``journal export``, and
-hands a command that uses Redis to `engine._cluster._cli`, the only module that imports
-redis-py: without ``--redis`` nothing of it is loaded.
+The CLI commands (`engine._cli_*`) add these to ``run``, ``status``, ``worker`` and
+``journal export``, and hand a command that uses Redis to `engine._cluster._cli`, the only
+module that imports redis-py: without ``--redis`` nothing of it is loaded.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Run the Redis commands of the CLI: ``run --redis``, ``worker``, ``status --redis``,
-``journal export``. Imported by `engine.cli` only when one of them is used.
+``journal export``. Imported by `engine._cli_redis` only when one of them is used.
 
 Problems a user can fix (no Redis there, a refused token) are raised as `ConfigError`:
 the command line prints them on one line and exits 2.

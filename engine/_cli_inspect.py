@@ -1,0 +1,247 @@
+"""The commands that read a run's journal: ``status``, ``export``, ``gallery``, ``cancel``.
+
+None of them runs a job; only ``cancel`` calls Replicate (to stop what still bills).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+
+from engine._cli_cancel import cancel_command
+from engine._cli_options import (
+    epilog,
+    logging_options,
+    manifest_argument,
+    output_dir,
+    setup_logging,
+    state,
+)
+from engine._cli_redis import cluster_call, cluster_cli
+from engine._cli_stop import Stop, reader_may_leave
+from engine._cluster._args import redis_options
+from engine._config import ApiConfig, EngineConfig, default_output_dir
+from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._journal import load_journal
+from engine._paths import check_paths
+from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine._settings import option
+from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
+from jobs import ManifestError
+
+__all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
+
+
+@click.command(
+    epilog=epilog(
+        "replicate-batch status manifests/example.yaml",
+        "replicate-batch status outputs/example/journal.jsonl --json",
+        "replicate-batch status --redis redis://host:6379/0 --run night",
+        codes="""
+\b
+Exit codes:
+  0    every job in the journal (or the Redis run) is done
+  1    some jobs are not done (running, failed, canceled)
+  2    no journal there, or Redis cannot be reached""",
+    )
+)
+@click.argument(
+    "target",
+    metavar="[MANIFEST_OR_JOURNAL]",
+    required=False,
+    type=click.Path(path_type=Path, dir_okay=False),
+)
+@output_dir
+@state
+@option("--json", "as_json", is_flag=True, show_default="off", help="Print the counts as JSON.")
+@redis_options(required=False, what="Count the whole run from Redis instead of a journal")
+def status(
+    target: Path | None,
+    *,
+    output_dir: Path | None,
+    state: Path | None,
+    as_json: bool,
+    redis_url: str | None,
+    run_name: str | None,
+) -> int:
+    """Count jobs by status and list the failures, from the journal alone (no network).
+
+    With --redis and --run: the whole run's counts, workers and queue, from Redis.
+    """
+    if redis_url or run_name:
+        if not (redis_url and run_name):
+            raise Stop("status --redis needs --run NAME (and --run needs --redis URL)")
+        cluster = cluster_cli()
+        with reader_may_leave():
+            return cluster_call(cluster.status_on_redis, redis_url, run_name, as_json=as_json)
+    if target is None:
+        raise Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
+    journal = resolve_journal(target, state, output_dir)
+    check_paths(reads={"the journal": journal}, writes={})
+    if not journal.exists():
+        raise Stop(f"no journal at {journal.resolve()}")
+    report = status_report(journal, manifest=None if journal == target else target)
+    report["journal"] = str(journal.resolve())
+    with reader_may_leave():
+        if as_json:
+            click.echo(json.dumps(report, indent=2, sort_keys=True))
+        else:
+            print_status(report)
+    unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
+    return EXIT_FAILED if unfinished else EXIT_OK
+
+
+@click.command(
+    epilog=epilog(
+        "replicate-batch cancel night.jsonl --dry-run",
+        "replicate-batch cancel night.jsonl",
+        "replicate-batch cancel night.jsonl --output-dir out/",
+        codes=f"""
+\b
+Exit codes:
+  {EXIT_OK:<4} nothing is left running (all canceled, or nothing was running)
+  {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
+  {EXIT_USAGE:<4} no journal there, no token, or a usage error""",
+    )
+)
+@click.argument(
+    "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
+)
+@output_dir
+@state
+@option(
+    "--dry-run",
+    is_flag=True,
+    show_default="off",
+    help="List the predictions that would be canceled; send nothing.",
+)
+@logging_options
+def cancel(target: Path, **options: Any) -> int:
+    """Cancel the predictions the journal shows as still running, so nothing keeps billing.
+
+    For a run that crashed, was killed, or was left with predictions running (a Ctrl-C
+    that exited at once): each is canceled on Replicate and journaled as canceled, so a
+    re-run skips it (--retry-failed runs it again). A prediction that already finished is
+    left for the next run to download.
+    """
+    journal = resolve_journal(target, options["state"], options["output_dir"])
+    if not journal.exists():
+        raise Stop(f"no journal at {journal.resolve()}")
+    console = Console(stderr=True)
+    with ExitStack() as stack:
+        setup_logging(stack, console, options, terminal_level=logging.WARNING)
+        try:
+            config = EngineConfig(
+                api=ApiConfig.from_env(os.environ),
+                output_dir=journal.parent,
+                state_path=journal,
+            )
+            return cancel_command(config, dry_run=options["dry_run"])
+        except (ConfigError, AuthenticationError) as exc:
+            raise Stop(str(exc)) from None
+        except EngineError as exc:  # the journal cannot be written: nothing was journaled
+            raise Stop(f"cannot cancel: {exc}", EXIT_FAILED) from None
+
+
+@click.command(
+    epilog=epilog(
+        "replicate-batch export manifests/example.yaml > files.jsonl",
+        "replicate-batch export manifests/example.yaml --format csv --output files.csv",
+        "replicate-batch export night.jsonl | head -3",
+        codes="""
+\b
+Exit codes:
+  0    exported (a done job's files only)
+  2    a manifest problem
+  141  the reader of standard output went away (export | head): quietly""",
+    )
+)
+@manifest_argument
+@option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jsonl", "csv"]),
+    default="jsonl",
+    show_default=True,
+    help="Row format.",
+)
+@output_dir
+@state
+@option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    show_default="standard output",
+    help="Write the rows to this file.",
+)
+def export(
+    manifest: Path, fmt: str, output_dir: Path | None, state: Path | None, output: Path | None
+) -> int:
+    """Print one row per output file, in manifest order: job, prediction, size, sha256."""
+    journal = resolve_journal(manifest, state, output_dir)
+    check_paths(
+        reads={"the manifest": manifest, "the journal": journal}, writes={"--output": output}
+    )
+    try:
+        replay = load_journal(journal)
+        rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
+        if output is None:
+            with reader_may_leave():
+                count = write_export(rows, fmt, sys.stdout)
+        else:
+            with output.open("w", newline="") as out:
+                count = write_export(rows, fmt, out)
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    except OSError as exc:
+        raise Stop(f"{exc.filename}: {exc.strerror}") from None
+    click.echo(f"exported {count} files", err=True)
+    return EXIT_OK
+
+
+@click.command(
+    epilog=epilog(
+        "replicate-batch gallery manifests/example.yaml",
+        "replicate-batch gallery night.jsonl --output-dir out/",
+        codes="""
+\b
+Exit codes:
+  0    index.html written beside the outputs
+  2    no journal there, or a manifest problem""",
+    )
+)
+@manifest_argument
+@output_dir
+@state
+def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
+    """Write index.html beside the outputs, from the journal and sidecars (no network)."""
+    out = output_dir or default_output_dir(manifest)
+    journal = resolve_journal(manifest, state, out)
+    if not journal.exists():
+        raise Stop(f"no journal at {journal.resolve()}")
+    try:
+        write_gallery(manifest, out, journal)
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    return EXIT_OK
+
+
+def write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself."""
+    from engine._gallery import write_manifest_gallery  # noqa: PLC0415
+
+    try:
+        stats = write_manifest_gallery(manifest, output_dir, journal)
+    except OSError as exc:
+        click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
+        return
+    if not quiet:
+        click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)

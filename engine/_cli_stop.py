@@ -1,0 +1,85 @@
+"""End a command with an exit code after one line: the CLI's one error edge.
+
+`Stop` is what a command raises; `cli.main` prints it and returns its code. The helpers
+here turn the errors of the steps the commands share into a `Stop`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from rich.console import Console
+
+from engine._cli_run import api_config
+from engine._config import ApiConfig
+from engine._errors import ConfigError
+from engine._precheck import checked_job_count
+from engine._pricing import PriceTable, load_prices
+from engine._report import EXIT_USAGE
+from jobs import ManifestError
+
+__all__ = [
+    "EXIT_BROKEN_PIPE",
+    "Stop",
+    "checked_api_config",
+    "checked_prices",
+    "checked_total",
+    "reader_may_leave",
+]
+
+EXIT_BROKEN_PIPE = 141
+
+
+class Stop(Exception):  # noqa: N818 - a control-flow signal, not an error type
+    """End the command with an exit code after printing one line."""
+
+    def __init__(self, message: str | None, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """End quietly with 141 when the reader of stdout goes away (``export | head``)."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the flush at interpreter exit cannot raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        raise Stop(None, EXIT_BROKEN_PIPE) from None
+
+
+def checked_api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:
+    """Return the API (or the started emulator's) configuration."""
+    try:
+        return api_config(emulator, stack, console)
+    except ConfigError as exc:
+        raise Stop(str(exc)) from None
+
+
+def checked_total(manifest: Path, state_dir: Path, *, allow_outside_files: bool = False) -> int:
+    """Return the manifest's job count, checked before anything is sent."""
+    try:
+        return checked_job_count(manifest, state_dir, allow_outside_files=allow_outside_files)
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    except OSError as exc:
+        raise Stop(f"cannot read manifest {manifest}: {exc.strerror}") from None
+
+
+def checked_prices(path: Path | None) -> PriceTable | None:
+    """Return the ``--prices`` table, if one was given."""
+    if path is None:
+        return None
+    try:
+        return load_prices(path)
+    except ConfigError as exc:
+        raise Stop(str(exc)) from None
