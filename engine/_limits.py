@@ -39,13 +39,18 @@ __all__ = ["Budget", "Limits", "PollPacer", "default_burst"]
 _HEADROOM = 0.99
 
 
-def default_burst(rate_per_min: float) -> int:
-    """Return the bucket size for a rate: half a second's worth, at least two.
+_MAX_BURST = 8
 
-    Two or more absorb a waiter woken late; more than a second's worth would exceed
-    the burst a rate-limited server (and the emulator's benchmarks) may allow.
+
+def default_burst(rate_per_min: float) -> int:
+    """Return the bucket size for a rate: half a second's worth, at least 2, at most 8.
+
+    Two or more absorb a waiter woken late. The cap keeps a burst under what a
+    rate-limited server may allow whatever the rate: Replicate states no burst for
+    creates, and the emulator's benchmarks and tests allow 10 to 20 (at a scaled
+    6,000/min, half a second's worth was 50 and drew 429s).
     """
-    return max(2, int(rate_per_min / 120))
+    return max(2, min(_MAX_BURST, int(rate_per_min / 120)))
 
 
 class Budget:
