@@ -30,9 +30,10 @@ from engine._errors import (
     UnexpectedResponseError,
 )
 from engine._events import JobEvent, JobEventKind
+from engine._handle import RunHandle, open_run
 from engine._prediction import Prediction, PredictionStatus
 from engine._report import RunSummary
-from engine._runner import JobSource, RunHandle, open_run, run_jobs
+from engine._runner import JobSource, run_jobs
 from jobs import Job, ManifestError, ModelRef, read_manifest
 
 __all__ = [

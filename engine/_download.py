@@ -40,39 +40,29 @@ import anyio
 import httpx
 
 from engine._config import ApiConfig
-from engine._deadline import StallWatch, attempt_deadline
+from engine._deadline import attempt_deadline
 from engine._durable import commit, write_all
-from engine._errors import (
-    DownloadError,
-    IntegrityError,
-    OutputExpiredError,
-    RateLimitedError,
-    ServerError,
-    translate_httpx_error,
-)
+from engine._errors import translate_httpx_error
 from engine._http import (
     TrustedHostAuth,
     async_transport,
     decode_data_uri,
     parse_content_range,
-    parse_retry_after,
     ssl_context,
 )
 from engine._logs import get_logger
 from engine._parts import (
     PartSource,
     check_regular,
-    discard_part,
-    finish_part,
     open_part,
     part_path,
     resumable_source,
-    start_part,
     storage_errors,
     write_part,
 )
 from engine._redact import redact
 from engine._retry import RetryPolicy, retry_download
+from engine._transfer import check_status, probe_total, transfer
 from jobs.model import OutputFile
 
 __all__ = ["Downloader"]
@@ -241,9 +231,15 @@ class Downloader:
                         prefix, total, content_type = await self._probe(url, dest, source, progress)
                     if len(prefix) == total:
                         return await self._store_bytes(prefix, dest, label, content_type, url)
-                transfer = partial(self._transfer, prefix=prefix)
+                attempt_once = partial(
+                    transfer,
+                    client=self._client,
+                    prefix=prefix,
+                    stall_after=self.api.attempt_timeout,
+                    chunk_size=self.chunk_size,
+                )
                 result, resumed_at = await anyio.to_thread.run_sync(
-                    transfer, url, dest, label, source, progress, limiter=self._threads
+                    attempt_once, url, dest, label, source, progress, limiter=self._threads
                 )
                 if resumed_at > len(prefix):
                     log.info("download.resumed", name=label, offset=resumed_at, size=result.size)
@@ -276,8 +272,8 @@ class Downloader:
                         stated = parse_content_range(response.headers.get("content-range"))
                         empty = stated is not None and stated.start is None and stated.total == 0
                         return b"", 0 if empty else None, None
-                    self._check_status(response, safe, None)
-                    total = _probe_total(response)
+                    check_status(response, safe, None)
+                    total = probe_total(response)
                     source[:] = [PartSource.of(url, response.headers, total)]
                     async for chunk in response.aiter_raw():
                         received.append(chunk)
@@ -324,7 +320,7 @@ class Downloader:
         loop. One trip, not one per call (open, write, close through aiofiles' file
         object, then fsync and rename): each system call a thread makes trades the GIL
         with the busy loop, and four trips per file measured 1.09x the engine's CPU.
-        Large transfers keep writing in their own transfer thread (`_transfer`): there
+        Large transfers keep writing in their own transfer thread (`_transfer.transfer`): there
         the bytes already are in a thread, and a trip per 64 KiB chunk would cost more
         than the write itself.
         """
@@ -344,153 +340,3 @@ class Downloader:
             url=url,
             content_type=content_type,
         )
-
-    # -- one attempt, in a worker thread ---------------------------------------------------
-
-    def _transfer(
-        self,
-        url: str,
-        dest: Path,
-        label: str,
-        source: list[PartSource],
-        progress: Progress | None,
-        *,
-        prefix: bytes = b"",
-    ) -> tuple[OutputFile, int]:
-        """Run one attempt; return the file and the offset it resumed from (0 if none).
-
-        ``prefix``, the file's first bytes read by `_probe`, starts a fresh part.
-        """
-        assert self._client is not None
-        part = part_path(dest)
-        safe = redact(url)
-        if prefix:
-            write_part(prefix, dest, safe, source[0] if source else None)
-        with storage_errors(dest, part, safe):
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            check_regular(part, safe)
-            offset = part.stat().st_size if part.exists() else 0
-        headers: dict[str, str] = {}
-        validator = source[0].if_range if source else None
-        if offset > 0 and (validator is not None or prefix):
-            headers["Range"] = f"bytes={offset}-"
-            # The representation must not have changed under our part: a server whose
-            # file changed answers 200 with all of it (RFC 9110 If-Range). A prefix read
-            # a moment ago in this attempt continues even without a validator.
-            if validator is not None:
-                headers["If-Range"] = validator
-        elif offset > 0:
-            offset = 0  # nothing proves the part is this file's start: fetch it whole
-        try:
-            with self._client.stream("GET", url, headers=headers) as response:
-                self._check_status(response, safe, part)
-                resume_at, total = _plan(response, offset)
-                with storage_errors(dest, part, safe):
-                    if resume_at and not source[0].matches(response.headers, total):
-                        # A server that ignored If-Range: the part is another file's start.
-                        discard_part(dest)
-                        raise IntegrityError(
-                            f"{label}: the file changed since its part was started; restarting",
-                            url=safe,
-                        )
-                    if not resume_at:
-                        if offset:  # If-Range did not match: the server sent it all again
-                            log.info("download.part_replaced", name=label, offset=offset)
-                        source[:] = [PartSource.of(url, response.headers, total)]
-                        start_part(dest, source[0], safe)
-                    digest = hashlib.sha256()
-                    if resume_at:
-                        self._hash_prefix(part, resume_at, digest)
-                    size = resume_at
-                    stall = StallWatch(self.api.attempt_timeout)
-                    # The part is exactly `resume_at` long: append; else start it afresh.
-                    flags = os.O_WRONLY | (os.O_APPEND if resume_at else os.O_CREAT | os.O_TRUNC)
-                    with os.fdopen(
-                        open_part(part, flags, safe), "ab" if resume_at else "wb"
-                    ) as out:
-                        # httpcore's own reads (64 KiB): re-chunking them costs a third.
-                        for chunk in response.iter_raw():
-                            anyio.from_thread.check_cancelled()
-                            stall.feed(len(chunk))
-                            out.write(chunk)
-                            digest.update(chunk)
-                            size += len(chunk)
-                            if progress is not None:
-                                progress(len(chunk))
-                        out.flush()
-                        os.fsync(out.fileno())
-                content_type = response.headers.get("content-type")
-        except httpx.TransportError as exc:
-            # The part keeps what arrived; the retry resumes from it.
-            raise translate_httpx_error(exc, f"GET {safe}") from exc
-        if total is not None and size != total:
-            raise IntegrityError(
-                f"{label}: received {size} bytes, expected {total}; the part is kept to resume",
-                url=safe,
-            )
-        with storage_errors(dest, part, safe):
-            finish_part(part, dest)
-        result = OutputFile(
-            name=label, size=size, sha256=digest.hexdigest(), url=url, content_type=content_type
-        )
-        return result, resume_at
-
-    def _check_status(self, response: httpx.Response, safe: str, part: Path | None) -> None:
-        status = response.status_code
-        if status in (200, 206):
-            return
-        if status in (404, 410):
-            if part is not None:
-                with contextlib.suppress(OSError):
-                    part.unlink()
-            raise OutputExpiredError(f"output gone (HTTP {status}): {safe}", url=safe)
-        if status == 416:
-            # The part is not a prefix of this file any more: start over next attempt.
-            if part is not None:
-                with contextlib.suppress(OSError):
-                    part.unlink()
-            raise IntegrityError(f"range not satisfiable for {safe}; restarting", url=safe)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after")) or 1.0
-            raise RateLimitedError(detail=f"download throttled: {safe}", retry_after=retry_after)
-        if status >= 500:
-            raise ServerError(status, detail=f"download failed: {safe}")
-        raise DownloadError(f"download refused (HTTP {status}): {safe}", url=safe)
-
-    def _hash_prefix(self, part: Path, length: int, digest: hashlib._Hash) -> None:
-        remaining = length
-        with os.fdopen(open_part(part, os.O_RDONLY), "rb") as existing:
-            while remaining > 0:
-                chunk = existing.read(min(self.chunk_size, remaining))
-                if not chunk:
-                    raise IntegrityError(f"{part.name} shrank while resuming")
-                digest.update(chunk)
-                remaining -= len(chunk)
-
-
-def _probe_total(response: httpx.Response) -> int | None:
-    """Return the file's total size as the first ranged answer states it, or None.
-
-    A ``*`` total is unknown: Content-Length then counts only the range.
-    """
-    if response.status_code == 206:
-        stated = parse_content_range(response.headers.get("content-range"))
-        if stated is None or stated.start != 0:
-            raise IntegrityError("server answered a different range than asked; restarting")
-        return stated.total
-    length = response.headers.get("content-length")
-    return int(length) if length else None
-
-
-def _plan(response: httpx.Response, offset: int) -> tuple[int, int | None]:
-    """Return (where to start writing in the part, expected total size or None)."""
-    length = response.headers.get("content-length")
-    if response.status_code == 206:
-        stated = parse_content_range(response.headers.get("content-range"))
-        if stated is None or stated.start != offset:
-            raise IntegrityError("server answered a different range than asked; restarting")
-        if stated.total is not None:
-            return offset, stated.total
-        return offset, offset + int(length) if length else None
-    # 200: the server ignored Range (or none was sent): write from the start.
-    return 0, int(length) if length else None

@@ -13,8 +13,7 @@ import dataclasses
 import math
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -23,14 +22,16 @@ import httpx
 from replicate.client import Client
 from replicate.exceptions import ReplicateError
 
+from engine._api_paths import create_path, id_of, model_slug
+from engine._attempts import call_attempts, log_call
 from engine._config import ApiConfig
 from engine._deadline import DeadlineTransport
 from engine._errors import (
-    EngineError,
     InvalidRequestError,
     UnexpectedResponseError,
     translate,
 )
+from engine._gateway_values import PredictionPage, StreamEvent
 from engine._http import async_transport, ssl_context
 from engine._limits import Limits
 from engine._logs import get_logger
@@ -46,33 +47,6 @@ __all__ = ["Gateway", "PredictionPage", "StreamEvent"]
 T = TypeVar("T")
 
 log = get_logger("engine.gateway")
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionPage:
-    """One page of ``GET /v1/predictions``; pass ``next`` back as the cursor."""
-
-    results: list[Prediction]
-    next: str | None = None
-    # Ids whose entry lacks ``output`` or ``metrics``: a GET has what the list left out.
-    lacking: frozenset[str] = frozenset()
-
-    def __iter__(self) -> Iterator[Prediction]:
-        """Iterate over the page's predictions, as the seed's ``for pred in page`` does."""
-        return iter(self.results)
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One server-sent event of a stream: ``output``, ``logs``, ``error`` or ``done``."""
-
-    event: str
-    data: str
-    id: str
-
-    def __str__(self) -> str:
-        """Return the text of an ``output`` event and "" otherwise, like replicate's events."""
-        return self.data if self.event == "output" else ""
 
 
 class Gateway:
@@ -190,7 +164,7 @@ class Gateway:
             return await self._call(
                 "create",
                 "POST",
-                _create_path(ref),
+                create_path(ref),
                 retry_create,
                 lambda ex: self._prediction(once, ex),
                 model=str(ref),
@@ -296,7 +270,7 @@ class Gateway:
         version_id = ref.version
         if version_id is None:
             model = await self.get_model(ref)
-            version_id = _id_of(model.get("latest_version"))
+            version_id = id_of(model.get("latest_version"))
             if version_id is None:
                 raise InvalidRequestError(
                     404, detail=f"model {ref} has no published version (latest_version is null)"
@@ -317,8 +291,8 @@ class Gateway:
         version = release.get("version")
         if isinstance(version, Mapping) and isinstance(version.get("openapi_schema"), Mapping):
             return dict(version)  # a whole Version object: nothing more to fetch
-        version_id = _id_of(version)
-        model = _model_slug(release.get("model"))
+        version_id = id_of(version)
+        model = model_slug(release.get("model"))
         if version_id is None or model is None:
             raise UnexpectedResponseError(
                 f"deployment {ref.slug}: its current release names no model and version"
@@ -350,11 +324,11 @@ class Gateway:
             except RuntimeError as exc:  # the SSE "error" event, as 1.0.7 raises it
                 yield StreamEvent(event="error", data=str(exc), id="")
             except (ReplicateError, httpx.HTTPError, ValueError) as exc:
-                path = _create_path(ref)
+                path = create_path(ref)
                 error = translate(exc, ex, "POST", path, token=self._token)
-                self._log("stream", ex, start, 1, path=path, error=error, model=str(ref))
+                log_call("stream", ex, start, 1, path=path, error=error, model=str(ref))
                 raise error from exc
-        self._log("stream", ex, start, 1, path=_create_path(ref), model=str(ref))
+        log_call("stream", ex, start, 1, path=create_path(ref), model=str(ref))
 
     # -- machinery ---------------------------------------------------------------------
 
@@ -413,71 +387,19 @@ class Gateway:
         path: str,
         on: Predicate,
         once: Callable[[Exchange], Awaitable[T]],
-        *,
-        prediction_id: str | None = None,
-        model: str | None = None,
-        create: bool = False,
+        **where: Any,
     ) -> T:
-        attempt = 0
-        async for attempt_ctx in self.retry.retrying(on, self.retries):
-            with attempt_ctx, exchange(create=create) as ex:
-                attempt += 1
-                start = time.perf_counter()
-                failure: EngineError | None = None
-                try:
-                    return await once(ex)
-                except (ReplicateError, httpx.HTTPError, ValueError, KeyError) as exc:
-                    failure = translate(exc, ex, method, path, token=self._token)
-                    raise failure from exc
-                except EngineError as exc:
-                    failure = exc
-                    raise
-                finally:
-                    self._log(
-                        name,
-                        ex,
-                        start,
-                        attempt,
-                        path=path,
-                        error=failure,
-                        prediction_id=prediction_id,
-                        model=model,
-                        retried=failure is None or bool(on(failure)),
-                    )
-        raise AssertionError("unreachable: stamina either returns or raises")
-
-    def _log(
-        self,
-        name: str,
-        exchange: Exchange,
-        start: float,
-        attempt: int,
-        *,
-        path: str,
-        error: EngineError | None = None,
-        prediction_id: str | None = None,
-        model: str | None = None,
-        retried: bool = True,
-    ) -> None:
-        fields: dict[str, Any] = {
-            "method": name,
-            "path": path,
-            "attempt": attempt,
-            "http_attempts": exchange.http_attempts,
-            "status": exchange.status,
-            "duration_ms": round((time.perf_counter() - start) * 1000, 1),
-        }
-        if prediction_id is not None:
-            fields["prediction_id"] = prediction_id
-        if model is not None:
-            fields["model"] = model
-        if error is None:
-            log.debug("api.call", **fields)
-        elif retried:
-            log.warning("api.call", error=type(error).__name__, message=str(error), **fields)
-        else:
-            # Not retried: the caller reports it once (job.failed, run.failed, validate).
-            log.debug("api.call", error=type(error).__name__, message=str(error), **fields)
+        return await call_attempts(
+            name,
+            method,
+            path,
+            on,
+            once,
+            retry=self.retry,
+            retries=self.retries,
+            token=self._token,
+            **where,
+        )
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -485,28 +407,3 @@ class Gateway:
         if self._http is None:
             raise RuntimeError("Gateway is not open: use 'async with Gateway(...)'")
         return self._http
-
-
-def _id_of(version: object) -> str | None:
-    """Return a version's id from its id string or its object; None when there is none."""
-    if isinstance(version, Mapping):
-        version = version.get("id")
-    return version if isinstance(version, str) and version else None
-
-
-def _model_slug(model: object) -> str | None:
-    """Return ``owner/name`` from a release's ``model`` (a string, or a Model object)."""
-    if isinstance(model, Mapping):
-        owner, name = model.get("owner"), model.get("name")
-        return f"{owner}/{name}" if isinstance(owner, str) and isinstance(name, str) else None
-    if isinstance(model, str) and model.count("/") == 1 and all(model.split("/")):
-        return model
-    return None
-
-
-def _create_path(ref: ModelRef) -> str:
-    if ref.kind is RefKind.MODEL:
-        return "/v1/models/{owner}/{name}/predictions"
-    if ref.kind is RefKind.DEPLOYMENT:
-        return "/v1/deployments/{owner}/{name}/predictions"
-    return "/v1/predictions"

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 
 import anyio
 from anyio import CancelScope
@@ -24,19 +23,25 @@ from engine._errors import EngineError, StorageError, one_error
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
-from engine._journal import JobState, Journal, JournalLock, JournalRecord, load_journal
+from engine._journal import JobState, Journal, JournalLock, load_journal
 from engine._limits import Limits, PollPacer
 from engine._logs import get_logger
 from engine._parts import is_stored
 from engine._report import RunSummary, store_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats
+from engine._stopping import (
+    cancel_in_flight,
+    cancel_workers_on_request,
+    cut_after_grace,
+    drain_at_deadline,
+)
 from engine._storage import check_output_folder
 from engine._sweep import Sweeper
 from engine._worker import WorkerContext, run_job
 from jobs import ENGINE_FILES, Job, JobStatus
 
-__all__ = ["JobSource", "RunHandle", "open_run", "run_jobs", "run_jobs_counted"]
+__all__ = ["JobSource", "run_jobs", "run_jobs_counted"]
 
 log = get_logger("engine.runner")
 
@@ -223,18 +228,18 @@ async def _run_locked(
         async with anyio.create_task_group() as outer:
             workers_scope = CancelScope()
             outer.start_soon(_produce, jobs, states, config, ctx, send)
-            outer.start_soon(_cancel_workers_on_request, control, workers_scope)
-            outer.start_soon(_cut_after_grace, control, workers_scope, config.shutdown_grace)
+            outer.start_soon(cancel_workers_on_request, control, workers_scope)
+            outer.start_soon(cut_after_grace, control, workers_scope, config.shutdown_grace)
             outer.start_soon(sweeper.run)
             if config.deadline is not None:
-                outer.start_soon(_drain_at_deadline, control, config.deadline)
+                outer.start_soon(drain_at_deadline, control, config.deadline)
             with workers_scope:
                 async with anyio.create_task_group() as workers, receive:
                     for _ in range(config.concurrency):
                         workers.start_soon(_work, receive.clone(), ctx)
             outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
         if control.cancel_requested and ctx.in_flight:
-            await _cancel_in_flight(ctx)
+            await cancel_in_flight(ctx)
         stats.retries.update(gateway.retries)
         stats.retries.update(downloader.retries)
 
@@ -370,162 +375,3 @@ async def _work(
     async with receive:
         async for job, state in receive:
             await run_job(job, state, ctx)
-
-
-async def _cancel_workers_on_request(control: RunControl, scope: CancelScope) -> None:
-    await control.wait_stop_workers()
-    scope.cancel()
-
-
-async def _cut_after_grace(control: RunControl, scope: CancelScope, grace: float) -> None:
-    """Bound an interrupted run: what still runs ``grace`` seconds after the signal stops.
-
-    A create whose answer is awaited is journaled ``creating`` (the next run looks for it
-    before paying again); a download keeps its part; a prediction stays journaled as
-    running. Nothing is lost by stopping, and a hung call cannot hold the exit.
-    """
-    while not control.interrupted:
-        await control.wait_changed()
-    await anyio.sleep(grace)
-    log.warning("run.grace_expired", grace_seconds=grace)
-    scope.cancel()
-
-
-async def _drain_at_deadline(control: RunControl, seconds: float) -> None:
-    await anyio.sleep(seconds)
-    control.drain("deadline reached", limit=True)
-
-
-async def _cancel_in_flight(ctx: WorkerContext) -> None:
-    """Cancel every prediction still running on Replicate so nothing keeps billing."""
-    pending = dict(ctx.in_flight)
-    log.warning("run.canceling", predictions=len(pending))
-
-    async def cancel_one(prediction_id: str, job: Job) -> None:
-        try:
-            await ctx.gateway.cancel(prediction_id)
-        except EngineError as exc:
-            log.warning("run.cancel_failed", prediction_id=prediction_id, error=str(exc))
-            return
-        record = JournalRecord.canceled(job.key, prediction_id=prediction_id, why="interrupt")
-        await ctx.journal.append(record, durable=True)
-        ctx.in_flight.pop(prediction_id, None)
-        await ctx.emit(
-            JobEvent(job.key, JobEventKind.CANCELED, prediction_id, "interrupt", job=job)
-        )
-
-    async def leave_at_once(scope: CancelScope) -> None:
-        await ctx.control.wait_leave()  # the next Ctrl-C: the cancels took too long
-        log.warning("run.cancel_abandoned", predictions=len(ctx.in_flight))
-        scope.cancel()
-
-    # Shielded from the host's cancellation (nothing may keep billing), but not from the
-    # user's next Ctrl-C: what is not canceled by then stays journaled, and is named.
-    with anyio.CancelScope(shield=True), anyio.move_on_after(ctx.config.shutdown_grace):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(leave_at_once, tg.cancel_scope)
-            async with anyio.create_task_group() as cancels:
-                for prediction_id, job in pending.items():
-                    cancels.start_soon(cancel_one, prediction_id, job)
-            tg.cancel_scope.cancel()
-
-
-@dataclass(slots=True, eq=False)
-class RunHandle:
-    """A run in progress, started by `open_run`.
-
-    ``events`` streams the run's `JobEvent`s; reading it is optional. ``await wait()``
-    returns the `RunSummary` (also kept in ``summary``) or raises what `run_jobs` would.
-    ``control`` stops the run (``drain``, ``interrupt``, ``cancel``). ``dropped_events``
-    counts the events a full buffer could not take (see `open_run`); ``error`` is the
-    run's error once it failed.
-    """
-
-    control: RunControl
-    events: MemoryObjectReceiveStream[JobEvent]
-    summary: RunSummary | None = None
-    dropped_events: int = 0
-    error: Exception | None = field(default=None, repr=False)
-    _finished: anyio.Event = field(default_factory=anyio.Event, repr=False)
-
-    async def wait(self) -> RunSummary:
-        """Wait for the run to end; return its summary or raise its `EngineError`."""
-        await self._finished.wait()
-        if self.error is not None:
-            raise self.error
-        if self.summary is None:  # seen from a task outside the cancelled scope
-            raise EngineError("the run was cancelled before it ended")
-        return self.summary
-
-
-@asynccontextmanager
-async def open_run(
-    jobs: JobSource, config: EngineConfig, *, buffer: int = 1024, events: bool = True
-) -> AsyncIterator[RunHandle]:
-    """Start a run beside the caller's code, in its event loop; yield a handle to it.
-
-    ::
-
-        async with open_run(jobs, config) as run:
-            async for event in run.events:  # optional
-                ...
-            summary = await run.wait()
-
-    The run never waits for the host: events go to a buffer of ``buffer`` events, and an
-    event the full buffer cannot take is dropped and counted in ``run.dropped_events``
-    (one ``run.events_dropped`` warning at the end says how many). A host that does not
-    read them passes ``events=False``: nothing is buffered, ``run.events`` is empty. A
-    host that needs every event, with backpressure, passes ``on_event`` to `run_jobs`.
-    The stream ends when the run does and is closed when the block ends: a task of the
-    host's that reads it should finish inside the block.
-
-    Errors are the ones `run_jobs` raises: when the run fails, the block is interrupted
-    and `open_run` raises that error (``wait()`` raises it too). An exception raised in
-    the block, or leaving it before the run ends, interrupts the run (no new creates,
-    running predictions journaled for the next run), waits for it to stop and re-raises
-    the block's exception as it was. Cancelling the caller's scope cancels the run; the
-    journal, connections and files are closed before the cancellation goes on.
-    """
-    control = RunControl()
-    send, receive = anyio.create_memory_object_stream[JobEvent](buffer if events else 0)
-    handle = RunHandle(control=control, events=receive)
-    if not events:
-        send.close()
-
-    def forward(event: JobEvent) -> None:
-        try:
-            send.send_nowait(event)
-        except anyio.WouldBlock:
-            handle.dropped_events += 1
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the host stopped listening; the run goes on to a clean stop
-
-    async def drive(scope: CancelScope) -> None:
-        try:
-            with send:
-                handle.summary = await run_jobs(
-                    jobs, config, control=control, on_event=forward if events else None
-                )
-            if handle.dropped_events:
-                log.warning("run.events_dropped", dropped=handle.dropped_events, buffer=buffer)
-        except Exception as exc:  # noqa: BLE001 - handed to the host as run_jobs would raise it
-            handle.error = exc
-            scope.cancel()  # end the host's block: open_run raises the error
-        finally:
-            handle._finished.set()
-
-    failure: Exception | None = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(drive, tg.cancel_scope)
-        try:
-            yield handle
-        except Exception as exc:  # noqa: BLE001 - the host's error: stop the run, re-raise it
-            failure = exc
-        finally:
-            if handle.summary is None:
-                control.interrupt("host left the run")
-            receive.close()
-    if failure is not None:
-        raise failure
-    if handle.error is not None:
-        raise handle.error

@@ -7,19 +7,10 @@ output file is verified and renamed into place.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
 
-import anyio
 import structlog
 
-from engine._config import EngineConfig
-from engine._control import RunControl, Spending
-from engine._download import Downloader
-from engine._durable import GroupCommit
 from engine._errors import (
     ApiError,
     AuthenticationError,
@@ -35,26 +26,21 @@ from engine._errors import (
     TransportError,
 )
 from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
-from engine._gateway import Gateway
-from engine._journal import JobState, Journal, JournalRecord
-from engine._limits import PollPacer
+from engine._journal import JobState, JournalRecord
 from engine._logs import get_logger
-from engine._metadata import embed_output_metadata
-from engine._parts import check_folders, is_stored
+from engine._outputs import store_outputs
+from engine._polling import poll
 from engine._prediction import Prediction, PredictionStatus
 from engine._reconcile import find_created_prediction
 from engine._retry import is_permanent_failure
 from engine._sidecar import store_sidecar
-from engine._stats import RunStats
-from engine._sweep import Sweeper, Watch
+from engine._worker_context import WorkerContext
 from jobs import (
     Job,
     JobStatus,
     OutputFile,
     input_digest,
     job_key,
-    normalise_output,
-    plan_outputs,
 )
 
 __all__ = ["WorkerContext", "run_job"]
@@ -62,31 +48,6 @@ __all__ = ["WorkerContext", "run_job"]
 log = get_logger("engine.worker")
 
 _PAYMENT_REQUIRED = 402  # Replicate's "insufficient credit" on a create
-
-
-@dataclass(slots=True)
-class WorkerContext:
-    """What every worker shares: gateway, downloader, journal, pacer, control and counters.
-
-    ``sweeper`` notices completions from the prediction list when many are in flight; a
-    context without one (a cluster worker: the list sweep is one process's view of the
-    account) polls every prediction on its own.
-    """
-
-    config: EngineConfig
-    gateway: Gateway
-    downloader: Downloader
-    journal: Journal
-    pacer: PollPacer
-    control: RunControl
-    stats: RunStats
-    emit: Callable[[JobEvent], Awaitable[None]]
-    spending: Spending
-    sweeper: Sweeper | None = None
-    in_flight: dict[str, Job] = field(default_factory=dict)  # prediction id -> job
-    # The first disk refusal: the run drains, then ends with it (a whole-run error).
-    storage_error: StorageError | None = None
-    sidecars: GroupCommit = field(default_factory=GroupCommit)  # their fsyncs share hops
 
 
 async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
@@ -280,73 +241,14 @@ class _Lifecycle:
         ctx = self.ctx
         ctx.in_flight[prediction_id] = self.job
         try:
-            prediction = await self._poll(prediction_id)
+            created, self.created = self.created, None
+            prediction = await poll(ctx, prediction_id, created)
         except EngineError:
             # This run stops watching it (the next one re-attaches): exit must not cancel it.
             ctx.in_flight.pop(prediction_id, None)
             self.waiting_on = prediction_id
             raise
         return prediction
-
-    async def _poll(self, prediction_id: str) -> Prediction | None:
-        """Ask for the prediction until terminal, or wait for the list sweep to see it end.
-
-        While the sweep covers the prediction (many in flight) this worker sends nothing:
-        it wakes when the sweep delivers the terminal prediction, or asks for one GET
-        (the list lacked the output, or has missed the prediction for too long).
-        """
-        ctx = self.ctx
-        started = time.monotonic()
-        timeout = ctx.config.job_timeout
-        watching = (
-            ctx.sweeper.watch(prediction_id)
-            if ctx.sweeper is not None
-            else contextlib.nullcontext(None)
-        )
-        with ctx.pacer.track(), watching as watch:
-            while True:
-                known, self.created = self.created, None
-                listed = watch.take() if watch is not None else None
-                prediction: Prediction | None
-                if known is not None and known.id == prediction_id:
-                    prediction = known
-                elif listed is not None:
-                    prediction = listed
-                elif watch is None or watch.needs_get():
-                    prediction = await ctx.gateway.get(prediction_id)
-                else:
-                    prediction = None  # woken for nothing new (a change of the run's state)
-                if prediction is not None:
-                    if watch is not None:
-                        watch.saw(prediction)
-                    if prediction.status.terminal:
-                        ctx.in_flight.pop(prediction_id, None)
-                        ctx.stats.prediction_seconds.append(time.monotonic() - started)
-                        return prediction
-                if ctx.control.leave_running:
-                    return None
-                age = time.monotonic() - started
-                if timeout is not None and age > timeout:
-                    log.warning("job.timeout", prediction_id=prediction_id, timeout=timeout)
-                    canceled = await ctx.gateway.cancel(prediction_id)
-                    ctx.in_flight.pop(prediction_id, None)
-                    return canceled
-                await self._wait_for_news(watch, age)
-
-    async def _wait_for_news(self, watch: Watch | None, age: float) -> None:
-        """Sleep out the poll interval, or until the sweep (or the run's state) has news."""
-        ctx = self.ctx
-        timeout = ctx.config.job_timeout
-        if watch is None:
-            with anyio.move_on_after(ctx.pacer.interval(age)):
-                await ctx.control.wait_changed()
-            return
-        if watch.covered:
-            wait = math.inf if timeout is None else timeout - age + ctx.pacer.min_interval
-        else:
-            wait = ctx.pacer.interval(age)
-        with anyio.move_on_after(wait):
-            await watch.wait()
 
     # -- finish --------------------------------------------------------------------------
 
@@ -366,7 +268,7 @@ class _Lifecycle:
             )
             await ctx.emit(JobEvent(job.key, JobEventKind.SUCCEEDED, prediction.id, job=job))
             try:
-                files = await self._download(prediction)
+                files = await store_outputs(self.ctx, self.job, self.state, prediction)
             except OutputExpiredError as exc:
                 # Gone from Replicate: only a new prediction can bring the files back.
                 return await self._retry_or_fail(prediction.id, exc)
@@ -458,69 +360,6 @@ class _Lifecycle:
             permanent=permanent,
             attempt=self.attempt,
         )
-
-    # -- download ------------------------------------------------------------------------
-
-    async def _download(self, prediction: Prediction) -> list[OutputFile]:
-        """Store every output, skipping files already verified on disk by an earlier run."""
-        ctx, job = self.ctx, self.job
-        items = normalise_output(prediction.output)
-        if not items and prediction.data_removed:
-            raise OutputExpiredError(f"outputs of prediction {prediction.id} were removed")
-        planned = plan_outputs(job, items)  # names, and local names inside JSON documents
-        have = {f.name: f for f in (self.state.files if self.state else ())}
-        stored: list[OutputFile] = []
-        for item, name in ((p.item, p.name) for p in planned):
-            dest = ctx.config.output_dir / name
-            if "/" in name:
-                check_folders(ctx.config.output_dir, name)
-            known = have.get(name)
-            if known is not None and is_stored(dest, known.size):
-                # The journal keeps no URL: this prediction's is the file's source.
-                stored.append(replace(known, url=item.url))
-                continue
-            started = time.monotonic()
-            arrived = _Arrived(ctx.stats)
-            try:
-                if item.url is not None:
-                    result = await ctx.downloader.fetch(item.url, dest, name=name, progress=arrived)
-                else:
-                    result = await ctx.downloader.write_inline(item.text or "", dest, name=name)
-            finally:
-                arrived.settle()  # DOWNLOADED counts the verified file instead
-            size, sha256 = result.size, result.sha256
-            if ctx.config.embed_metadata:  # before the file is journaled: its final hash
-                size, sha256 = await embed_output_metadata(dest, job, prediction, (size, sha256))
-            stored_file = OutputFile(name, size, sha256, item.url, result.content_type)
-            ctx.stats.download_seconds.append(time.monotonic() - started)
-            await self._journal(
-                JournalRecord.file(job.key, output=stored_file, prediction_id=prediction.id)
-            )
-            await ctx.emit(
-                JobEvent(
-                    job.key, JobEventKind.DOWNLOADED, prediction.id, name, result.size, job=job
-                )
-            )
-            stored.append(stored_file)
-        return stored
-
-
-class _Arrived:
-    """Count one file's bytes as they arrive, into the run's stats (from any thread)."""
-
-    __slots__ = ("count", "stats")
-
-    def __init__(self, stats: RunStats) -> None:
-        self.stats = stats
-        self.count = 0  # one transfer at a time per file: no lock needed for this one
-
-    def __call__(self, size: int) -> None:
-        self.count += size
-        self.stats.add_arriving(size)
-
-    def settle(self) -> None:
-        self.stats.add_arriving(-self.count)
-        self.count = 0
 
 
 def _maybe_stored(exc: EngineError) -> bool:
