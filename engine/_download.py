@@ -24,7 +24,6 @@ Read-only or permission errors leave nothing behind to remove. All three are
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -41,7 +40,7 @@ import httpx
 
 from engine._config import ApiConfig
 from engine._deadline import attempt_deadline
-from engine._durable import commit, write_all
+from engine._durable import fill_and_commit
 from engine._errors import translate_httpx_error
 from engine._http import (
     TrustedHostAuth,
@@ -85,21 +84,7 @@ def _store_file(payload: bytes, part: Path, dest: Path, safe: str | None) -> Non
     check_regular(dest, safe)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd = open_part(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, safe)
-    try:
-        write_all(fd, payload)
-        folder = os.open(dest.parent, os.O_RDONLY)
-        try:
-            commit(fd, part, dest, folder)
-        finally:
-            os.close(folder)
-    except BaseException:
-        # Never leave a whole but unsynced part to be "resumed". After a rename there is
-        # none to remove.
-        with contextlib.suppress(OSError):
-            part.unlink()
-        raise
-    finally:
-        os.close(fd)
+    fill_and_commit(fd, part, dest, payload)
 
 
 _store_off_loop = aiofiles.os.wrap(_store_file)

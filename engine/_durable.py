@@ -53,6 +53,15 @@ def write_durably(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+    fill_and_commit(fd, tmp, path, data)
+
+
+def fill_and_commit(fd: int, tmp: Path, path: Path, data: bytes) -> None:
+    """Write ``data`` to the open ``tmp``, then commit it as ``path``; close ``fd``.
+
+    On any failure ``tmp`` is removed: never a whole but unsynced file left to be taken
+    for a finished one (or a part to be "resumed"). After the rename there is none.
+    """
     try:
         write_all(fd, data)
         folder = os.open(path.parent, os.O_RDONLY)
