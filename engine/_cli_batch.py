@@ -41,7 +41,7 @@ from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
 from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import api_settings, config_option, given_settings, option, setting_options
-from jobs import ENGINE_FILES, ManifestError, read_manifest
+from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
 __all__ = ["run", "validate"]
 
@@ -257,6 +257,13 @@ def _validate(
         reads={"the manifest": manifest, "--state": options["state"]},
         writes={"--log-file": options["log_file"], "--json-logs": options["json_logs"]},
     )
+    # The manifest's own mistakes first: they need no token, no emulator and no network.
+    summary = check_manifest(manifest, allow_outside_files=options["allow_outside_files"])
+    if not summary.ok:
+        for error in summary.errors:
+            click.echo(f"error: {error}", err=True)
+        click.echo(f"{len(summary.errors)} problem(s) in the manifest; nothing was run", err=True)
+        return EXIT_USAGE
     console = Console(stderr=True)
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)

@@ -265,6 +265,11 @@ async def _run_locked(
     for many in ("changed_keys", "stale_keys"):
         numbers[many] = len(numbers[many])
     numbers.pop("billing", None)  # a table: report.json and the summary show it
+    for name, value in numbers.pop("totals", {}).items():  # flat: a line, not a dict repr
+        numbers[f"total_{name}"] = value
+    for name, value in numbers.items():
+        if isinstance(value, float):
+            numbers[name] = round(value, 3)
     if ctx.storage_error is not None:
         # The disk refused: the report may not fit either, and the run ends with the error.
         with contextlib.suppress(OSError):

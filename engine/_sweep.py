@@ -164,7 +164,7 @@ class Sweeper:
         try:
             await self._run()
         finally:
-            log.info(
+            log.debug(  # the run's own counts are its report; these are the sweep's
                 "sweep.summary",
                 sweeps=self.sweeps,
                 pages=self.pages,

@@ -467,3 +467,18 @@ def test_the_emulator_keeps_its_own_flags_and_no_command_shows_the_help(tmp_path
     assert bare.returncode == 2
     assert "Commands:" in bare.stderr
     assert "Traceback" not in bare.stderr
+
+
+def test_validate_says_the_manifest_s_own_mistakes_without_a_token(tmp_path: Path) -> None:
+    """A manifest's mistakes need no token, emulator or network: they come first."""
+    (tmp_path / "bad.yaml").write_text("jobs:\n  - id: my job\n    model: a/b\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REPLICATE_")}
+
+    for args in (("validate", "bad.yaml"), ("run", "bad.yaml", "--dry-run")):
+        result = run_cli(*args, env=env, cwd=tmp_path)
+
+        assert result.returncode == 2, result.stderr
+        assert "bad.yaml:2: jobs[0].id: invalid id 'my job'" in result.stderr
+        assert "token" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "outputs").exists()
