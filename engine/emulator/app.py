@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from engine.emulator import handlers, resources
-from engine.emulator.catalogue import MODELS, canonical_key
+from engine.emulator.catalogue import MODELS, ModelSpec, canonical_key
 from engine.emulator.config import EmulatorConfig
 from engine.emulator.lifecycle import PredictionRecord, new_id
 from engine.emulator.problems import Problem, json_response, unauthenticated
@@ -130,22 +130,28 @@ class Emulator:
             }
             # Strictly after the last one, so created_at orders them as the list does.
             now = max(self.clock(), self.order[-1].created + 2e-6 if self.order else 0.0)
-            timing = self.config.timing(model.ref, model.timing)
-            record = PredictionRecord(
-                id=new_id(),
-                seq=len(self.order),
-                model=model,
-                version=model.version_id,
-                input=data,
-                created=now,
-                started=now + timing.cold_start,
-                finished=now + timing.cold_start + timing.run_time,
-                video_size=self.config.video_size,
-                source="web",
-            )
+            record = self.new_record(model, data, now, source="web")
             self.add(record, base_url)
         self.stats.foreign_predictions += self.foreign_pending
         self.foreign_pending = 0
+
+    def new_record(
+        self, model: ModelSpec, data: dict[str, Any], now: float, **fields: Any
+    ) -> PredictionRecord:
+        """Return the next prediction of ``model`` created at ``now``, timed by its model."""
+        timing = self.config.timing(model.ref, model.timing)
+        return PredictionRecord(
+            id=new_id(),
+            seq=len(self.order),
+            model=model,
+            version=model.version_id,
+            input=data,
+            created=now,
+            started=now + timing.cold_start,
+            finished=now + timing.cold_start + timing.run_time,
+            video_size=self.config.video_size,
+            **fields,
+        )
 
     async def _refuse_create(self, request: Request, handler: Handler) -> Problem | None:
         """Return the answer of a create refused by a fault knob (402, or a hang's end)."""

@@ -20,7 +20,7 @@ from engine.emulator.catalogue import (
     canonical_key,
     validate_input,
 )
-from engine.emulator.lifecycle import TERMINAL, PredictionRecord, new_id
+from engine.emulator.lifecycle import TERMINAL, PredictionRecord
 from engine.emulator.problems import Problem, json_response, not_found
 from engine.emulator.resources import base_url
 from engine.emulator.shapes import inline_output
@@ -150,24 +150,17 @@ async def _create(
         em.require_webhooks()
     now = em.clock()
     key = canonical_key(model, data)
-    timing = em.config.timing(model.ref, model.timing)
     cancel_after = parse_duration(request.headers.get("cancel-after", ""))
-    record = PredictionRecord(
-        id=new_id(),
-        seq=len(em.order),
-        model=model,
-        version=model.version_id,
-        input=data,
-        created=now,
-        started=now + timing.cold_start,
-        finished=now + timing.cold_start + timing.run_time,
+    record = em.new_record(
+        model,
+        data,
+        now,
         failure=_failure(em, model, data, em.stats.per_input[key]),
         stream=body.get("stream") is True,
         deployment=deployment,
         webhook=webhook if isinstance(webhook, str) else None,
         webhook_events_filter=events,
         deadline=None if cancel_after is None else now + cancel_after,
-        video_size=em.config.video_size,
     )
     base = base_url(request)
     em.add(record, base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,21 @@ def assert_files_match_journal(out: Path, journal: Path) -> int:
         assert sha256_of(path) == record["sha"], name
     assert not list(out.rglob("*.part")), "a .part file was left behind"
     return len(files)
+
+
+def run_argv(*extra: str) -> list[str]:
+    """Return the argv of a long ``run`` of ``m.jsonl`` into ``out`` that tests interrupt:
+    short polls, debug events in ``run.log``."""
+    return [
+        *[sys.executable, "-m", "engine"],
+        "run",
+        "m.jsonl",
+        "--output-dir",
+        "out",
+        "--poll-interval",
+        "0.05",
+        "-v",
+        "--log-file",
+        "run.log",
+        *extra,
+    ]

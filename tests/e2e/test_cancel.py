@@ -17,7 +17,14 @@ import pytest
 
 from engine.emulator import EmulatorConfig
 from engine.emulator.config import ModelTiming
-from tests.e2e.helpers import FLUX, cli_env, image_jobs, journal_records, write_jsonl
+from tests.e2e.helpers import (
+    FLUX,
+    cli_env,
+    image_jobs,
+    journal_records,
+    run_argv,
+    write_jsonl,
+)
 
 ENGINE = [sys.executable, "-m", "engine"]
 
@@ -33,19 +40,7 @@ class Run:
 
     def __init__(self, tmp_path: Path, env: dict[str, str], *extra: str) -> None:
         self.proc = subprocess.Popen(
-            [
-                *ENGINE,
-                "run",
-                "m.jsonl",
-                "--output-dir",
-                "out",
-                "--poll-interval",
-                "0.05",
-                "-v",
-                "--log-file",
-                "run.log",
-                *extra,
-            ],
+            run_argv(*extra),
             env=env,
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

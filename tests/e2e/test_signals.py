@@ -13,7 +13,15 @@ import pytest
 
 from engine.emulator import EmulatorConfig
 from engine.emulator.config import ModelTiming
-from tests.e2e.helpers import FLUX, VIDEO, cli_env, image_jobs, journal_records, write_jsonl
+from tests.e2e.helpers import (
+    FLUX,
+    VIDEO,
+    cli_env,
+    image_jobs,
+    journal_records,
+    run_argv,
+    write_jsonl,
+)
 
 ENGINE = [sys.executable, "-m", "engine"]
 
@@ -25,21 +33,8 @@ def emulator_config() -> EmulatorConfig:
 
 
 def start_run(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
-    manifest = tmp_path / "m.jsonl"
     return subprocess.Popen(
-        [
-            *ENGINE,
-            "run",
-            str(manifest),
-            "--output-dir",
-            "out",
-            "--poll-interval",
-            "0.05",
-            "-v",
-            "--log-file",
-            "run.log",
-            *extra,
-        ],
+        run_argv(*extra),
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
