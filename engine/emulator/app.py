@@ -39,7 +39,14 @@ __all__ = ["Emulator"]
 # The limiter and fault class of an endpoint; "download" (output files) is never throttled.
 Kind = Literal["create", "get", "list", "cancel", "read", "download"]
 Handler = Callable[["Emulator", Request], Awaitable[Response]]
-_COUNTERS = ("create_5xx_first", "get_5xx_first", "throttle_next_creates", "hang_creates")
+_COUNTERS = (
+    "create_5xx_first",
+    "get_5xx_first",
+    "throttle_next_creates",
+    "throttle_next_lists",
+    "hang_creates",
+)
+_THROTTLED = {"create": "throttle_next_creates", "list": "throttle_next_lists"}
 _INSUFFICIENT_CREDIT = (
     "You have insufficient credit to run this model. "
     "Go to https://replicate.com/account/billing#billing to purchase credit."
@@ -229,8 +236,9 @@ class Emulator:
     def _throttle(self, kind: Kind) -> Problem | None:
         now = time.monotonic()
         bucket = self.create_bucket if kind == "create" else self.read_bucket
-        if kind == "create" and self.remaining["throttle_next_creates"] > 0:
-            self.remaining["throttle_next_creates"] -= 1
+        counter = _THROTTLED.get(kind)
+        if counter and self.remaining[counter] > 0:
+            self.remaining[counter] -= 1
             wait = 1.0
         else:
             wait = bucket.take(now)

@@ -76,6 +76,7 @@ class EmulatorConfig:
     create_5xx_first: int = 0  # the next N creates answer fault_status
     get_5xx_first: int = 0  # the next N prediction GETs answer fault_status
     throttle_next_creates: int = 0  # the next N creates answer 429
+    throttle_next_lists: int = 0  # the next N prediction list calls answer 429
     insufficient_credit: bool = False  # every create answers 402 (nothing is stored)
     forbidden_creates: bool = False  # every create answers 403: the token may only read
     hang_creates: int = 0  # the next N creates are read, then never answered (nothing stored)

@@ -174,6 +174,21 @@ def test_429_on_create_with_retry_after(
     assert replicate_env.emulator.stats.throttled == 2
 
 
+def test_throttled_list_calls_answer_429_and_then_recover(
+    client: replicate.Client, replicate_env: EmulatorServer
+) -> None:
+    replicate_env.emulator.update(throttle_next_lists=2)
+    raw = httpx.get(
+        f"{replicate_env.base_url}/v1/predictions",
+        headers={"Authorization": f"Bearer {replicate_env.token}"},
+        verify=replicate_env.ssl_context(),
+    )
+    assert (raw.status_code, raw.headers["retry-after"]) == (429, "1")
+    # The replicate client retries a throttled GET itself: the second 429 is waited out.
+    assert client.predictions.list().results == []
+    assert replicate_env.emulator.stats.throttled == 2
+
+
 def test_low_credit_bucket_uses_the_real_wording(
     client: replicate.Client, replicate_env: EmulatorServer
 ) -> None:
