@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -168,12 +169,19 @@ return #keys
 
 
 def job_to_json(job: Job) -> str:
-    """Return the job as the JSON a worker rebuilds it from."""
+    """Return the job as the JSON a worker rebuilds it from.
+
+    ``@path`` inputs are absolute `Path` values at any depth of the input: they travel as
+    strings, with the place of each in ``files`` (a list of key/index paths), so a worker
+    uploads them as files and a string input that looks like a path stays a string.
+    """
+    files: list[list[str | int]] = []
     return json.dumps(
         {
             "key": job.key,
             "model": str(job.model),
-            "input": job.input,
+            "input": _paths_out(job.input, [], files),
+            "files": files,
             "output": job.output,
             "index": job.index,
             "source": job.source,
@@ -186,15 +194,33 @@ def job_to_json(job: Job) -> str:
 def job_from_json(text: str | bytes) -> Job:
     """Rebuild a job written by `job_to_json`."""
     obj = json.loads(text)
+    job_input = obj["input"]
+    for place in obj.get("files", ()):
+        holder = job_input
+        for step in place[:-1]:
+            holder = holder[step]
+        holder[place[-1]] = Path(holder[place[-1]])
     return Job(
         key=obj["key"],
         model=ModelRef.parse(obj["model"]),
-        input=obj["input"],
+        input=job_input,
         output=obj["output"],
         source=obj.get("source", "<redis>"),
         line=obj.get("line", 0),
         index=obj.get("index", 0),
     )
+
+
+def _paths_out(value: Any, place: list[str | int], files: list[list[str | int]]) -> Any:
+    """Return ``value`` with every `Path` as a string, its place appended to ``files``."""
+    if isinstance(value, Path):
+        files.append(place)
+        return str(value)
+    if isinstance(value, list):
+        return [_paths_out(v, [*place, i], files) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _paths_out(v, [*place, k], files) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
