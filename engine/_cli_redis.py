@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +59,10 @@ def _cluster_options(options: dict[str, Any]) -> Any:
     )
 
 
-def _engine_config(**kwargs: Any) -> EngineConfig:
+def _engine_config(api: dict[str, Any], **kwargs: Any) -> EngineConfig:
+    """Build the config once: the environment's API settings with the flags given over them."""
     try:
-        return EngineConfig(api=ApiConfig.from_env(os.environ), **kwargs)
+        return EngineConfig(api=replace(ApiConfig.from_env(os.environ), **api), **kwargs)
     except ConfigError as exc:
         raise Stop(str(exc)) from None
 
@@ -71,8 +73,8 @@ def run_on_redis(
     """``run --redis``: submit the manifest, work it with --workers processes here."""
     if not (options["redis_url"] and options["run_name"]):
         raise Stop("--redis needs --run NAME (and --run needs --redis URL)")
-    settings = given_settings(ctx)
-    given = settings | api_settings(ctx)
+    settings, api = given_settings(ctx), api_settings(ctx)
+    given = settings | api
     fields = {s.param: s.field for s in RUN_SETTINGS}
     refused = [
         flag
@@ -89,8 +91,11 @@ def run_on_redis(
             verbose=options["verbose"],
             json_logs=options["json_logs"],
         )
-        total = checked_total(manifest, journal_path(output_dir).parent)
+        outside = options["allow_outside_files"]
+        state_dir = journal_path(output_dir).parent
+        total = checked_total(manifest, state_dir, allow_outside_files=outside)
         config = _engine_config(
+            api,
             output_dir=output_dir,
             sidecars=not options["no_sidecars"],
             embed_metadata=options["embed_metadata"],
@@ -108,6 +113,7 @@ def run_on_redis(
             _cluster_options(options),
             workers=options["workers"],
             total=total,
+            allow_outside_files=outside,
             worker_args=worker_args,
         )
 
@@ -140,6 +146,8 @@ Exit codes:
     "max-retries",
     "poll-interval",
     "job-timeout",
+    "attempt-timeout",
+    "shutdown-grace",
     "retry-failed",
 )
 @config_option()
@@ -164,6 +172,7 @@ def worker(ctx: click.Context, /, **options: Any) -> int:
             json_logs=options["json_logs"],
         )
         config = _engine_config(
+            api_settings(ctx),
             output_dir=options["output_dir"],
             sidecars=not options["no_sidecars"],
             embed_metadata=options["embed_metadata"],

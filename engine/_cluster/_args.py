@@ -40,10 +40,6 @@ RUN_ONLY_FLAGS = {
     "prices": "--prices",
     "max_spend": "--max-spend",
     "log_file": "--log-file",
-    # Not carried to the worker processes yet: refused rather than silently dropped.
-    "attempt_timeout": "--attempt-timeout",
-    "shutdown_grace": "--shutdown-grace",
-    "allow_outside_files": "--allow-outside-files",
 }
 
 

@@ -12,8 +12,9 @@ import logging
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +30,7 @@ from engine._control import RunControl
 from engine._errors import AuthenticationError, ConfigError
 from engine._logs import configure_logging
 from engine._report import RunSummary
-from jobs import read_manifest
+from jobs import Job, read_manifest
 
 __all__ = [
     "configure_cluster_logging",
@@ -87,13 +88,20 @@ def run_on_redis(
     workers: int,
     total: int,
     worker_args: Sequence[str] = (),
+    allow_outside_files: bool = False,
 ) -> int:
     """Submit ``manifest`` to the run, work it here with ``workers`` processes, report.
 
-    ``worker_args`` are added to the command line of each worker started here (its logs).
+    ``worker_args`` are added to the command line of each worker started here (its logs);
+    ``allow_outside_files`` lets ``@path`` inputs name files outside the manifest's folder
+    (every machine's workers must see them at the same path).
     """
     config.api.require_token()
-    summary = _call(_submit_and_serve, manifest, config, options, workers, tuple(worker_args))
+    # The CLI's checked_total read the whole file (or its stamp vouches for it).
+    jobs = partial(
+        read_manifest, manifest, trust_earlier_check=True, allow_outside_files=allow_outside_files
+    )
+    summary = _call(_submit_and_serve, jobs, config, options, workers, tuple(worker_args))
     status = _call(run_status, options.url, options.run)
     click.echo(
         f"run {options.run}: {status['finished']}/{status['total']} jobs with an outcome "
@@ -132,14 +140,13 @@ def export_from_redis(url: str, run: str, output: Path) -> int:
 
 
 async def _submit_and_serve(
-    manifest: Path,
+    jobs: Callable[[], Iterable[Job]],
     config: EngineConfig,
     options: ClusterOptions,
     workers: int,
     worker_args: tuple[str, ...],
 ) -> RunSummary:
-    # The CLI's checked_job_count read the whole file (or its stamp vouches for it).
-    await submit_jobs(options.url, options.run, read_manifest(manifest, trust_earlier_check=True))
+    await submit_jobs(options.url, options.run, jobs())
     children = [_spawn_worker(config, options, worker_args) for _ in range(workers - 1)]
     try:
         return await _serve(config, options, everyone=True)
@@ -170,8 +177,8 @@ async def _handle_signals(control: RunControl, options: ClusterOptions, everyone
             if everyone:  # the submitting process speaks for the whole run
                 click.echo(f"\n{name}: telling every worker to {word}.", err=True)
                 await set_run_control(options.url, options.run, word)
-            if count == 1:
-                control.drain(name)
+            if count == 1:  # as on one machine: drain, ended by --shutdown-grace at most
+                control.drain(name, interrupted=True)
             else:
                 control.interrupt(name)
 
@@ -191,7 +198,10 @@ def _spawn_worker(
         "--read-rate-limit", str(config.read_rate),
         "--max-retries", str(config.prediction_retries),
         "--poll-interval", str(config.poll_interval),
+        "--shutdown-grace", str(config.shutdown_grace),
     ]  # fmt: skip
+    if config.api.attempt_timeout is not None:
+        command += ["--attempt-timeout", str(config.api.attempt_timeout)]
     if config.job_timeout is not None:
         command += ["--job-timeout", str(config.job_timeout)]
     if config.retry_failed:

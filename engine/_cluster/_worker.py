@@ -43,6 +43,7 @@ from engine._parts import is_stored
 from engine._report import RunSummary, write_report
 from engine._retry import RetryPolicy
 from engine._stats import RunStats
+from engine._stopping import cut_after_grace
 from engine._worker import WorkerContext, run_job
 from jobs import JobStatus
 
@@ -163,7 +164,14 @@ class _Worker:
         self.beat = await self.queue.heartbeat(self.in_flight_key, 0)
         journal_path, report_path = worker_files(config, self.options.run, self.id)
         journal_path.parent.mkdir(parents=True, exist_ok=True)
-        log.info("worker.started", worker=self.id, run=self.options.run)
+        log.info(
+            "worker.started",
+            worker=self.id,
+            run=self.options.run,
+            concurrency=config.concurrency,
+            attempt_timeout=config.api.attempt_timeout,
+            shutdown_grace=config.shutdown_grace,
+        )
         limits = Limits(create=self.create, read=self.read)
         policy = RetryPolicy.from_config(config)
         api = config.api
@@ -191,8 +199,13 @@ class _Worker:
             )
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._heartbeats)
-                async with anyio.create_task_group() as jobs:
-                    await self._take_jobs(jobs, ctx)
+                # As on one machine: work still running shutdown_grace seconds after an
+                # interrupt stops; its entry stays unacknowledged, so a worker claims it.
+                jobs_scope = anyio.CancelScope()
+                outer.start_soon(cut_after_grace, self.control, jobs_scope, config.shutdown_grace)
+                with jobs_scope:
+                    async with anyio.create_task_group() as jobs:
+                        await self._take_jobs(jobs, ctx)
                 outer.cancel_scope.cancel()
             self.stats.retries.update(gateway.retries)
             self.stats.retries.update(downloader.retries)
@@ -295,7 +308,7 @@ class _Worker:
                 self.pacer.others = self.beat.others_in_flight
                 word = self.beat.control
                 if word == "drain":
-                    self.control.drain("run drained")
+                    self.control.drain("run drained", interrupted=True)
                 elif word == "interrupt":
                     self.control.interrupt("run interrupted")
             await anyio.sleep(period)

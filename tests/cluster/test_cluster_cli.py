@@ -14,6 +14,7 @@ from tests.cluster.helpers import FAST_FLAGS, assert_all_done, events, run
 from tests.cluster.redis_server import RedisServer
 from tests.conftest import FAST_CONFIG
 from tests.e2e.helpers import cli_env, image_jobs, write_jsonl
+from tests.e2e.test_input_files import outside_manifest
 
 # The emulator enforces the create limit with a burst of 8 (the real one allows 600): three
 # workers pacing themselves alone would send three times the rate and be answered 429
@@ -110,20 +111,32 @@ def test_run_wide_budgets_are_refused_with_redis(
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
 
 
-def test_call_deadlines_and_outside_files_are_refused_with_redis(
+def test_call_deadlines_and_outside_files_reach_every_worker(
     emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    # The worker processes would not get them: refused rather than silently dropped.
-    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    # The manifest's @../img.png lies outside its folder: sent only with the flag, and the
+    # call deadlines reach the worker processes started here, not only the first.
+    folder = outside_manifest(tmp_path)
+    manifest, out = folder / "m.jsonl", tmp_path / "out"
+    common = ("--redis", redis_server.url, "--run", "files")
+    code, text = run(emulator_server, ["run", str(manifest), *common, "--output-dir", str(out)])
+    assert code == 2
+    assert "outside the manifest's folder" in text
+    assert emulator_server.emulator.stats.snapshot()["requests"] == {}
+
     code, text = run(
         emulator_server,
-        ["run", str(manifest), "--redis", redis_server.url, "--run", "x",
-         "--attempt-timeout", "5", "--shutdown-grace", "1", "--allow-outside-files"],
+        ["run", str(manifest), *common, "--output-dir", str(out), "--workers", "2",
+         "--attempt-timeout", "7.5", "--shutdown-grace", "1.25", "--allow-outside-files",
+         *FAST_FLAGS],
     )  # fmt: skip
-    assert code == 2
-    flags = "--attempt-timeout, --shutdown-grace, --allow-outside-files"
-    assert f"{flags} cannot be used with --redis" in text
-    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 0
+    assert code == 0, text
+    started = events(text, "worker.started")
+    assert len(started) == 2
+    assert {(e["attempt_timeout"], e["shutdown_grace"]) for e in started} == {(7.5, 1.25)}
+    stats = emulator_server.emulator.stats.snapshot()
+    assert stats["requests"].get("files.create 201") == 1
+    assert stats["predictions_created"] == 3
 
 
 def test_redis_without_its_extra_is_one_line_and_exit_2(tmp_path: Path) -> None:

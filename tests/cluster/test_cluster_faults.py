@@ -246,3 +246,25 @@ def test_a_second_ctrl_c_leaves_predictions_running_for_the_next_run(
     assert finish(second) == 0
     # The predictions left running were re-attached, not paid again.
     check_outcome(emulator_server, redis_server, tmp_path, 6)
+
+
+def test_an_interrupt_ends_within_the_grace_while_a_create_hangs(
+    emulator_server: EmulatorServer, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # The create is read and never answered; its attempt deadline (120 s) is far away:
+    # only --shutdown-grace can end the drain, as on one machine.
+    emulator_server.emulator.update(hang_creates=1)
+    manifest = write_jsonl(tmp_path / "m.jsonl", image_jobs(3))
+    out = tmp_path / "out"
+    args = ["run", str(manifest), "--redis", redis_server.url, "--run", RUN, "--output-dir",
+            str(out), "--workers", "1", "--concurrency", "3", *FAST_FLAGS]  # fmt: skip
+    first = start(emulator_server, [*args, "--shutdown-grace", "0.5"], tmp_path / "run1.log")
+    wait_for(lambda: emulator_server.emulator.stats.snapshot()["hung_creates"] == 1)
+    first.send_signal(signal.SIGINT)
+    assert finish(first, timeout=20) == 130
+    text = (tmp_path / "run1.log").read_text()
+    assert [e["grace_seconds"] for e in events(text, "run.grace_expired")] == [0.5]
+    assert "Traceback" not in text
+    second = start(emulator_server, args, tmp_path / "run2.log")
+    assert finish(second) == 0
+    check_outcome(emulator_server, redis_server, tmp_path, 3)  # the hung create made once
