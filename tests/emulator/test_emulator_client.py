@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,19 @@ LLAMA = "meta/meta-llama-3-70b-instruct"
 def requests(server: EmulatorServer) -> dict[str, int]:
     counts: dict[str, int] = server.emulator.stats.snapshot()["requests"]
     return counts
+
+
+def raw_call(
+    env: EmulatorServer, method: str, path: str, *, headers: dict[str, str] | None = None, **kw: Any
+) -> httpx.Response:
+    """Call the emulator's API with plain httpx (no replicate client retries), authorized."""
+    return httpx.request(
+        method,
+        f"{env.base_url}{path}",
+        headers={"Authorization": f"Bearer {env.token}", **(headers or {})},
+        verify=env.ssl_context(),
+        **kw,
+    )
 
 
 def test_sync_run_returns_png_data_uris(client: replicate.Client) -> None:
@@ -135,11 +149,11 @@ def test_invalid_input_is_422_before_any_prediction(
     assert info.value.title == "Input validation failed"
     assert "prompt is required" in (info.value.detail or "")
     assert replicate_env.emulator.stats.predictions_created == 0
-    raw = httpx.post(
-        f"{replicate_env.base_url}/v1/models/{FLUX}/predictions",
+    raw = raw_call(
+        replicate_env,
+        "POST",
+        f"/v1/models/{FLUX}/predictions",
         json={"input": {"prompt": "x", "output_format": "gif"}},
-        headers={"Authorization": f"Bearer {replicate_env.token}"},
-        verify=replicate_env.ssl_context(),
     )
     assert raw.headers["content-type"] == "application/problem+json"
     assert raw.json()["invalid_fields"][0]["field"] == "input.output_format"
@@ -156,11 +170,8 @@ def test_429_on_create_with_retry_after(
     client: replicate.Client, replicate_env: EmulatorServer
 ) -> None:
     replicate_env.emulator.update(throttle_next_creates=1)
-    raw = httpx.post(
-        f"{replicate_env.base_url}/v1/models/{FLUX}/predictions",
-        json={"input": {"prompt": "x"}},
-        headers={"Authorization": f"Bearer {replicate_env.token}"},
-        verify=replicate_env.ssl_context(),
+    raw = raw_call(
+        replicate_env, "POST", f"/v1/models/{FLUX}/predictions", json={"input": {"prompt": "x"}}
     )
     assert raw.status_code == 429
     assert raw.headers["retry-after"] == "1"
@@ -178,11 +189,7 @@ def test_throttled_list_calls_answer_429_and_then_recover(
     client: replicate.Client, replicate_env: EmulatorServer
 ) -> None:
     replicate_env.emulator.update(throttle_next_lists=2)
-    raw = httpx.get(
-        f"{replicate_env.base_url}/v1/predictions",
-        headers={"Authorization": f"Bearer {replicate_env.token}"},
-        verify=replicate_env.ssl_context(),
-    )
+    raw = raw_call(replicate_env, "GET", "/v1/predictions")
     assert (raw.status_code, raw.headers["retry-after"]) == (429, "1")
     # The replicate client retries a throttled GET itself: the second 429 is waited out.
     assert client.predictions.list().results == []
@@ -268,12 +275,12 @@ def test_fail_first_per_input_then_succeed(
 
 
 def test_prediction_json_shape(replicate_env: EmulatorServer) -> None:
-    headers = {"Authorization": f"Bearer {replicate_env.token}", "Prefer": "wait=5"}
-    raw = httpx.post(
-        f"{replicate_env.base_url}/v1/models/{LLAMA}/predictions",
+    raw = raw_call(
+        replicate_env,
+        "POST",
+        f"/v1/models/{LLAMA}/predictions",
         json={"input": {"prompt": "x"}},
-        headers=headers,
-        verify=replicate_env.ssl_context(),
+        headers={"Prefer": "wait=5"},
     )
     assert raw.status_code == 201
     assert raw.headers["preference-applied"] == "wait=5"
