@@ -1,4 +1,4 @@
-"""--embed-metadata: prompt and parameters inside image files, read back with Pillow."""
+"""--embed-metadata: prompt and parameters inside image files, read by Pillow and exiftool."""
 
 from __future__ import annotations
 
@@ -148,3 +148,20 @@ def test_jpeg_without_the_images_extra_says_how_to_get_it(tmp_path):
     assert result.stdout.splitlines() == ["True", IMAGES_EXTRA_HINT]
     with Image.open(io.BytesIO(jpeg.read_bytes())) as image:
         assert 0x010E not in image.getexif()  # left as it was
+
+
+@pytest.mark.parametrize(
+    ("fmt", "tag"), [("PNG", "Parameters"), ("JPEG", "UserComment"), ("WEBP", "UserComment")]
+)
+def test_exiftool_reads_the_prompt_and_parameters(tmp_path, fmt, tag):
+    # exiftool is Debian's libimage-exiftool-perl (.ci/run installs it): missing, this fails.
+    path = tmp_path / f"a.{fmt.lower()}"
+    Image.new("RGB", (32, 24), (10, 200, 30)).save(path, fmt)
+    embed_metadata(path, FIELDS)
+    shown = subprocess.run(
+        ["exiftool", "-json", str(path)], capture_output=True, text=True, check=True, timeout=60
+    )
+    [tags] = json.loads(shown.stdout)
+    assert tags[tag] == FIELDS["parameters"]  # what A1111's "PNG info" shows, in full
+    assert tags.get("Description", tags.get("ImageDescription")) == "a red fox, in snow"
+    assert tags["Software"] == "replicate-batch-engine"
