@@ -11,7 +11,8 @@ On a change, the `EngineConfig.on_changed` policy decides:
 ``rerun`` (the default)
     The job runs again from scratch (a new prediction). The old outputs on disk are
     first renamed aside, never replaced silently: ``S.png`` becomes
-    ``S.before-<old prediction id>.png``, inside the job's own name space. The
+    ``S.before-<old prediction id>.png``, inside the job's own name space. A prediction
+    the old input left running (a killed run) is canceled first, so it bills no more. The
     ``job.changed`` event and the report name the job and the kept files.
 ``report``
     Nothing is re-run; the job is listed in the report's ``stale_keys`` and the run

@@ -23,7 +23,7 @@ from engine._errors import EngineError, StorageError, one_error
 from engine._events import JobEvent, JobEventKind
 from engine._gateway import Gateway
 from engine._http import async_library_known
-from engine._journal import JobState, Journal, JournalLock, load_journal
+from engine._journal import JobState, Journal, JournalLock, JournalRecord, load_journal
 from engine._limits import Limits, PollPacer
 from engine._logs import get_logger
 from engine._parts import is_stored
@@ -319,11 +319,29 @@ async def _changed(
         log.warning("job.changed", job=job.key, action="report", status=str(state.status))
         await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, "report"))
         return state
+    if state.status is JobStatus.RUNNING and state.prediction_id:
+        await _cancel_replaced(job.key, state.prediction_id, ctx)
     kept = await anyio.to_thread.run_sync(keep_aside, config.output_dir, state)
     log.warning("job.changed", job=job.key, action="rerun", kept_aside=kept or None)
     detail = "rerun; old outputs kept as " + ", ".join(kept) if kept else "rerun"
     await ctx.emit(JobEvent(job.key, JobEventKind.CHANGED, state.prediction_id, detail))
     return None
+
+
+async def _cancel_replaced(key: str, prediction_id: str, ctx: WorkerContext) -> None:
+    """Cancel the prediction a changed job left running: nobody wants its input any more.
+
+    A run killed while it waited leaves the prediction running (and billing); the job now
+    asks for something else, so its output would never be fetched. If the cancel fails
+    the prediction ends on its own (or at its Cancel-After); the rerun goes on.
+    """
+    try:
+        await ctx.gateway.cancel(prediction_id)
+    except EngineError as exc:
+        log.warning("job.cancel_failed", job=key, prediction_id=prediction_id, error=str(exc))
+        return
+    record = JournalRecord.canceled(key, prediction_id=prediction_id, why="input changed")
+    await ctx.journal.append(record, durable=True)
 
 
 def _ordered(jobs: JobSource, states: Mapping[str, JobState]) -> Iterator[Job]:

@@ -198,3 +198,33 @@ def test_cancel_after_kill_9_stops_the_orphans_and_retry_failed_runs_them_again(
 
     assert retried.returncode == 0, retried.stderr
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 6
+
+
+def test_a_job_edited_after_a_kill_cancels_the_prediction_it_left_running(
+    emulator_server, tmp_path
+):
+    # The run is killed while both predictions run; the user then edits one job's input.
+    # That job's old prediction would run (and bill) for nothing: it is canceled, and only
+    # the edited job pays again. (--only: the other one's prediction runs for minutes.)
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    env = cli_env(emulator_server)
+    journal = tmp_path / "out" / "journal.jsonl"
+    run = Run(tmp_path, env, "--concurrency", "2")
+    old_a, old_b = wait_for_created(journal, 2)
+    run.proc.kill()
+    run.finish()
+    edited = image_jobs(2)
+    edited[0]["input"] = {"prompt": "a wolf instead"}
+    write_jsonl(tmp_path / "m.jsonl", edited)
+    emulator_server.emulator.update(model_timings={FLUX: {"cold_start": 0.0, "run_time": 0.05}})
+
+    again = cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--only", "p0000")
+
+    assert again.returncode == 0, again.stderr
+    assert server_status(emulator_server, old_a) == "canceled"
+    assert server_status(emulator_server, old_b) in ("starting", "processing")  # not touched
+    assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 3
+    events = [(r["e"], r.get("p")) for r in journal_records(journal) if r["k"] == "p0000"]
+    assert ("canceled", old_a) in events
+    assert events[-1][0] == "done"
+    assert "job.changed" in again.stderr
