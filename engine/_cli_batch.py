@@ -41,6 +41,7 @@ from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
 from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import api_settings, config_option, given_settings, option, setting_options
+from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
 __all__ = ["run", "validate"]
@@ -160,13 +161,13 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     price_table = checked_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
     console = Console(stderr=True)
-    state_dir = journal_path(output_dir, options["state"]).parent
-    total = checked_total(manifest, state_dir, allow_outside_files=outside)
-    if options["only"]:
+    if options["only"]:  # a usage error: before the job count leaves its stamp
         try:
             check_only_ids(manifest, options["only"], allow_outside_files=outside)
         except ManifestError as exc:
             raise Stop(str(exc)) from None
+    state_dir = journal_path(output_dir, options["state"]).parent
+    total = checked_total(manifest, state_dir, allow_outside_files=outside)
     # Before a log file is opened: one placed where a job's outputs land is refused.
     jobs = partial(read_manifest, manifest, allow_outside_files=outside)
     check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
@@ -262,7 +263,9 @@ def _validate(
     if not summary.ok:
         for error in summary.errors:
             click.echo(f"error: {error}", err=True)
-        click.echo(f"{len(summary.errors)} problem(s) in the manifest; nothing was run", err=True)
+        click.echo(
+            f"{plural(len(summary.errors), 'problem')} in the manifest; nothing was run", err=True
+        )
         return EXIT_USAGE
     console = Console(stderr=True)
     with ExitStack() as stack:
@@ -290,15 +293,15 @@ def _validate(
             raise Stop(str(exc)) from None
         except EngineError as exc:  # the API could not answer (network, server)
             raise Stop(f"cannot validate: {exc}", EXIT_FAILED) from None
-    click.echo(f"{manifest}: {plan.jobs} jobs, {plan.already_done} already done")
-    for model, count in sorted(plan.by_model.items()):
-        click.echo(f"  {count:>6}  {model}")
+    click.echo(f"{manifest}: {plural(plan.jobs, 'job')}, {plan.already_done} already done")
+    for model, jobs in sorted(plan.by_model.items()):
+        click.echo(f"  {jobs:>6}  {model}")
     for problem in plan.problems:
         click.echo(f"error: {problem}", err=True)
     if plan.estimate is not None:
         _print_estimate(plan.estimate.to_json())
     if plan.problems:
-        click.echo(f"{len(plan.problems)} problem(s); nothing was run", err=True)
+        click.echo(f"{plural(len(plan.problems), 'problem')}; nothing was run", err=True)
         return EXIT_USAGE
     click.echo("ok: nothing was run")
     return EXIT_OK
@@ -306,13 +309,15 @@ def _validate(
 
 def _print_estimate(estimate: dict[str, object]) -> None:
     jobs, currency = estimate["estimated_jobs"], estimate["currency"]
+    assert isinstance(jobs, int)
     click.echo(
-        f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for {jobs} pending jobs"
+        f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for "
+        f"{plural(jobs, 'pending job')}"
     )
     unestimated = estimate["unestimated_jobs"]
     assert isinstance(unestimated, dict)
-    for model, count in sorted(unestimated.items()):
-        jobs_text = "1 job" if count == 1 else f"{count} jobs"
+    for model, jobs_left in sorted(unestimated.items()):
+        jobs_text = plural(jobs_left, "job")
         click.echo(f"  not estimated: {jobs_text} of {model} (no price, or no earlier timing)")
 
 

@@ -35,6 +35,7 @@ from engine._paths import check_paths
 from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
+from engine._wording import plural
 from jobs import ManifestError
 
 __all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
@@ -195,15 +196,15 @@ def export(
         rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
         if output is None:
             with reader_may_leave():
-                count = write_export(rows, fmt, sys.stdout)
+                rows_written = write_export(rows, fmt, sys.stdout)
         else:
             with output.open("w", newline="") as out:
-                count = write_export(rows, fmt, out)
+                rows_written = write_export(rows, fmt, out)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     except OSError as exc:
         raise Stop(f"{exc.filename}: {exc.strerror}") from None
-    click.echo(f"exported {count} files", err=True)
+    click.echo(f"exported {plural(rows_written, 'file')}", err=True)
     return EXIT_OK
 
 
@@ -244,4 +245,7 @@ def write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: boo
         click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
         return
     if not quiet:
-        click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)
+        click.echo(
+            f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, {plural(stats.files, 'file')})",
+            err=True,
+        )

@@ -18,6 +18,7 @@ from engine._logs import get_logger
 from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
+from engine._wording import plural
 from jobs import ENGINE_FILES
 
 __all__ = ["Progress", "render_summary"]
@@ -135,7 +136,7 @@ def _size(n: int) -> str:
 def waiting_text(numbers: Mapping[str, float | int | str | None]) -> str:
     """Say what the run is waiting on: "3 creates, 1 download (oldest 42 s)" or "-"."""
     parts = [
-        f"{n} {what}{'s' if n != 1 else ''}"
+        plural(n, what)
         for what, n in (
             ("create", int(numbers["waiting_creates"] or 0)),
             ("download", int(numbers["waiting_downloads"] or 0)),
@@ -221,10 +222,10 @@ class Progress:
             )
         if stage is StopStage.CANCELING:
             return (
-                f"canceling {running} running predictions on Replicate"
+                f"canceling {plural(running, 'running prediction')} on Replicate"
                 " — Ctrl-C again to exit now and leave them running"
             )
-        return f"exiting now: {running} running predictions stay in the journal"
+        return f"exiting now: {plural(running, 'running prediction')} stay in the journal"
 
     def render(self) -> Table:
         """Return the live panel."""

@@ -18,6 +18,7 @@ from engine._config import default_output_dir, journal_path
 from engine._journal import JobState, Replay, load_journal
 from engine._prediction import web_url
 from engine._sidecar import read_sidecar, sidecar_path
+from engine._wording import plural
 from jobs import JobStatus, ManifestError, canonical_json, read_manifest
 
 __all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
@@ -114,11 +115,12 @@ def _running(prediction_id: str) -> dict[str, Any]:
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
     """Print ``report`` for a person."""
     print(
-        f"journal: {report['journal']} ({report['records']} records, {report['runs']} runs)",
+        f"journal: {report['journal']} "
+        f"({plural(report['records'], 'record')}, {plural(report['runs'], 'run')})",
         file=out,
     )
     if "manifest" in report:
-        print(f"manifest: {report['manifest']} ({report['jobs']} jobs)", file=out)
+        print(f"manifest: {report['manifest']} ({plural(report['jobs'], 'job')})", file=out)
     for status, count in report["by_status"].items():
         if count:
             print(f"  {status:>10}: {count}", file=out)
@@ -144,7 +146,8 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
         print(f"failed jobs ({len(failed)}):", file=out)
         for key, info in list(failed.items())[:50]:
             kind = "permanent" if info["permanent"] else "transient"
-            print(f"  {key}: [{kind}, {info['attempts']} attempts] {info['error']}", file=out)
+            tried = plural(info["attempts"], "attempt")
+            print(f"  {key}: [{kind}, {tried}] {info['error']}", file=out)
             if info.get("url"):
                 print(f"      {info['url']}", file=out)
         if len(failed) > 50:

@@ -29,6 +29,7 @@ from engine._control import RunControl
 from engine._errors import AuthenticationError, ConfigError
 from engine._logs import configure_logging
 from engine._report import RunSummary
+from engine._wording import plural
 from jobs import read_manifest
 
 __all__ = [
@@ -124,10 +125,10 @@ def status_on_redis(url: str, run: str, *, as_json: bool) -> int:
 def export_from_redis(url: str, run: str, output: Path) -> int:
     """Write the run's standard journal at ``output``; return the exit code."""
     try:
-        count = _call(export_run_journal, url, run, output)
+        written = _call(export_run_journal, url, run, output)
     except OSError as exc:
         raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"exported {count} jobs to {output}", err=True)
+    click.echo(f"exported {plural(written, 'job')} to {output}", err=True)
     return EXIT_OK
 
 
