@@ -36,9 +36,11 @@ from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from engine._wording import plural
-from jobs import ManifestError
+from jobs import JobStatus, ManifestError, read_manifest
 
-__all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
+__all__ = ["cancel", "export", "gallery", "not_run_yet", "status", "write_gallery"]
+
+_SETTLED = frozenset({JobStatus.DONE, JobStatus.PENDING})  # nothing left to look at
 
 
 @click.command(
@@ -49,9 +51,9 @@ __all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
         codes="""
 \b
 Exit codes:
-  0    every job in the journal (or the Redis run) is done
-  1    some jobs are not done (running, failed, canceled)
-  2    no journal there, or Redis cannot be reached""",
+  0    every job the journal knows is done (the others are pending)
+  1    some jobs need a look (running, failed, canceled)
+  2    no manifest or journal there, or Redis cannot be reached""",
     )
 )
 @click.argument(
@@ -87,16 +89,20 @@ def status(
         raise Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
     journal = resolve_journal(target, state, output_dir)
     check_paths(reads={"the journal": journal}, writes={})
-    if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
-    report = status_report(journal, manifest=None if journal == target else target)
+    try:  # a manifest that never ran: its jobs are all pending
+        report = status_report(journal, manifest=None if journal == target else target)
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    except OSError as exc:
+        raise Stop(f"{exc.filename}: {exc.strerror}") from None
     report["journal"] = str(journal.resolve())
     with reader_may_leave():
         if as_json:
             click.echo(json.dumps(report, indent=2, sort_keys=True))
         else:
             print_status(report)
-    unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
+    # Pending jobs have not run yet: nothing about them needs a look.
+    unfinished = sum(n for s, n in report["by_status"].items() if s not in _SETTLED)
     return EXIT_FAILED if unfinished else EXIT_OK
 
 
@@ -108,9 +114,9 @@ def status(
         codes=f"""
 \b
 Exit codes:
-  {EXIT_OK:<4} nothing is left running (all canceled, or nothing was running)
+  {EXIT_OK:<4} nothing is left running (all canceled, none was running, or none ran yet)
   {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
-  {EXIT_USAGE:<4} no journal there, no token, or a usage error""",
+  {EXIT_USAGE:<4} no manifest or journal there, no token, or a usage error""",
     )
 )
 @click.argument(
@@ -135,7 +141,8 @@ def cancel(target: Path, **options: Any) -> int:
     """
     journal = resolve_journal(target, options["state"], options["output_dir"])
     if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
+        click.echo(f"nothing is running: {not_run_yet(target, journal)}", err=True)
+        return EXIT_OK
     console = Console(stderr=True)
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)
@@ -204,7 +211,8 @@ def export(
         raise Stop(str(exc)) from None
     except OSError as exc:
         raise Stop(f"{exc.filename}: {exc.strerror}") from None
-    click.echo(f"exported {plural(rows_written, 'file')}", err=True)
+    note = "" if journal.exists() else f"; {not_run_yet(manifest, journal)}"
+    click.echo(f"exported {plural(rows_written, 'file')}{note}", err=True)
     return EXIT_OK
 
 
@@ -215,8 +223,8 @@ def export(
         codes="""
 \b
 Exit codes:
-  0    index.html written beside the outputs
-  2    no journal there, or a manifest problem""",
+  0    index.html written beside the outputs (or nothing has run yet: said so)
+  2    a manifest problem""",
     )
 )
 @manifest_argument
@@ -227,12 +235,28 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     out = output_dir or default_output_dir(manifest)
     journal = resolve_journal(manifest, state, out)
     if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
+        # No folder is made for a page with nothing on it: the run writes index.html.
+        why = not_run_yet(manifest, journal)
+        click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
+        return EXIT_OK
     try:
         write_gallery(manifest, out, journal)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     return EXIT_OK
+
+
+def not_run_yet(target: Path, journal: Path) -> str:
+    """Say that ``target`` has not run yet; `Stop` (exit 2) when it is no manifest at all.
+
+    One wording for every command that reads a journal there is not yet.
+    """
+    try:
+        for _ in read_manifest(target, allow_outside_files=True):  # its first job is enough
+            break
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    return f"nothing has run yet (no journal at {journal.resolve()})"
 
 
 def write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:

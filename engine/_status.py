@@ -47,7 +47,9 @@ def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, A
 
     With ``manifest``, count the jobs of this manifest only (those the journal does not
     know are pending); journaled jobs it no longer has (an edited job without an id
-    gets a new key) are counted apart, as ``earlier_manifest_jobs``.
+    gets a new key) are counted apart, as ``earlier_manifest_jobs``. A missing journal is
+    a manifest that never ran: every job pending. Raise `jobs.ManifestError` when the
+    manifest cannot be read and the journal holds nothing to count instead.
     """
     replay = load_journal(journal)
     summary: dict[str, Any] | None = None
@@ -56,6 +58,8 @@ def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, A
         try:
             summary = _manifest_summary(replay, manifest)
         except (ManifestError, OSError) as exc:
+            if not replay.records:  # nothing journaled: the manifest is all there is
+                raise
             problem = str(exc)
     if summary is None:
         summary = journal_summary(replay)
@@ -114,11 +118,11 @@ def _running(prediction_id: str) -> dict[str, Any]:
 
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
     """Print ``report`` for a person."""
-    print(
-        f"journal: {report['journal']} "
-        f"({plural(report['records'], 'record')}, {plural(report['runs'], 'run')})",
-        file=out,
-    )
+    if report["records"]:
+        records, runs = plural(report["records"], "record"), plural(report["runs"], "run")
+        print(f"journal: {report['journal']} ({records}, {runs})", file=out)
+    else:
+        print(f"journal: none yet at {report['journal']} (nothing has run)", file=out)
     if "manifest" in report:
         print(f"manifest: {report['manifest']} ({plural(report['jobs'], 'job')})", file=out)
     for status, count in report["by_status"].items():
