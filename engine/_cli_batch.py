@@ -31,7 +31,13 @@ from engine._cli_options import (
 )
 from engine._cli_redis import run_on_redis
 from engine._cli_run import run_batch
-from engine._cli_stop import Stop, checked_api_config, checked_prices, checked_total
+from engine._cli_stop import (
+    Stop,
+    checked_api_config,
+    checked_prices,
+    checked_total,
+    reader_may_leave,
+)
 from engine._cluster._args import lease_options, redis_options, workers_option
 from engine._config import EngineConfig, default_output_dir, journal_path
 from engine._display import Progress, render_summary
@@ -39,7 +45,7 @@ from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._hooks import parse_command, run_on_complete
 from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
-from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine._report import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import api_settings, config_option, given_settings, option, setting_options
 from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
@@ -54,13 +60,16 @@ def _split_only(
 
 
 @click.command(
+    short_help="Run a YAML or JSONL manifest; run it again to resume.",
     epilog=epilog(
         "replicate-batch run manifests/example.yaml --emulator",
-        "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
-        "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
-        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night --workers 3",
+        "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 \\\n"
+        "--log-file night.log",
+        "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl \\\n--only a,b --only c",
+        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night \\\n--workers 3",
         "replicate-batch run night.jsonl --on-complete 'notify-send \"batch done\"'",
-    )
+        codes_of="run",
+    ),
 )
 @manifest_argument
 @output_dir
@@ -200,7 +209,12 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except EngineError as exc:
             raise Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
-    render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
+    reader_left = False
+    try:
+        with reader_may_leave():
+            render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
+    except Stop:  # the gallery, what still runs and --on-complete come all the same
+        reader_left = True
     if not options["no_gallery"]:
         write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
     if summary.interrupted or summary.deferred:
@@ -217,21 +231,17 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         problem = run_on_complete(options["on_complete"], report, summary.exit_code)
         if problem is not None:
             click.echo(f"warning: {problem}", err=True)
-    return summary.exit_code
+    return EXIT_BROKEN_PIPE if reader_left else summary.exit_code
 
 
 @click.command(
+    short_help="Check every input against its model's schema; run nothing.",
     epilog=epilog(
         "replicate-batch validate night.jsonl",
         "replicate-batch validate night.jsonl --output-dir out/ --read-rate-limit 600",
         "replicate-batch run night.jsonl --dry-run",
-        codes="""
-\b
-Exit codes:
-  0    every job's input is valid (nothing was run)
-  1    the API could not answer (network, server); nothing was run
-  2    a problem in the manifest, the inputs or the configuration""",
-    )
+        codes_of="validate",
+    ),
 )
 @manifest_argument
 @output_dir

@@ -32,7 +32,7 @@ from engine._config import ApiConfig, EngineConfig, default_output_dir
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._journal import load_journal
 from engine._paths import check_paths
-from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine._report import EXIT_FAILED, EXIT_OK
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from engine._wording import plural
@@ -44,17 +44,13 @@ _SETTLED = frozenset({JobStatus.DONE, JobStatus.PENDING})  # nothing left to loo
 
 
 @click.command(
+    short_help="Count jobs by status and list the failures (no network).",
     epilog=epilog(
         "replicate-batch status manifests/example.yaml",
         "replicate-batch status outputs/example/journal.jsonl --json",
         "replicate-batch status --redis redis://host:6379/0 --run night",
-        codes="""
-\b
-Exit codes:
-  0    every job the journal knows is done (the others are pending)
-  1    some jobs need a look (running, failed, canceled)
-  2    no manifest or journal there, or Redis cannot be reached""",
-    )
+        codes_of="status",
+    ),
 )
 @click.argument(
     "target",
@@ -107,17 +103,13 @@ def status(
 
 
 @click.command(
+    short_help="Cancel the predictions a run left running on Replicate.",
     epilog=epilog(
         "replicate-batch cancel night.jsonl --dry-run",
         "replicate-batch cancel night.jsonl",
         "replicate-batch cancel night.jsonl --output-dir out/",
-        codes=f"""
-\b
-Exit codes:
-  {EXIT_OK:<4} nothing is left running (all canceled, none was running, or none ran yet)
-  {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
-  {EXIT_USAGE:<4} no manifest or journal there, no token, or a usage error""",
-    )
+        codes_of="cancel",
+    ),
 )
 @click.argument(
     "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
@@ -160,17 +152,13 @@ def cancel(target: Path, **options: Any) -> int:
 
 
 @click.command(
+    short_help="Print one row per output file: job, prediction, size, sha256.",
     epilog=epilog(
         "replicate-batch export manifests/example.yaml > files.jsonl",
-        "replicate-batch export manifests/example.yaml --format csv --output files.csv",
+        "replicate-batch export manifests/example.yaml --format csv \\\n--output files.csv",
         "replicate-batch export night.jsonl | head -3",
-        codes="""
-\b
-Exit codes:
-  0    exported (a done job's files only)
-  2    a manifest problem
-  141  the reader of standard output went away (export | head): quietly""",
-    )
+        codes_of="export",
+    ),
 )
 @manifest_argument
 @option(
@@ -217,15 +205,12 @@ def export(
 
 
 @click.command(
+    short_help="Write index.html beside the outputs (no network).",
     epilog=epilog(
         "replicate-batch gallery manifests/example.yaml",
         "replicate-batch gallery night.jsonl --output-dir out/",
-        codes="""
-\b
-Exit codes:
-  0    index.html written beside the outputs (or nothing has run yet: said so)
-  2    a manifest problem""",
-    )
+        codes_of="gallery",
+    ),
 )
 @manifest_argument
 @output_dir
@@ -240,7 +225,7 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
         click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
         return EXIT_OK
     try:
-        write_gallery(manifest, out, journal)
+        write_gallery(manifest, out, journal, strict=True)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     return EXIT_OK
@@ -259,14 +244,22 @@ def not_run_yet(target: Path, journal: Path) -> str:
     return f"nothing has run yet (no journal at {journal.resolve()})"
 
 
-def write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:
-    """Write index.html; a gallery that cannot be written never fails the run itself."""
+def write_gallery(
+    manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False, strict: bool = False
+) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself.
+
+    ``strict`` (the ``gallery`` command, whose only work it is): that is an error, exit 2.
+    """
     from engine._gallery import write_manifest_gallery  # noqa: PLC0415
 
     try:
         stats = write_manifest_gallery(manifest, output_dir, journal)
     except OSError as exc:
-        click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
+        problem = f"cannot write the gallery in {output_dir}: {exc.strerror or exc}"
+        if strict:
+            raise Stop(problem) from None
+        click.echo(f"warning: {problem}", err=True)
         return
     if not quiet:
         click.echo(

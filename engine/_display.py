@@ -24,6 +24,17 @@ from jobs import ENGINE_FILES
 __all__ = ["Progress", "render_summary"]
 
 
+class _SummaryConsole(Console):
+    """Standard output's console: a reader that went away is a `BrokenPipeError`.
+
+    rich would exit 1 on its own; the CLI ends such a command with 141, as it says.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # what is left of the summary is dropped
+        raise BrokenPipeError
+
+
 def render_summary(
     summary: RunSummary,
     output_dir: Path,
@@ -35,7 +46,7 @@ def render_summary(
 
     ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
     """
-    console = console or Console(file=sys.stdout)
+    console = console or _SummaryConsole(file=sys.stdout)
     output_dir = output_dir.resolve()
     rows: list[tuple[str, str]] = [
         ("jobs", _jobs_row(summary.total, manifest_jobs)),

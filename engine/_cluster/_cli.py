@@ -28,7 +28,7 @@ from engine._config import EngineConfig
 from engine._control import RunControl
 from engine._errors import AuthenticationError, ConfigError
 from engine._logs import configure_logging
-from engine._report import RunSummary
+from engine._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunSummary
 from engine._wording import plural
 from jobs import read_manifest
 
@@ -40,7 +40,6 @@ __all__ = [
     "status_on_redis",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 _SIGNALS = frozenset({"SIGINT", "SIGTERM"})
 
 T = TypeVar("T")
