@@ -43,6 +43,7 @@ from engine._config import EngineConfig, default_output_dir, journal_path
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._hooks import parse_command, run_on_complete
+from engine._journal import lock_path
 from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
 from engine._report import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
@@ -153,16 +154,20 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except ValueError as exc:
             raise Stop(f"--on-complete: {exc}") from None
     outside = options["allow_outside_files"]
+    state = options["state"]
     placed = {
-        "--state": options["state"],
+        "--state": state,
+        "the journal's lock": None if state is None else lock_path(state),
         "--log-file": options["log_file"],
         "--json-logs": options["json_logs"],
     }
+    journal = journal_path(output_dir, state)
     check_paths(
         reads={"the manifest": manifest},
         writes={
             **placed,
-            "--state": journal_path(output_dir, options["state"]),
+            "--state": journal,
+            "the journal's lock": lock_path(journal),
             "the report": output_dir / ENGINE_FILES.report,
         },
         output_dir=output_dir,
