@@ -139,6 +139,7 @@ def logging_options(func: F) -> F:
             type=click.Path(path_type=Path, dir_okay=False),
             default=None,
             show_default="none",
+            metavar="PATH",
             help="Append every event to PATH as readable text.",
         ),
         json_logs("none", "Append every event to PATH as JSON lines."),

@@ -32,6 +32,10 @@ from engine._report import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 __all__ = ["main"]
 
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
+# click 8.2+ raises this for a group called without its command; 8.1 shows the help itself.
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
+    click.exceptions, "NoArgsIsHelpError", ()
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
-        if ctx is not None and not args:  # no command at all: show what there is
+        if ctx is not None and (not args or isinstance(exc, _NO_ARGS_IS_HELP)):
+            # No command at all (or a group without one, as 'journal'): show what there is.
             click.echo(ctx.get_help(), err=True)
             return EXIT_USAGE
         # One line, no usage dump: what is wrong and where the help is.

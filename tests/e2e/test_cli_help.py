@@ -118,3 +118,12 @@ def test_a_reader_that_goes_away_ends_with_141_where_the_help_says_so(emulator_s
         listed = EXIT_CODES.get(args[0], GENERAL) if "--help" not in args else GENERAL
         assert expected in listed, args
     assert gallery.is_file()  # written by the run whose summary nobody read
+
+
+def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_round_it(tmp_path):
+    result = run_cli("journal", env=dict(os.environ), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: python -m engine journal ")
+    assert "error:" not in result.stderr
+    assert "(see '" not in result.stderr
