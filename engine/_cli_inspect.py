@@ -38,7 +38,7 @@ from engine._status import export_rows, print_status, resolve_journal, status_re
 from engine._wording import plural
 from jobs import JobStatus, ManifestError, read_manifest
 
-__all__ = ["cancel", "export", "gallery", "not_run_yet", "status", "write_gallery"]
+__all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
 
 _SETTLED = frozenset({JobStatus.DONE, JobStatus.PENDING})  # nothing left to look at
 
@@ -133,7 +133,7 @@ def cancel(target: Path, **options: Any) -> int:
     """
     journal = resolve_journal(target, options["state"], options["output_dir"])
     if not journal.exists():
-        click.echo(f"nothing is running: {not_run_yet(target, journal)}", err=True)
+        click.echo(f"nothing is running: {_not_run_yet(target, journal)}", err=True)
         return EXIT_OK
     console = Console(stderr=True)
     with ExitStack() as stack:
@@ -199,7 +199,7 @@ def export(
         raise Stop(str(exc)) from None
     except OSError as exc:
         raise Stop(f"{exc.filename}: {exc.strerror}") from None
-    note = "" if journal.exists() else f"; {not_run_yet(manifest, journal)}"
+    note = "" if journal.exists() else f"; {_not_run_yet(manifest, journal)}"
     click.echo(f"exported {plural(rows_written, 'file')}{note}", err=True)
     return EXIT_OK
 
@@ -221,7 +221,7 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     journal = resolve_journal(manifest, state, out)
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
-        why = not_run_yet(manifest, journal)
+        why = _not_run_yet(manifest, journal)
         click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
         return EXIT_OK
     try:
@@ -231,7 +231,7 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     return EXIT_OK
 
 
-def not_run_yet(target: Path, journal: Path) -> str:
+def _not_run_yet(target: Path, journal: Path) -> str:
     """Say that ``target`` has not run yet; `Stop` (exit 2) when it is no manifest at all.
 
     One wording for every command that reads a journal there is not yet.

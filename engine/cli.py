@@ -33,9 +33,7 @@ __all__ = ["main"]
 
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
 # click 8.2+ raises this for a group called without its command; 8.1 shows the help itself.
-_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(
-    click.exceptions, "NoArgsIsHelpError", ()
-)
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
