@@ -95,9 +95,10 @@ def run_on_redis(
     config.api.require_token()
     summary = _call(_submit_and_serve, manifest, config, options, workers, tuple(worker_args))
     status = _call(run_status, options.url, options.run)
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(status["by_status"].items()))
     click.echo(
         f"run {options.run}: {status['finished']}/{status['total']} jobs with an outcome "
-        f"({total} in the manifest); by status {status['by_status']}",
+        f"({total} in the manifest): {counts or 'none yet'}",
         err=True,
     )
     if summary.interrupted or summary.stopped_reason in _SIGNALS:
