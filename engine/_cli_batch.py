@@ -47,7 +47,14 @@ from engine._journal import lock_path
 from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
 from engine._report import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from engine._settings import api_settings, config_option, given_settings, option, setting_options
+from engine._settings import (
+    api_settings,
+    bounded,
+    config_option,
+    given_settings,
+    option,
+    setting_options,
+)
 from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
@@ -92,7 +99,7 @@ def _split_only(
 @prices("YAML price table (model/hardware -> price per unit): show money, allow --max-spend.")
 @option(
     "--max-spend",
-    type=click.FloatRange(min=0, min_open=True),
+    type=bounded(float, 0, inclusive=False),
     default=None,
     show_default="none",
     metavar="AMOUNT",

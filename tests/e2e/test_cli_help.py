@@ -66,6 +66,7 @@ def test_no_line_of_any_help_is_longer_than_80_columns(tmp_path):
         text = help_at_80_columns(*words, cwd=tmp_path)
 
         assert [line for line in text.splitlines() if len(line) > 80] == [], words
+        assert not re.search(r"x[<>]=?\d", text), words  # click's range notation ("x>0")
 
 
 def test_each_help_lists_exactly_the_exit_codes_of_the_one_table(tmp_path):

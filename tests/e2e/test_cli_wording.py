@@ -76,3 +76,20 @@ def test_no_message_of_the_engine_says_a_count_with_s_in_brackets() -> None:
     ]
 
     assert found == []
+
+
+def test_a_number_out_of_bounds_says_its_bound_in_words(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
+    redis = ("--redis", "redis://127.0.0.1:1/0", "--run", "night")
+    cases = {
+        ("run", "m.jsonl", "--max-spend", "0"): "--max-spend: must be more than 0, got '0'",
+        ("worker", *redis, "--output-dir", "o", "--lease", "0"): "--lease: must be more than 0",
+        ("run", "m.jsonl", *redis, "--workers", "0"): "--workers: must be at least 1, got '0'",
+        ("run", "m.jsonl", "--concurrency", "0"): "--concurrency: must be at least 1, got '0'",
+    }
+    for args, said in cases.items():
+        result = run_cli(*args, env=no_token_env(), cwd=tmp_path)
+
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith(f"error: {said}"), (args, result.stderr)
+        assert "range" not in result.stderr
