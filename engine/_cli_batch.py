@@ -31,16 +31,31 @@ from engine._cli_options import (
 )
 from engine._cli_redis import run_on_redis
 from engine._cli_run import run_batch
-from engine._cli_stop import Stop, checked_api_config, checked_prices, checked_total
+from engine._cli_stop import (
+    Stop,
+    checked_api_config,
+    checked_prices,
+    checked_total,
+    reader_may_leave,
+)
 from engine._cluster._args import lease_options, redis_options, workers_option
 from engine._config import EngineConfig, default_output_dir, journal_path
 from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._hooks import parse_command, run_on_complete
+from engine._journal import lock_path
 from engine._paths import check_apart_from_outputs, check_paths
 from engine._precheck import check_only_ids
-from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from engine._settings import api_settings, config_option, given_settings, option, setting_options
+from engine._report import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine._settings import (
+    api_settings,
+    bounded,
+    config_option,
+    given_settings,
+    option,
+    setting_options,
+)
+from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
 __all__ = ["run", "validate"]
@@ -53,13 +68,16 @@ def _split_only(
 
 
 @click.command(
+    short_help="Run a YAML or JSONL manifest; run it again to resume.",
     epilog=epilog(
         "replicate-batch run manifests/example.yaml --emulator",
-        "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 --log-file n.log",
-        "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl --only a,b --only c",
-        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night --workers 3",
+        "replicate-batch run night.jsonl --concurrency 8 --max-predictions 500 \\\n"
+        "--log-file night.log",
+        "REPLICATE_BATCH_CONCURRENCY=4 replicate-batch run night.jsonl \\\n--only a,b --only c",
+        "replicate-batch run night.jsonl --redis redis://host:6379/0 --run night \\\n--workers 3",
         "replicate-batch run night.jsonl --on-complete 'notify-send \"batch done\"'",
-    )
+        codes_of="run",
+    ),
 )
 @manifest_argument
 @output_dir
@@ -81,7 +99,7 @@ def _split_only(
 @prices("YAML price table (model/hardware -> price per unit): show money, allow --max-spend.")
 @option(
     "--max-spend",
-    type=click.FloatRange(min=0, min_open=True),
+    type=bounded(float, 0, inclusive=False),
     default=None,
     show_default="none",
     metavar="AMOUNT",
@@ -143,16 +161,20 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except ValueError as exc:
             raise Stop(f"--on-complete: {exc}") from None
     outside = options["allow_outside_files"]
+    state = options["state"]
     placed = {
-        "--state": options["state"],
+        "--state": state,
+        "the journal's lock": None if state is None else lock_path(state),
         "--log-file": options["log_file"],
         "--json-logs": options["json_logs"],
     }
+    journal = journal_path(output_dir, state)
     check_paths(
         reads={"the manifest": manifest},
         writes={
             **placed,
-            "--state": journal_path(output_dir, options["state"]),
+            "--state": journal,
+            "the journal's lock": lock_path(journal),
             "the report": output_dir / ENGINE_FILES.report,
         },
         output_dir=output_dir,
@@ -160,13 +182,13 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     price_table = checked_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
     console = Console(stderr=True)
-    state_dir = journal_path(output_dir, options["state"]).parent
-    total = checked_total(manifest, state_dir, allow_outside_files=outside)
-    if options["only"]:
+    if options["only"]:  # a usage error: before the job count leaves its stamp
         try:
             check_only_ids(manifest, options["only"], allow_outside_files=outside)
         except ManifestError as exc:
             raise Stop(str(exc)) from None
+    state_dir = journal_path(output_dir, options["state"]).parent
+    total = checked_total(manifest, state_dir, allow_outside_files=outside)
     # Before a log file is opened: one placed where a job's outputs land is refused.
     jobs = partial(read_manifest, manifest, allow_outside_files=outside)
     check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
@@ -199,7 +221,12 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except EngineError as exc:
             raise Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
-    render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
+    reader_left = False
+    try:
+        with reader_may_leave():
+            render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
+    except Stop:  # the gallery, what still runs and --on-complete come all the same
+        reader_left = True
     if not options["no_gallery"]:
         write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
     if summary.interrupted or summary.deferred:
@@ -216,21 +243,17 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         problem = run_on_complete(options["on_complete"], report, summary.exit_code)
         if problem is not None:
             click.echo(f"warning: {problem}", err=True)
-    return summary.exit_code
+    return EXIT_BROKEN_PIPE if reader_left else summary.exit_code
 
 
 @click.command(
+    short_help="Check every input against its model's schema; run nothing.",
     epilog=epilog(
         "replicate-batch validate night.jsonl",
         "replicate-batch validate night.jsonl --output-dir out/ --read-rate-limit 600",
         "replicate-batch run night.jsonl --dry-run",
-        codes="""
-\b
-Exit codes:
-  0    every job's input is valid (nothing was run)
-  1    the API could not answer (network, server); nothing was run
-  2    a problem in the manifest, the inputs or the configuration""",
-    )
+        codes_of="validate",
+    ),
 )
 @manifest_argument
 @output_dir
@@ -262,7 +285,9 @@ def _validate(
     if not summary.ok:
         for error in summary.errors:
             click.echo(f"error: {error}", err=True)
-        click.echo(f"{len(summary.errors)} problem(s) in the manifest; nothing was run", err=True)
+        click.echo(
+            f"{plural(len(summary.errors), 'problem')} in the manifest; nothing was run", err=True
+        )
         return EXIT_USAGE
     console = Console(stderr=True)
     with ExitStack() as stack:
@@ -290,15 +315,15 @@ def _validate(
             raise Stop(str(exc)) from None
         except EngineError as exc:  # the API could not answer (network, server)
             raise Stop(f"cannot validate: {exc}", EXIT_FAILED) from None
-    click.echo(f"{manifest}: {plan.jobs} jobs, {plan.already_done} already done")
-    for model, count in sorted(plan.by_model.items()):
-        click.echo(f"  {count:>6}  {model}")
+    click.echo(f"{manifest}: {plural(plan.jobs, 'job')}, {plan.already_done} already done")
+    for model, jobs in sorted(plan.by_model.items()):
+        click.echo(f"  {jobs:>6}  {model}")
     for problem in plan.problems:
         click.echo(f"error: {problem}", err=True)
     if plan.estimate is not None:
         _print_estimate(plan.estimate.to_json())
     if plan.problems:
-        click.echo(f"{len(plan.problems)} problem(s); nothing was run", err=True)
+        click.echo(f"{plural(len(plan.problems), 'problem')}; nothing was run", err=True)
         return EXIT_USAGE
     click.echo("ok: nothing was run")
     return EXIT_OK
@@ -306,13 +331,15 @@ def _validate(
 
 def _print_estimate(estimate: dict[str, object]) -> None:
     jobs, currency = estimate["estimated_jobs"], estimate["currency"]
+    assert isinstance(jobs, int)
     click.echo(
-        f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for {jobs} pending jobs"
+        f"estimated cost: {estimate['estimated_cost']:.4f} {currency} for "
+        f"{plural(jobs, 'pending job')}"
     )
     unestimated = estimate["unestimated_jobs"]
     assert isinstance(unestimated, dict)
-    for model, count in sorted(unestimated.items()):
-        jobs_text = "1 job" if count == 1 else f"{count} jobs"
+    for model, jobs_left in sorted(unestimated.items()):
+        jobs_text = plural(jobs_left, "job")
         click.echo(f"  not estimated: {jobs_text} of {model} (no price, or no earlier timing)")
 
 

@@ -16,6 +16,7 @@ from engine._cancel import CANCEL_WHY, Running, cancel_running, still_running, u
 from engine._config import EngineConfig
 from engine._journal import load_journal
 from engine._report import EXIT_FAILED, EXIT_OK
+from engine._wording import plural
 
 __all__ = ["cancel_command", "cancel_hint", "name_left_running"]
 
@@ -47,8 +48,10 @@ def name_left_running(journal: Path, hint: str) -> int:
     running = still_running(load_journal(journal))
     if not running:
         return 0
+    verb = "is" if len(running) == 1 else "are"
     click.echo(
-        f"{len(running)} predictions are still running on Replicate (and billing):", err=True
+        f"{plural(len(running), 'prediction')} {verb} still running on Replicate (and billing):",
+        err=True,
     )
     _list(running)
     click.echo(f"stop them with: {hint}", err=True)
@@ -64,7 +67,8 @@ def cancel_command(config: EngineConfig, *, dry_run: bool) -> int:
     uncertain = uncertain_creates(replay)
     if uncertain:
         click.echo(
-            f"note: {uncertain} creates were in flight at a crash with no id journaled; "
+            f"note: {plural(uncertain, 'create')} {'was' if uncertain == 1 else 'were'} in flight "
+            "at a crash with no id journaled; "
             "the next run finds them by listing predictions",
             err=True,
         )
@@ -72,7 +76,7 @@ def cancel_command(config: EngineConfig, *, dry_run: bool) -> int:
         click.echo(f"nothing is running according to {journal}", err=True)
         return EXIT_OK
     if dry_run:
-        click.echo(f"would cancel {len(running)} predictions still running:", err=True)
+        click.echo(f"would cancel {plural(len(running), 'prediction')} still running:", err=True)
         _list(running, err=False, limit=None)  # all of them, on stdout: a script may read it
         click.echo("nothing was sent (--dry-run)", err=True)
         return EXIT_OK

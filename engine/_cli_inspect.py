@@ -32,26 +32,25 @@ from engine._config import ApiConfig, EngineConfig, default_output_dir
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._journal import load_journal
 from engine._paths import check_paths
-from engine._report import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from engine._report import EXIT_FAILED, EXIT_OK
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
-from jobs import ManifestError
+from engine._wording import plural
+from jobs import JobStatus, ManifestError, read_manifest
 
 __all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
 
+_SETTLED = frozenset({JobStatus.DONE, JobStatus.PENDING})  # nothing left to look at
+
 
 @click.command(
+    short_help="Count jobs by status and list the failures (no network).",
     epilog=epilog(
         "replicate-batch status manifests/example.yaml",
         "replicate-batch status outputs/example/journal.jsonl --json",
         "replicate-batch status --redis redis://host:6379/0 --run night",
-        codes="""
-\b
-Exit codes:
-  0    every job in the journal (or the Redis run) is done
-  1    some jobs are not done (running, failed, canceled)
-  2    no journal there, or Redis cannot be reached""",
-    )
+        codes_of="status",
+    ),
 )
 @click.argument(
     "target",
@@ -86,31 +85,31 @@ def status(
         raise Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
     journal = resolve_journal(target, state, output_dir)
     check_paths(reads={"the journal": journal}, writes={})
-    if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
-    report = status_report(journal, manifest=None if journal == target else target)
+    try:  # a manifest that never ran: its jobs are all pending
+        report = status_report(journal, manifest=None if journal == target else target)
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    except OSError as exc:
+        raise Stop(f"{exc.filename}: {exc.strerror}") from None
     report["journal"] = str(journal.resolve())
     with reader_may_leave():
         if as_json:
             click.echo(json.dumps(report, indent=2, sort_keys=True))
         else:
             print_status(report)
-    unfinished = sum(n for s, n in report["by_status"].items() if s != "done")
+    # Pending jobs have not run yet: nothing about them needs a look.
+    unfinished = sum(n for s, n in report["by_status"].items() if s not in _SETTLED)
     return EXIT_FAILED if unfinished else EXIT_OK
 
 
 @click.command(
+    short_help="Cancel the predictions a run left running on Replicate.",
     epilog=epilog(
         "replicate-batch cancel night.jsonl --dry-run",
         "replicate-batch cancel night.jsonl",
         "replicate-batch cancel night.jsonl --output-dir out/",
-        codes=f"""
-\b
-Exit codes:
-  {EXIT_OK:<4} nothing is left running (all canceled, or nothing was running)
-  {EXIT_FAILED:<4} some predictions could not be canceled (listed; run it again)
-  {EXIT_USAGE:<4} no journal there, no token, or a usage error""",
-    )
+        codes_of="cancel",
+    ),
 )
 @click.argument(
     "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
@@ -134,7 +133,8 @@ def cancel(target: Path, **options: Any) -> int:
     """
     journal = resolve_journal(target, options["state"], options["output_dir"])
     if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
+        click.echo(f"nothing is running: {_not_run_yet(target, journal)}", err=True)
+        return EXIT_OK
     console = Console(stderr=True)
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)
@@ -152,17 +152,13 @@ def cancel(target: Path, **options: Any) -> int:
 
 
 @click.command(
+    short_help="Print one row per output file: job, prediction, size, sha256.",
     epilog=epilog(
         "replicate-batch export manifests/example.yaml > files.jsonl",
-        "replicate-batch export manifests/example.yaml --format csv --output files.csv",
+        "replicate-batch export manifests/example.yaml --format csv \\\n--output files.csv",
         "replicate-batch export night.jsonl | head -3",
-        codes="""
-\b
-Exit codes:
-  0    exported (a done job's files only)
-  2    a manifest problem
-  141  the reader of standard output went away (export | head): quietly""",
-    )
+        codes_of="export",
+    ),
 )
 @manifest_argument
 @option(
@@ -195,28 +191,26 @@ def export(
         rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
         if output is None:
             with reader_may_leave():
-                count = write_export(rows, fmt, sys.stdout)
+                rows_written = write_export(rows, fmt, sys.stdout)
         else:
             with output.open("w", newline="") as out:
-                count = write_export(rows, fmt, out)
+                rows_written = write_export(rows, fmt, out)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     except OSError as exc:
         raise Stop(f"{exc.filename}: {exc.strerror}") from None
-    click.echo(f"exported {count} files", err=True)
+    note = "" if journal.exists() else f"; {_not_run_yet(manifest, journal)}"
+    click.echo(f"exported {plural(rows_written, 'file')}{note}", err=True)
     return EXIT_OK
 
 
 @click.command(
+    short_help="Write index.html beside the outputs (no network).",
     epilog=epilog(
         "replicate-batch gallery manifests/example.yaml",
         "replicate-batch gallery night.jsonl --output-dir out/",
-        codes="""
-\b
-Exit codes:
-  0    index.html written beside the outputs
-  2    no journal there, or a manifest problem""",
-    )
+        codes_of="gallery",
+    ),
 )
 @manifest_argument
 @output_dir
@@ -226,22 +220,49 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     out = output_dir or default_output_dir(manifest)
     journal = resolve_journal(manifest, state, out)
     if not journal.exists():
-        raise Stop(f"no journal at {journal.resolve()}")
+        # No folder is made for a page with nothing on it: the run writes index.html.
+        why = _not_run_yet(manifest, journal)
+        click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
+        return EXIT_OK
     try:
-        write_gallery(manifest, out, journal)
+        write_gallery(manifest, out, journal, strict=True)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     return EXIT_OK
 
 
-def write_gallery(manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False) -> None:
-    """Write index.html; a gallery that cannot be written never fails the run itself."""
+def _not_run_yet(target: Path, journal: Path) -> str:
+    """Say that ``target`` has not run yet; `Stop` (exit 2) when it is no manifest at all.
+
+    One wording for every command that reads a journal there is not yet.
+    """
+    try:
+        for _ in read_manifest(target, allow_outside_files=True):  # its first job is enough
+            break
+    except ManifestError as exc:
+        raise Stop(str(exc)) from None
+    return f"nothing has run yet (no journal at {journal.resolve()})"
+
+
+def write_gallery(
+    manifest: Path, output_dir: Path, journal: Path, *, quiet: bool = False, strict: bool = False
+) -> None:
+    """Write index.html; a gallery that cannot be written never fails the run itself.
+
+    ``strict`` (the ``gallery`` command, whose only work it is): that is an error, exit 2.
+    """
     from engine._gallery import write_manifest_gallery  # noqa: PLC0415
 
     try:
         stats = write_manifest_gallery(manifest, output_dir, journal)
     except OSError as exc:
-        click.echo(f"warning: cannot write the gallery in {output_dir}: {exc}", err=True)
+        problem = f"cannot write the gallery in {output_dir}: {exc.strerror or exc}"
+        if strict:
+            raise Stop(problem) from None
+        click.echo(f"warning: {problem}", err=True)
         return
     if not quiet:
-        click.echo(f"gallery: {stats.path} ({stats.jobs} jobs, {stats.files} files)", err=True)
+        click.echo(
+            f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, {plural(stats.files, 'file')})",
+            err=True,
+        )

@@ -1,7 +1,7 @@
 """Declare the command line's shared options once; every command that takes one reuses it.
 
-Also the exit-code epilog the commands share, and the one logging setup the logging
-options feed. No command lives here.
+Also the epilog the commands share (examples, then their exit codes), and the one logging
+setup the logging options feed. No command lives here.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import click
 from rich.console import Console
 
+from engine._cli_exits import exit_codes
 from engine._console import configure_cli_logging
-from engine._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from engine._settings import option
 
 __all__ = [
@@ -37,19 +37,21 @@ __all__ = [
 
 F = Callable[..., Any]
 
-EXIT_CODES = f"""
-\b
-Exit codes:
-  {EXIT_OK:<4} every job done
-  {EXIT_FAILED:<4} some jobs failed or were canceled
-  {EXIT_USAGE:<4} usage, manifest or configuration error (nothing was sent)
-  {EXIT_STOPPED:<4} stopped by a budget (--max-*) or the --deadline; run again to go on
-  {EXIT_INTERRUPTED:<4} interrupted (Ctrl-C or SIGTERM)"""
 
+def epilog(*examples: str, codes_of: str | None = None) -> str:
+    """Return a command's epilog: its examples, then the exit codes of ``codes_of``.
 
-def epilog(*examples: str, codes: str = EXIT_CODES) -> str:
-    """Return a command's epilog: its examples, then its exit codes."""
-    return "\b\nExamples:\n" + "\n".join(f"  {e}" for e in examples) + "\n" + codes
+    ``codes_of`` is the command's path in `engine._cli_exits.EXIT_CODES` (None: no codes,
+    for a group whose commands list theirs). A newline in an example continues it on an
+    indented line (the example ends the line before with a backslash), so no line of the
+    help is longer than 80 columns.
+    """
+    lines = ["\b", "Examples:"]
+    for example in examples:
+        first, *rest = example.split("\n")
+        lines += [f"  {first}", *(f"      {more}" for more in rest)]
+    text = "\n".join(lines)
+    return text if codes_of is None else f"{text}\n\n{exit_codes(codes_of)}"
 
 
 manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
@@ -137,6 +139,7 @@ def logging_options(func: F) -> F:
             type=click.Path(path_type=Path, dir_okay=False),
             default=None,
             show_default="none",
+            metavar="PATH",
             help="Append every event to PATH as readable text.",
         ),
         json_logs("none", "Append every event to PATH as JSON lines."),

@@ -119,18 +119,13 @@ def run_on_redis(
 
 
 @click.command(
+    short_help="Join a run coordinated by Redis and take its jobs.",
     epilog=epilog(
-        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/",
-        "replicate-batch worker --redis redis://host:6379/0 --run night --output-dir out/ "
-        "--concurrency 8 --json-logs worker.log",
-        codes="""
-\b
-Exit codes:
-  0    the run is complete: every job this worker took is done
-  1    some jobs this worker took are not done (failed, canceled, deferred)
-  2    usage or configuration error, or Redis cannot be reached
-  130  interrupted (Ctrl-C or SIGTERM here, or on the run's submitting process)""",
-    )
+        "replicate-batch worker --redis redis://host:6379/0 --run night \\\n--output-dir out/",
+        "replicate-batch worker --redis redis://host:6379/0 --run night \\\n"
+        "--output-dir out/ --concurrency 8 --json-logs worker.log",
+        codes_of="worker",
+    ),
 )
 @redis_options(required=True, what="The Redis the run is coordinated through")
 @option(
@@ -183,10 +178,11 @@ def worker(ctx: click.Context, /, **options: Any) -> int:
 
 
 @click.group(
+    short_help="Write a Redis run's state as a standard journal.",
     epilog=epilog(
-        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "replicate-batch journal export --redis redis://host:6379/0 --run night \\\n"
         "--output night.jsonl",
-    )
+    ),
 )
 def journal() -> None:
     """Journal tools: write a Redis run's state as a standard journal."""
@@ -194,15 +190,12 @@ def journal() -> None:
 
 @journal.command(
     "export",
+    short_help="Write a Redis run's state as a standard journal.",
     epilog=epilog(
-        "replicate-batch journal export --redis redis://host:6379/0 --run night "
+        "replicate-batch journal export --redis redis://host:6379/0 --run night \\\n"
         "--output night.jsonl",
         "replicate-batch run night.jsonl --state night.jsonl --output-dir out/",
-        codes="""
-\b
-Exit codes:
-  0    the journal was written
-  2    usage error, Redis cannot be reached, or the file cannot be written""",
+        codes_of="journal export",
     ),
 )
 @redis_options(required=True, what="The Redis the run is coordinated through")

@@ -19,19 +19,16 @@ from engine._config import ApiConfig
 from engine._errors import ConfigError
 from engine._precheck import checked_job_count
 from engine._pricing import PriceTable, load_prices
-from engine._report import EXIT_USAGE
+from engine._report import EXIT_BROKEN_PIPE, EXIT_USAGE
 from jobs import ManifestError
 
 __all__ = [
-    "EXIT_BROKEN_PIPE",
     "Stop",
     "checked_api_config",
     "checked_prices",
     "checked_total",
     "reader_may_leave",
 ]
-
-EXIT_BROKEN_PIPE = 141
 
 
 class Stop(Exception):  # noqa: N818 - a control-flow signal, not an error type

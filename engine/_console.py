@@ -25,6 +25,7 @@ from rich.text import Text
 
 from engine._prediction import web_url
 from engine._redact import redact
+from engine._wording import plural
 
 __all__ = ["configure_cli_logging", "human_line"]
 
@@ -67,11 +68,12 @@ def _size(n: float) -> str:
 def _progress(e: MutableMapping[str, Any]) -> str:
     eta = e.get("eta_seconds")
     eta_text = "-" if eta is None else f"{int(eta) // 60} min {int(eta) % 60} s"
+    retries = plural(int(e.get("retries") or 0), "retry", "retries")
     return (
         f"progress: {e.get('done')}/{e.get('total')} done, {e.get('failed')} failed, "
         f"{e.get('in_flight')} in flight, {e.get('queued')} queued, "
         f"{e.get('creates_per_min')} creates/min (budget {e.get('create_budget_per_min'):g}), "
-        f"{e.get('retries')} retries, {_size(float(e.get('bytes_downloaded') or 0))}, "
+        f"{retries}, {_size(float(e.get('bytes_downloaded') or 0))}, "
         f"ETA {eta_text}" + (f" — {e['stopping']}" if e.get("stopping") else "")
     )
 

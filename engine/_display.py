@@ -18,9 +18,21 @@ from engine._logs import get_logger
 from engine._pricing import billing_rows
 from engine._report import RunSummary
 from engine._stats import RunStats
+from engine._wording import plural
 from jobs import ENGINE_FILES
 
 __all__ = ["Progress", "render_summary"]
+
+
+class _SummaryConsole(Console):
+    """Standard output's console: a reader that went away is a `BrokenPipeError`.
+
+    rich would exit 1 on its own; the CLI ends such a command with 141, as it says.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # what is left of the summary is dropped
+        raise BrokenPipeError
 
 
 def render_summary(
@@ -34,7 +46,7 @@ def render_summary(
 
     ``manifest_jobs`` is the manifest's size; a stopped run reached only some of its jobs.
     """
-    console = console or Console(file=sys.stdout)
+    console = console or _SummaryConsole(file=sys.stdout)
     output_dir = output_dir.resolve()
     rows: list[tuple[str, str]] = [
         ("jobs", _jobs_row(summary.total, manifest_jobs)),
@@ -135,7 +147,7 @@ def _size(n: int) -> str:
 def waiting_text(numbers: Mapping[str, float | int | str | None]) -> str:
     """Say what the run is waiting on: "3 creates, 1 download (oldest 42 s)" or "-"."""
     parts = [
-        f"{n} {what}{'s' if n != 1 else ''}"
+        plural(n, what)
         for what, n in (
             ("create", int(numbers["waiting_creates"] or 0)),
             ("download", int(numbers["waiting_downloads"] or 0)),
@@ -221,10 +233,10 @@ class Progress:
             )
         if stage is StopStage.CANCELING:
             return (
-                f"canceling {running} running predictions on Replicate"
+                f"canceling {plural(running, 'running prediction')} on Replicate"
                 " — Ctrl-C again to exit now and leave them running"
             )
-        return f"exiting now: {running} running predictions stay in the journal"
+        return f"exiting now: {plural(running, 'running prediction')} stay in the journal"
 
     def render(self) -> Table:
         """Return the live panel."""

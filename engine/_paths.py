@@ -78,7 +78,8 @@ def check_apart_from_outputs(
         stem = fold(job.output)
         for role, (path, name) in inside.items():
             rest = name[len(stem) :] if name.startswith(stem) else None
-            if rest is not None and (not rest or rest.startswith("/") or tail_owns(rest)):
+            owned = rest is not None and (not rest or rest.startswith("/") or tail_owns(rest))
+            if owned or stem.startswith(f"{name}/"):  # or a folder of the job's takes it
                 raise ConfigError(
                     f"{role} {path} could be written over by the outputs of job {job.key!r} "
                     f"({job.where}); put it outside {output_dir} or name it apart"

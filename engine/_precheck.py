@@ -17,6 +17,7 @@ from collections.abc import Collection
 from pathlib import Path, PurePath
 
 from engine._durable import write_durably
+from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, read_manifest
 
 __all__ = ["check_only_ids", "checked_job_count"]
@@ -29,7 +30,12 @@ def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: b
 
     Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
     """
-    stat = manifest.stat()
+    try:
+        stat = manifest.stat()
+    except OSError:  # the reader says why, in the words of every other manifest error
+        stat = None
+    if stat is None:
+        return sum(1 for _ in read_manifest(manifest, allow_outside_files=allow_outside_files))
     identity = {
         "path": str(manifest.resolve()),
         "size": stat.st_size,
@@ -78,6 +84,6 @@ def check_only_ids(
         close = difflib.get_close_matches(key, keys, n=1)
         parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     raise ManifestError(
-        f"--only names {len(missing)} id(s) that no job has: {', '.join(parts)}",
+        f"--only names {plural(len(missing), 'id')} that no job has: {', '.join(parts)}",
         path=str(manifest),
     )

@@ -37,6 +37,7 @@ import yaml
 
 from engine._errors import ConfigError
 from engine._prediction import Prediction, PredictionStatus
+from engine._wording import plural
 from jobs import ModelRef
 
 __all__ = [
@@ -188,12 +189,7 @@ class Usage:
         }
 
 
-_UNIT_NAMES = {
-    "output": "outputs (billed per output)",
-    "input_token": "input tokens",
-    "output_token": "output tokens",
-    "second": "s predict time",
-}
+_UNIT_NOUNS = {"output": "output", "input_token": "input token", "output_token": "output token"}
 
 
 def billing_rows(billing: Mapping[str, Any] | None) -> list[tuple[str, str]]:
@@ -204,11 +200,12 @@ def billing_rows(billing: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     currency = billing["currency"] or ""
     for line in billing["lines"]:
         amount = line["amount"]
-        shown = f"{amount:.1f}" if line["unit"] == "second" else f"{amount:g}"
-        name = _UNIT_NAMES[line["unit"]]
-        if amount == 1 and line["unit"] == "output":
-            name = "output (billed per output)"
-        what = f"{shown} {name}"
+        if line["unit"] == "second":
+            what = f"{amount:.1f} s predict time"
+        else:  # outputs and tokens are whole numbers
+            what = plural(round(amount), _UNIT_NOUNS[line["unit"]])
+        if line["unit"] == "output":
+            what += " (billed per output)"
         if line["unit"] == "second":
             hardware = line["hardware"]
             what += (
@@ -222,7 +219,7 @@ def billing_rows(billing: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     if billing["priced_cost"] is not None:
         total = f"{billing['priced_cost']:.4f} {currency}"
         if billing["unpriced_lines"]:
-            total += f" + {billing['unpriced_lines']} line(s) without a price"
+            total += f" + {plural(billing['unpriced_lines'], 'line')} without a price"
         rows.append(("spend", total))
     return rows
 

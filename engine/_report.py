@@ -12,6 +12,7 @@ import aiofiles.os
 from engine._durable import write_durably
 
 __all__ = [
+    "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -28,6 +29,7 @@ EXIT_FAILED = 1  # some jobs failed or were canceled
 EXIT_USAGE = 2  # usage, manifest or configuration error: nothing was sent
 EXIT_STOPPED = 3  # stopped by a budget (--max-*) or the --deadline before every job ran
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
+EXIT_BROKEN_PIPE = 141  # the reader of standard output went away (``export | head``)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ __all__ = [
     "Option",
     "Setting",
     "api_settings",
+    "bounded",
     "config_option",
     "given_settings",
     "option",
@@ -217,25 +218,35 @@ def _fail(ctx: click.Context | None, message: str) -> NoReturn:
 class _Number(click.ParamType):  # type: ignore[type-arg]
     """An int or float with a lower bound; errors name where the value came from."""
 
-    def __init__(self, setting: Setting) -> None:
-        self.setting = setting
-        self.name = setting.kind.__name__
+    def __init__(self, kind: type[int] | type[float], minimum: float, *, inclusive: bool) -> None:
+        self.kind, self.minimum, self.inclusive = kind, minimum, inclusive
+        self.name = kind.__name__
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        s = self.setting
-        where = _source(ctx, param) if ctx is not None else f"--{s.flag}"
+        where = _source(ctx, param) if ctx is not None else "value"
         try:
-            number = s.kind(value) if not isinstance(value, bool) else None
+            number = self.kind(value) if not isinstance(value, bool) else None
         except (TypeError, ValueError):
             number = None
         if number is None:
-            _fail(ctx, f"{where}: {value!r} is not {'an integer' if s.kind is int else 'a number'}")
+            kind = "an integer" if self.kind is int else "a number"
+            _fail(ctx, f"{where}: {value!r} is not {kind}")
         if isinstance(number, float) and not math.isfinite(number):
             _fail(ctx, f"{where}: {value!r} is not a finite number")
-        if number < s.minimum or (number == s.minimum and not s.inclusive):
-            bound = f"at least {s.minimum:g}" if s.inclusive else f"more than {s.minimum:g}"
-            _fail(ctx, f"{where}: must be {bound}, got {value!r}")
+        if number < self.minimum or (number == self.minimum and not self.inclusive):
+            bound = "at least" if self.inclusive else "more than"
+            _fail(ctx, f"{where}: must be {bound} {self.minimum:g}, got {value!r}")
         return number
+
+
+def bounded(kind: type[int] | type[float], minimum: float, *, inclusive: bool = True) -> Any:
+    """Return a click type for a number with a lower bound, said in words.
+
+    For options outside the settings table (``--lease``, ``--workers``, ``--max-spend``):
+    their errors read as the settings' ("--lease: must be more than 0, got '0'") and
+    their help shows no click range notation ("x>0").
+    """
+    return _Number(kind, minimum, inclusive=inclusive)
 
 
 class _Switch(click.types.BoolParamType):
@@ -265,7 +276,8 @@ def setting_options(*flags: str) -> Callable[[F], F]:
             if s.kind is bool:
                 add = option(f"--{s.flag}", is_flag=True, type=_Switch(), **common)
             else:
-                add = option(f"--{s.flag}", type=_Number(s), metavar=s.metavar, **common)
+                number = _Number(s.kind, s.minimum, inclusive=s.inclusive)
+                add = option(f"--{s.flag}", type=number, metavar=s.metavar, **common)
             func = add(func)
         return func
 

@@ -18,6 +18,7 @@ from engine._config import default_output_dir, journal_path
 from engine._journal import JobState, Replay, load_journal
 from engine._prediction import web_url
 from engine._sidecar import read_sidecar, sidecar_path
+from engine._wording import plural
 from jobs import JobStatus, ManifestError, canonical_json, read_manifest
 
 __all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
@@ -46,7 +47,9 @@ def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, A
 
     With ``manifest``, count the jobs of this manifest only (those the journal does not
     know are pending); journaled jobs it no longer has (an edited job without an id
-    gets a new key) are counted apart, as ``earlier_manifest_jobs``.
+    gets a new key) are counted apart, as ``earlier_manifest_jobs``. A missing journal is
+    a manifest that never ran: every job pending. Raise `jobs.ManifestError` when the
+    manifest cannot be read and the journal holds nothing to count instead.
     """
     replay = load_journal(journal)
     summary: dict[str, Any] | None = None
@@ -55,6 +58,8 @@ def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, A
         try:
             summary = _manifest_summary(replay, manifest)
         except (ManifestError, OSError) as exc:
+            if not replay.records:  # nothing journaled: the manifest is all there is
+                raise
             problem = str(exc)
     if summary is None:
         summary = journal_summary(replay)
@@ -113,12 +118,13 @@ def _running(prediction_id: str) -> dict[str, Any]:
 
 def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
     """Print ``report`` for a person."""
-    print(
-        f"journal: {report['journal']} ({report['records']} records, {report['runs']} runs)",
-        file=out,
-    )
+    if report["records"]:
+        records, runs = plural(report["records"], "record"), plural(report["runs"], "run")
+        print(f"journal: {report['journal']} ({records}, {runs})", file=out)
+    else:
+        print(f"journal: none yet at {report['journal']} (nothing has run)", file=out)
     if "manifest" in report:
-        print(f"manifest: {report['manifest']} ({report['jobs']} jobs)", file=out)
+        print(f"manifest: {report['manifest']} ({plural(report['jobs'], 'job')})", file=out)
     for status, count in report["by_status"].items():
         if count:
             print(f"  {status:>10}: {count}", file=out)
@@ -144,7 +150,8 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
         print(f"failed jobs ({len(failed)}):", file=out)
         for key, info in list(failed.items())[:50]:
             kind = "permanent" if info["permanent"] else "transient"
-            print(f"  {key}: [{kind}, {info['attempts']} attempts] {info['error']}", file=out)
+            tried = plural(info["attempts"], "attempt")
+            print(f"  {key}: [{kind}, {tried}] {info['error']}", file=out)
             if info.get("url"):
                 print(f"      {info['url']}", file=out)
         if len(failed) > 50:

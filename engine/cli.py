@@ -3,7 +3,7 @@
 Exit codes (`RunSummary.exit_code` decides a run's): 0 every job done, 1 some jobs
 failed or were canceled, 2 usage, manifest or configuration error, 3 stopped by a budget
 or the deadline, 130 interrupted, 141 the reader of standard output went away
-(``export | head``).
+(``export | head``); `engine._cli_exits` says which codes each command returns.
 
 This module is the console script's entry (`main`) and the click group; the commands live
 in modules named for their job: `_cli_batch` (run, validate), `_cli_inspect` (status,
@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
 from engine._cli_batch import run, validate
+from engine._cli_exits import exit_codes
 from engine._cli_inspect import cancel, export, gallery, status
 from engine._cli_options import epilog
 from engine._cli_redis import journal, worker
-from engine._cli_stop import Stop
+from engine._cli_stop import Stop, reader_may_leave
 from engine._errors import ConfigError
 from engine._redact import redact
 from engine._report import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -30,6 +32,8 @@ from engine._report import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 __all__ = ["main"]
 
 COMPLETE_VAR = "_REPLICATE_BATCH_COMPLETE"
+# click 8.2+ raises this for a group called without its command; 8.1 shows the help itself.
+_NO_ARGS_IS_HELP: type[Exception] | tuple[()] = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except click.ClickException as exc:
         ctx = getattr(exc, "ctx", None)
-        if ctx is not None and not args:  # no command at all: show what there is
+        if ctx is not None and (not args or isinstance(exc, _NO_ARGS_IS_HELP)):
+            # No command at all (or a group without one, as 'journal'): show what there is.
             click.echo(ctx.get_help(), err=True)
             return EXIT_USAGE
         # One line, no usage dump: what is wrong and where the help is.
@@ -60,18 +65,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
+class _Program(click.Group):
+    """The program's group: when the reader of standard output goes away, any command (and
+    any --help) ends quietly with 141, where click alone would exit 1."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with reader_may_leave():  # the group's own --help and --version
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with reader_may_leave():  # every command, its --help included
+            return super().invoke(ctx)
+
+
 @click.group(
+    cls=_Program,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=epilog(
         "replicate-batch run manifests/example.yaml --emulator",
         "replicate-batch status manifests/example.yaml",
         "replicate-batch export manifests/example.yaml --format csv > outputs.csv",
     )
+    + "\n\n"
+    + exit_codes(None)
     + """
 
 \b
-Settings: a flag beats its REPLICATE_BATCH_<FLAG> variable (REPLICATE_BATCH_CONCURRENCY=8),
-which beats the --config file (or REPLICATE_BATCH_CONFIG), which beats the default.
+Settings: a flag beats its variable REPLICATE_BATCH_<FLAG>
+(REPLICATE_BATCH_CONCURRENCY=8), which beats the --config file (or
+REPLICATE_BATCH_CONFIG), which beats the default.
 \b
 Shell completion (bash; use zsh_source or fish_source for those shells):
   eval "$(_REPLICATE_BATCH_COMPLETE=bash_source replicate-batch)\"""",
@@ -86,6 +114,7 @@ def cli() -> None:
 
 
 @cli.command(
+    short_help="Serve the local Replicate API emulator (its own --help).",
     context_settings={"ignore_unknown_options": True, "help_option_names": []},
     add_help_option=False,
 )

@@ -104,11 +104,7 @@ def _compact(key: str) -> int | str:
 
 def _meets(stem: str, other: str, first: int, *, same: bool = False) -> str:
     if first == _RESERVED:
-        taken = ", ".join(
-            n
-            for n in (ENGINE_FILES.journal, ENGINE_FILES.report, ENGINE_FILES.gallery)
-            if n.startswith(f"{other}.")
-        )
+        taken = ", ".join(n for n in ENGINE_FILES.at_root if n.startswith(f"{other}."))
         return f"output {stem!r} could take the engine's {taken}; choose another id or output"
     if same:
         return f"output {stem!r} is also the output of the job at line {first}"

@@ -9,8 +9,10 @@ Three rules, each checked while a manifest is read, before anything is paid:
    extension, in any case: ``con.png`` and ``Nul.tar.gz`` are devices on Windows).
    Such stems are refused, never rewritten: a silent rename would break resume.
 2. **Clear of the engine's files.** At the output root, the stems of `ENGINE_FILES`
-   (``journal``, ``report``, ``index``) are reserved like a job's stem (rule 3), and no
-   stem may start with ``.manifest-checked``.
+   (``journal``, ``report``, ``index``) are reserved like a job's stem (rule 3), so
+   every name the engine keeps there (``journal.jsonl``, its lock
+   ``journal.jsonl.lock``, ``report.json``, ``index.html``: `EngineFiles.at_root`) lies
+   in a reserved namespace, and no stem may start with ``.manifest-checked``.
 3. **One namespace per stem.** A job with stem ``S`` owns every name that matches
    ``S(_<digits>)*.<anything>`` in its folder, compared as file systems that ignore case
    and Unicode normalisation do (`fold`: NFC, then casefold):
@@ -67,6 +69,20 @@ class EngineFiles:
     sidecar_suffix: str = ".info.json"  # a job's provenance: f"{stem}{sidecar_suffix}"
     lock_suffix: str = ".lock"  # beside the journal: who runs it (journal.jsonl.lock)
     part_meta_suffix: str = ".meta"  # beside a part: where its bytes came from (x.png.part.meta)
+
+    @property
+    def lock(self) -> str:
+        """Return the default journal's lock file, ``journal.jsonl.lock``.
+
+        Kept after a run on purpose: removing a file others may have opened to ``flock``
+        it would let two processes each hold "the" lock (one on the removed inode).
+        """
+        return self.journal + self.lock_suffix
+
+    @property
+    def at_root(self) -> tuple[str, ...]:
+        """Return every file the engine itself keeps at the output root, beside the jobs'."""
+        return (self.journal, self.lock, self.report, self.gallery, self.stamp)
 
     @property
     def reserved_stems(self) -> tuple[str, ...]:

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import click
-
-from engine._settings import option
+from engine._settings import bounded, option
 
 __all__ = [
     "REDIS_EXTRA_HINT",
@@ -74,7 +72,7 @@ def lease_options(func: F) -> F:
     """Add ``--lease`` and ``--settle`` (how a dead worker's jobs are taken over)."""
     func = option(
         "--settle",
-        type=click.FloatRange(min=0),
+        type=bounded(float, 0),
         default=None,
         metavar="SECONDS",
         show_default="the API read timeout",
@@ -83,10 +81,10 @@ def lease_options(func: F) -> F:
     )(func)
     return option(
         "--lease",
-        type=click.FloatRange(min=0, min_open=True),
+        type=bounded(float, 0, inclusive=False),
         default=15.0,
         metavar="SECONDS",
-        show_default=True,
+        show_default="15",
         help="With --redis: a worker silent this long has its jobs claimed by another.",
     )(func)
 
@@ -95,7 +93,7 @@ def workers_option(func: F) -> F:
     """Add ``--workers K`` to ``run``."""
     return option(
         "--workers",
-        type=click.IntRange(min=1),
+        type=bounded(int, 1),
         default=1,
         metavar="K",
         show_default=True,

@@ -29,7 +29,8 @@ from engine._config import EngineConfig
 from engine._control import RunControl
 from engine._errors import AuthenticationError, ConfigError
 from engine._logs import configure_logging
-from engine._report import RunSummary
+from engine._report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, RunSummary
+from engine._wording import plural
 from jobs import Job, read_manifest
 
 __all__ = [
@@ -40,7 +41,6 @@ __all__ = [
     "status_on_redis",
 ]
 
-EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 _SIGNALS = frozenset({"SIGINT", "SIGTERM"})
 
 T = TypeVar("T")
@@ -103,9 +103,10 @@ def run_on_redis(
     )
     summary = _call(_submit_and_serve, jobs, config, options, workers, tuple(worker_args))
     status = _call(run_status, options.url, options.run)
+    counts = ", ".join(f"{n} {name}" for name, n in sorted(status["by_status"].items()))
     click.echo(
         f"run {options.run}: {status['finished']}/{status['total']} jobs with an outcome "
-        f"({total} in the manifest); by status {status['by_status']}",
+        f"({total} in the manifest): {counts or 'none yet'}",
         err=True,
     )
     if summary.interrupted or summary.stopped_reason in _SIGNALS:
@@ -132,10 +133,10 @@ def status_on_redis(url: str, run: str, *, as_json: bool) -> int:
 def export_from_redis(url: str, run: str, output: Path) -> int:
     """Write the run's standard journal at ``output``; return the exit code."""
     try:
-        count = _call(export_run_journal, url, run, output)
+        written = _call(export_run_journal, url, run, output)
     except OSError as exc:
         raise ConfigError(f"cannot write {output}: {exc.strerror or exc}") from None
-    click.echo(f"exported {count} jobs to {output}", err=True)
+    click.echo(f"exported {plural(written, 'job')} to {output}", err=True)
     return EXIT_OK
 
 

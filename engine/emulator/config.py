@@ -102,7 +102,11 @@ class EmulatorConfig:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> EmulatorConfig:
-        """Build from plain data (as read from YAML/JSON)."""
+        """Build from plain data (as read from YAML/JSON); an unknown knob is a TypeError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise TypeError(f"unknown emulator knob {unknown[0]!r}")
         return cls().replace(**data)
 
     @classmethod

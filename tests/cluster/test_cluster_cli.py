@@ -40,6 +40,7 @@ def test_three_worker_processes_share_one_budget(
          "--rate-limit", str(LIMIT), "--concurrency", "4", *FAST_FLAGS],
     )  # fmt: skip
     assert code == 0, text
+    assert "run night: 30/30 jobs with an outcome (30 in the manifest): 30 done" in text
     stats = emulator_server.emulator.stats.snapshot()
     assert stats["predictions_created"] == 30
     assert stats["duplicates"] == {}

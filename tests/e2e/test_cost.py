@@ -154,7 +154,7 @@ def test_the_summary_shows_units_and_money_and_max_spend_needs_prices(emulator_s
     assert run.returncode == 0, run.stderr[-2000:]
     assert "2 outputs (billed per output) = 1.0000 USD" in run.stdout
     assert "s predict time on gpu-a100-large (no price)" in run.stdout
-    assert "1.0000 USD + 1 line(s) without a price" in run.stdout
+    assert "1.0000 USD + 1 line without a price" in run.stdout
     assert (tmp_path / "o" / "index.html").exists()  # every run writes its gallery
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -47,3 +48,38 @@ def test_cli_prints_url_serves_and_stops(tmp_path: Path, sig: signal.Signals) ->
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_a_taken_port_or_a_bad_settings_file_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "knob.yaml").write_text("nosuchknob: 1\n")
+    (tmp_path / "torn.yaml").write_text("time_scale: [\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cases = {
+            (
+                "--port",
+                str(port),
+            ): f"error: cannot serve on 127.0.0.1:{port}: Address already in use",
+            ("--config", "missing.yaml"): "error: --config missing.yaml: No such file or directory",
+            (
+                "--config",
+                "knob.yaml",
+            ): "error: --config knob.yaml: unknown emulator knob 'nosuchknob'",
+            ("--config", "torn.yaml"): "error: --config torn.yaml: ",
+        }
+        for args, said in cases.items():
+            result = subprocess.run(
+                [sys.executable, "-m", "engine", "emulator", *args],
+                capture_output=True,
+                text=True,
+                cwd=tmp_path,
+                timeout=30,
+                check=False,
+            )
+
+            assert result.returncode == 2, (args, result.stderr)
+            assert result.stderr.startswith(said), (args, result.stderr)
+            assert len(result.stderr.splitlines()) == 1, result.stderr
+            assert result.stdout == ""
