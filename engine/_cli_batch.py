@@ -26,6 +26,7 @@ from engine._cli_options import (
     no_sidecars,
     output_dir,
     prices,
+    run_folder,
     setup_logging,
     state,
 )
@@ -256,7 +257,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     ),
 )
 @manifest_argument
-@output_dir
+@run_folder
 @state
 @setting_options("read-rate-limit")
 @prices("YAML price table: estimate the cost of the pending jobs.")

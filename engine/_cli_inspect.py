@@ -19,9 +19,10 @@ from rich.console import Console
 from engine._cli_cancel import cancel_command
 from engine._cli_options import (
     epilog,
+    gallery_folder,
     logging_options,
     manifest_argument,
-    output_dir,
+    run_folder,
     setup_logging,
     state,
 )
@@ -58,7 +59,7 @@ _SETTLED = frozenset({JobStatus.DONE, JobStatus.PENDING})  # nothing left to loo
     required=False,
     type=click.Path(path_type=Path, dir_okay=False),
 )
-@output_dir
+@run_folder
 @state
 @option("--json", "as_json", is_flag=True, show_default="off", help="Print the counts as JSON.")
 @redis_options(required=False, what="Count the whole run from Redis instead of a journal")
@@ -114,7 +115,7 @@ def status(
 @click.argument(
     "target", metavar="MANIFEST_OR_JOURNAL", type=click.Path(path_type=Path, dir_okay=False)
 )
-@output_dir
+@run_folder
 @state
 @option(
     "--dry-run",
@@ -169,7 +170,7 @@ def cancel(target: Path, **options: Any) -> int:
     show_default=True,
     help="Row format.",
 )
-@output_dir
+@run_folder
 @state
 @option(
     "--output",
@@ -213,7 +214,7 @@ def export(
     ),
 )
 @manifest_argument
-@output_dir
+@gallery_folder
 @state
 def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""

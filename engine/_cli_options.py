@@ -55,13 +55,22 @@ def epilog(*examples: str, codes_of: str | None = None) -> str:
 
 
 manifest_argument = click.argument("manifest", type=click.Path(path_type=Path, dir_okay=False))
-output_dir = option(
-    "--output-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    show_default="outputs/<manifest name>",
-    help="Where outputs, journal.jsonl and report.json go.",
-)
+
+
+def _output_dir(help_text: str) -> Callable[[F], F]:
+    return option(
+        "--output-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        show_default="outputs/<manifest name>",
+        help=help_text,
+    )
+
+
+output_dir = _output_dir("Where outputs, journal.jsonl and report.json go.")
+# status, export, cancel and validate only read the run's folder (its journal).
+run_folder = _output_dir("The run's output folder, whose journal.jsonl is read.")
+gallery_folder = _output_dir("The run's output folder: its journal is read, index.html written.")
 state = option(
     "--state",
     type=click.Path(path_type=Path, dir_okay=False),
