@@ -77,8 +77,17 @@ class LocalFiles:
             raise self.error(
                 "'@' must be followed by a file path (write '@@' for '@')", line, field
             )
+        if "\x00" in text:  # no file system takes it; os calls raise ValueError
+            raise self.error(
+                f"@{text} has a NUL character, which no file name can hold", line, field
+            )
         path = self.base / text
-        if not self.allow_outside and not path.resolve().is_relative_to(self.real_base):
+        try:
+            real = path.resolve()
+        except (OSError, ValueError) as exc:  # a loop of links, a name too long
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else exc
+            raise self.error(f"cannot read @{text}: {reason}", line, field) from None
+        if not self.allow_outside and not real.is_relative_to(self.real_base):
             # A manifest from someone else must not send any file the user can read.
             raise self.error(
                 f"@{text} is outside the manifest's folder ({self.base}), or links out of "
@@ -104,8 +113,8 @@ class LocalFiles:
             with path.open("rb") as stream:
                 while chunk := stream.read(_CHUNK):
                     digest.update(chunk)
-        except OSError as exc:
-            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        except (OSError, ValueError) as exc:  # ValueError: a name the OS cannot encode
+            reason = os.strerror(exc.errno) if isinstance(exc, OSError) and exc.errno else exc
             raise self.error(f"cannot read @{text} ({path}): {reason}", line, field) from None
         return digest.hexdigest()
 

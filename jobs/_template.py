@@ -61,6 +61,14 @@ REFUSED = {
 }
 _NOT_SLUG_RE = re.compile(r"[^a-z0-9]+")
 _WIDTH_RE = re.compile(r"[0-9]{1,3}")
+_SPEC_NUMBER_RE = re.compile(r"[0-9]+")
+MAX_SPEC = 255  # the bytes a file name can hold on common file systems
+_SHOWN = 80  # the longest placeholder or template text an error repeats whole
+
+
+def _shown(text: str) -> str:
+    """Return ``text`` cut for an error message: a template can be megabytes long."""
+    return text if len(text) <= _SHOWN else f"{text[: _SHOWN - 3]}..."
 
 
 class TemplateError(ValueError):
@@ -164,6 +172,13 @@ def _field(name: str, spec: str, written: str, text: str) -> _Field:
         known = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
         raise ValueError(
             f"unknown placeholder {{{name}}} in {text!r}{hint}; known: {known}, {{input.<field>}}"
+        )
+    numbers = _SPEC_NUMBER_RE.findall(spec)
+    if any(len(n.lstrip("0")) > len(str(MAX_SPEC)) or int(n) > MAX_SPEC for n in numbers):
+        # Formatting first would build the whole string: {index:.100000000f} is 100 MB.
+        raise ValueError(
+            f"{_shown(written)} in {_shown(text)}: a width or precision above {MAX_SPEC} "
+            "makes a name longer than a file name can be"
         )
     sample = 0 if name in ("index", "job_index") else "x"
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ManifestError"]
+__all__ = ["MAX_ERROR", "ManifestError", "shorten"]
 
 
 class ManifestError(ValueError):
@@ -45,10 +45,27 @@ class ManifestError(ValueError):
         return (_rebuild, (self.message, self.path, self.line, self.field))
 
 
-def _one_line(text: str) -> str:
-    if text.isprintable():
+MAX_ERROR = 1000  # characters of one error line; a manifest value can be megabytes
+_TAIL = 200  # kept from the end of a long line: the end often says what to do
+
+
+def shorten(text: str, limit: int = MAX_ERROR) -> str:
+    """Return ``text`` cut in the middle to at most about ``limit`` characters.
+
+    Every error line goes through here (`ManifestError`, and the CLI for the rest), so
+    no message can echo an unbounded value.
+    """
+    if len(text) <= limit:
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    cut = len(text) - limit
+    return f"{text[: limit - _TAIL]} ...[{cut} characters cut]... {text[-_TAIL:]}"
+
+
+def _one_line(text: str) -> str:
+    text = shorten(text, MAX_ERROR * 2)  # before escaping: a bounded walk
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return shorten(text)
 
 
 def _rebuild(message: str, path: str, line: int | None, field: str | None) -> ManifestError:
