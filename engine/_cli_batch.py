@@ -37,6 +37,7 @@ from engine._cli_stop import (
     checked_api_config,
     checked_prices,
     checked_total,
+    error_line,
     reader_may_leave,
 )
 from engine._cluster._args import lease_options, redis_options, workers_option
@@ -45,8 +46,9 @@ from engine._display import Progress, render_summary
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._hooks import parse_command, run_on_complete
 from engine._journal import lock_path
-from engine._paths import check_apart_from_outputs, check_paths
+from engine._paths import InputsApart, check_apart_from_outputs, check_paths, engine_files
 from engine._precheck import check_only_ids
+from engine._redact import redact
 from engine._report import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from engine._settings import (
     api_settings,
@@ -179,6 +181,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             "the report": output_dir / ENGINE_FILES.report,
         },
         output_dir=output_dir,
+        kept={} if options["no_gallery"] else {"the gallery": output_dir / ENGINE_FILES.gallery},
     )
     price_table = checked_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
@@ -189,10 +192,14 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         except ManifestError as exc:
             raise Stop(str(exc)) from None
     state_dir = journal_path(output_dir, options["state"]).parent
-    total = checked_total(manifest, state_dir, allow_outside_files=outside)
+    # No @file input may lie where the run writes: its output would replace the user's file.
+    kept = {**placed, "the journal": journal, **engine_files(output_dir, journal)}
+    inputs = InputsApart(output_dir, kept)
+    total = checked_total(manifest, state_dir, allow_outside_files=outside, local_file=inputs)
     # Before a log file is opened: one placed where a job's outputs land is refused.
     jobs = partial(read_manifest, manifest, allow_outside_files=outside)
     check_apart_from_outputs(output_dir, placed, jobs)  # ConfigError: main says it
+    inputs.check(jobs)
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING if live else None)
         api = checked_api_config(options["emulator"], stack, console)
@@ -285,7 +292,7 @@ def _validate(
     summary = check_manifest(manifest, allow_outside_files=options["allow_outside_files"])
     if not summary.ok:
         for error in summary.errors:
-            click.echo(f"error: {error}", err=True)
+            click.echo(error_line(str(error)), err=True)
         click.echo(
             f"{plural(len(summary.errors), 'problem')} in the manifest; nothing was run", err=True
         )
@@ -316,11 +323,12 @@ def _validate(
             raise Stop(str(exc)) from None
         except EngineError as exc:  # the API could not answer (network, server)
             raise Stop(f"cannot validate: {exc}", EXIT_FAILED) from None
+    secret = api.token.reveal() if api.token else ""
     click.echo(f"{manifest}: {plural(plan.jobs, 'job')}, {plan.already_done} already done")
     for model, jobs in sorted(plan.by_model.items()):
-        click.echo(f"  {jobs:>6}  {model}")
+        click.echo(redact(f"  {jobs:>6}  {model}", secret=secret))
     for problem in plan.problems:
-        click.echo(f"error: {problem}", err=True)
+        click.echo(error_line(problem, secret=secret), err=True)
     if plan.estimate is not None:
         _print_estimate(plan.estimate.to_json())
     if plan.problems:

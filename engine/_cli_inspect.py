@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +28,18 @@ from engine._cli_options import (
     state,
 )
 from engine._cli_redis import cluster_call, cluster_cli
-from engine._cli_stop import Stop, reader_may_leave
+from engine._cli_stop import Stop, configured_secret, reader_may_leave
 from engine._cluster._args import redis_options
 from engine._config import ApiConfig, EngineConfig, default_output_dir
 from engine._errors import AuthenticationError, ConfigError, EngineError
 from engine._journal import load_journal
-from engine._paths import check_paths
+from engine._paths import check_apart_from_outputs, check_paths, engine_files
+from engine._redact import redact
 from engine._report import EXIT_FAILED, EXIT_OK
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from engine._wording import plural
-from jobs import JobStatus, ManifestError, read_manifest
+from jobs import ENGINE_FILES, JobStatus, ManifestError, read_manifest
 
 __all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
 
@@ -93,11 +95,12 @@ def status(
     except OSError as exc:
         raise Stop(f"{exc.filename}: {exc.strerror}") from None
     report["journal"] = str(journal.resolve())
+    secret = configured_secret()
     with reader_may_leave():
         if as_json:
-            click.echo(json.dumps(report, indent=2, sort_keys=True))
+            click.echo(redact(json.dumps(report, indent=2, sort_keys=True), secret=secret))
         else:
-            print_status(report)
+            print_status(report, secret=secret)
     # Pending jobs have not run yet: nothing about them needs a look.
     unfinished = sum(n for s, n in report["by_status"].items() if s not in _SETTLED)
     return EXIT_FAILED if unfinished else EXIT_OK
@@ -184,18 +187,28 @@ def export(
 ) -> int:
     """Print one row per output file, in manifest order: job, prediction, size, sha256."""
     journal = resolve_journal(manifest, state, output_dir)
+    folder = output_dir or default_output_dir(manifest)
     check_paths(
-        reads={"the manifest": manifest, "the journal": journal}, writes={"--output": output}
+        reads={"the manifest": manifest, "the journal": journal},
+        writes={"--output": output},
+        kept=engine_files(folder, journal),
     )
+    if output is not None:  # not over a file of the run it lists, nor where one may land
+        jobs = partial(read_manifest, manifest, allow_outside_files=True)
+        try:
+            check_apart_from_outputs(folder, {"--output": output}, jobs)
+        except ManifestError as exc:
+            raise Stop(str(exc)) from None
+    secret = configured_secret()
     try:
         replay = load_journal(journal)
-        rows = export_rows(manifest, replay, output_dir or default_output_dir(manifest))
+        rows = export_rows(manifest, replay, folder)
         if output is None:
             with reader_may_leave():
-                rows_written = write_export(rows, fmt, sys.stdout)
+                rows_written = write_export(rows, fmt, sys.stdout, secret=secret)
         else:
             with output.open("w", newline="") as out:
-                rows_written = write_export(rows, fmt, out)
+                rows_written = write_export(rows, fmt, out, secret=secret)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     except OSError as exc:
@@ -220,6 +233,13 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""
     out = output_dir or default_output_dir(manifest)
     journal = resolve_journal(manifest, state, out)
+    gallery_file = out / ENGINE_FILES.gallery
+    check_paths(  # index.html must not be written over the journal, the manifest, ...
+        reads={"the manifest": manifest, "the journal": journal},
+        writes={"the gallery": gallery_file},
+        output_dir=out,
+        kept={k: v for k, v in engine_files(out, journal).items() if v != gallery_file},
+    )
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
         why = _not_run_yet(manifest, journal)

@@ -20,6 +20,7 @@ from engine._cli_stop import Stop, checked_total
 from engine._cluster._args import REDIS_EXTRA_HINT, RUN_ONLY_FLAGS, lease_options, redis_options
 from engine._config import ApiConfig, EngineConfig, journal_path
 from engine._errors import AuthenticationError, ConfigError
+from engine._paths import check_paths
 from engine._settings import (
     RUN_SETTINGS,
     api_settings,
@@ -211,6 +212,7 @@ def journal_export(redis_url: str, run_name: str, output: Path) -> int:
 
     A single-machine 'run --state JOURNAL' then finishes what the cluster started.
     """
+    check_paths(reads={}, writes={"--output": output})  # not a folder, a FIFO, a device
     cluster = cluster_cli()
     result: int = cluster_call(cluster.export_from_redis, redis_url, run_name, output)
     return result

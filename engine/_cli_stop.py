@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -19,16 +19,38 @@ from engine._config import ApiConfig
 from engine._errors import ConfigError
 from engine._precheck import checked_job_count
 from engine._pricing import PriceTable, load_prices
+from engine._redact import redact
 from engine._report import EXIT_BROKEN_PIPE, EXIT_USAGE
-from jobs import ManifestError
+from jobs import Job, ManifestError
+from jobs.errors import shorten
 
 __all__ = [
     "Stop",
     "checked_api_config",
     "checked_prices",
     "checked_total",
+    "configured_secret",
+    "error_line",
     "reader_may_leave",
 ]
+
+
+def configured_secret() -> str:
+    """Return the token the environment configures ("" when none, or when it is unusable).
+
+    For the commands that send nothing (status, export): their output is redacted of it
+    all the same, as a run's is.
+    """
+    try:
+        token = ApiConfig.from_env(os.environ).token
+    except ConfigError:
+        return ""
+    return token.reveal() if token else ""
+
+
+def error_line(message: str, *, secret: str = "") -> str:
+    """Return ``error: <message>`` as every command prints it: redacted, bounded, one line."""
+    return f"error: {shorten(redact(message, secret=secret))}"
 
 
 class Stop(Exception):  # noqa: N818 - a control-flow signal, not an error type
@@ -62,10 +84,18 @@ def checked_api_config(emulator: bool, stack: ExitStack, console: Console) -> Ap
         raise Stop(str(exc)) from None
 
 
-def checked_total(manifest: Path, state_dir: Path, *, allow_outside_files: bool = False) -> int:
+def checked_total(
+    manifest: Path,
+    state_dir: Path,
+    *,
+    allow_outside_files: bool = False,
+    local_file: Callable[[Job, Path], None] | None = None,
+) -> int:
     """Return the manifest's job count, checked before anything is sent."""
     try:
-        return checked_job_count(manifest, state_dir, allow_outside_files=allow_outside_files)
+        return checked_job_count(
+            manifest, state_dir, allow_outside_files=allow_outside_files, local_file=local_file
+        )
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     except OSError as exc:

@@ -15,10 +15,11 @@ from itertools import combinations
 from pathlib import Path
 
 from engine._errors import ConfigError
+from engine._journal import lock_path
 from jobs import Job
 from jobs.names import ENGINE_FILES, fold, tail_owns
 
-__all__ = ["check_apart_from_outputs", "check_paths"]
+__all__ = ["InputsApart", "check_apart_from_outputs", "check_paths", "engine_files"]
 
 
 def check_paths(
@@ -26,6 +27,7 @@ def check_paths(
     reads: Mapping[str, Path | None],
     writes: Mapping[str, Path | None],
     output_dir: Path | None = None,
+    kept: Mapping[str, Path] | None = None,
 ) -> None:
     """Raise `ConfigError` unless every path can play its role, each on its own file.
 
@@ -33,7 +35,8 @@ def check_paths(
     ``"--state"``, ``"--json-logs"``, ``"the report"``) to its path; None is skipped.
     ``output_dir`` must be a folder or creatable; a file written inside it may wait for
     the run to create it, any other file's folder must exist already (a mistyped
-    ``--state`` folder is refused rather than made).
+    ``--state`` folder is refused rather than made). ``kept`` are the engine's files a
+    command neither reads nor writes but must not write over (`engine_files`).
     """
     if output_dir is not None:
         _check_folder(output_dir)
@@ -47,6 +50,27 @@ def check_paths(
     for (role_a, a), (role_b, b) in combinations(named.items(), 2):
         if _same_file(a, b):
             raise ConfigError(f"{role_a} and {role_b} are the same file ({a}); give each its own")
+    for role, path in named.items():
+        for role_kept, kept_path in (kept or {}).items():
+            if _same_file(path, kept_path):
+                raise ConfigError(
+                    f"{role} {path} is {role_kept}, one of the engine's own files; "
+                    "name another file"
+                )
+
+
+def engine_files(output_dir: Path, journal: Path) -> dict[str, Path]:
+    """Return the files the engine keeps for a run, by the role a message names them with.
+
+    For the commands that write beside a run (``export --output``, ``gallery``): none of
+    them may be written over. The journal itself is the caller's to name (it is read).
+    """
+    return {
+        "the journal's lock": lock_path(journal),
+        "the report": output_dir / ENGINE_FILES.report,
+        "the gallery": output_dir / ENGINE_FILES.gallery,
+        "the manifest check's stamp": journal.parent / ENGINE_FILES.stamp,
+    }
 
 
 def check_apart_from_outputs(
@@ -153,3 +177,59 @@ def _same_file(a: Path, b: Path) -> bool:
 
 def _reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+class InputsApart:
+    """Refuse an ``@file`` input that lies where the run may write (the user's data).
+
+    Call it with every ``@file`` of every job (`engine._precheck.checked_job_count` does),
+    then `check` once with the manifest's jobs. Refused: an engine file of the run (the
+    journal, its lock, the report, the gallery, the logs), a name at the output root in a
+    reserved namespace (``journal``, ``report``, ``index``, ``.manifest-checked``), and a
+    name inside any job's namespace (`jobs.names`, rule 3: ``in.png`` for job ``in``), where
+    an output, its ``.part`` or its sidecar would be written over it. Any other file inside
+    the output folder is read as it is: ``--output-dir .`` beside the inputs is common.
+    """
+
+    def __init__(self, output_dir: Path, engine_files: Mapping[str, Path | None]) -> None:
+        self.output_dir = output_dir
+        self.root = output_dir.absolute().resolve()
+        self.engine = {p.absolute().resolve(): r for r, p in engine_files.items() if p is not None}
+        # A stem (folded) -> the @files inside the output folder that would lie in its
+        # namespace: one dict lookup per job in `check`, whatever the number of files.
+        self.under: dict[str, list[tuple[str, Job, Path]]] = {}
+
+    def __call__(self, job: Job, path: Path) -> None:
+        real = path.resolve()
+        role = self.engine.get(real)
+        if role is not None:
+            raise ConfigError(f"{job.where}: @file {path} is {role}, which the run writes")
+        if not real.is_relative_to(self.root):
+            return
+        name = fold(real.relative_to(self.root).as_posix())
+        if "/" not in name and any(
+            name == stem or (name.startswith(stem) and tail_owns(name[len(stem) :]))
+            for stem in (*ENGINE_FILES.reserved_stems, ENGINE_FILES.stamp_prefix)
+        ):
+            raise ConfigError(
+                f"{job.where}: @file {path} takes a name the engine keeps in {self.output_dir}; "
+                "move it out of the output folder"
+            )
+        cuts = [i for i, char in enumerate(name) if char in "._" and i > 0]
+        for cut in (*cuts, len(name)):
+            self.under.setdefault(name[:cut], []).append((name, job, path))
+
+    def check(self, jobs: Callable[[], Iterable[Job]]) -> None:
+        """Raise `ConfigError` naming the first @file a job's outputs could write over."""
+        if not self.under:
+            return  # the common case: no @file inside the output folder, no second read
+        for job in jobs():
+            stem = fold(job.output)
+            for name, user, path in self.under.get(stem, ()):
+                rest = name[len(stem) :]
+                if not rest or tail_owns(rest):  # "a/x.png" is no output of job "a"
+                    raise ConfigError(
+                        f"{user.where}: @file {path} lies where job {job.key!r} ({job.where}) "
+                        f"writes its outputs in {self.output_dir}; move it out of the "
+                        "output folder or choose another --output-dir"
+                    )

@@ -13,21 +13,30 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path, PurePath
 
 from engine._durable import write_durably
+from engine._redact import looks_secret, redact
 from engine._wording import plural
-from jobs import ENGINE_FILES, ManifestError, read_manifest
+from jobs import ENGINE_FILES, Job, ManifestError, read_manifest
 
-__all__ = ["check_only_ids", "checked_job_count"]
+__all__ = ["check_journalable", "check_only_ids", "checked_job_count"]
 
 _STAMP = ENGINE_FILES.stamp
 
 
-def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: bool = False) -> int:
+def checked_job_count(
+    manifest: Path,
+    stamp_dir: Path,
+    *,
+    allow_outside_files: bool = False,
+    local_file: Callable[[Job, Path], None] | None = None,
+) -> int:
     """Return the number of jobs in ``manifest``, reading it only when it changed.
 
+    ``local_file`` is shown every ``@file`` input of every job (a manifest with any is
+    always read): the run's check that none lies where it writes.
     Raise `jobs.ManifestError` (or OSError) when the manifest cannot be run.
     """
     try:
@@ -51,12 +60,41 @@ def checked_job_count(manifest: Path, stamp_dir: Path, *, allow_outside_files: b
     count, local_files = 0, False
     for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
         count += 1
-        local_files = local_files or any(isinstance(v, PurePath) for v in job.input.values())
+        check_journalable(job)
+        for path in local_paths(job.input):
+            local_files = True
+            if local_file is not None:
+                local_file(job, path)
     if not local_files:
         # Only a shortcut for the next run: a folder that refuses it is the run's to report.
         with contextlib.suppress(OSError):
             write_durably(stamp, json.dumps({"manifest": identity, "jobs": count}).encode())
     return count
+
+
+def local_paths(value: object) -> Iterator[Path]:
+    """Yield every ``@file`` input (a resolved `Path`) inside a job's input, at any depth."""
+    if isinstance(value, PurePath):
+        yield Path(value)
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from local_paths(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from local_paths(item)
+
+
+def check_journalable(job: Job) -> None:
+    """Refuse an id or output name the journal would refuse to store: it looks like a token."""
+    for field, value in (("id", job.key), ("output", job.output)):
+        if looks_secret(value):
+            raise ManifestError(
+                f"{redact(value)} looks like an API token; the journal, logs and file names "
+                "never hold one, so name the job otherwise",
+                path=job.source,
+                line=job.line,
+                field=field,
+            )
 
 
 def check_only_ids(

@@ -17,6 +17,7 @@ from typing import IO, Any
 from engine._config import default_output_dir, journal_path
 from engine._journal import JobState, Replay, load_journal
 from engine._prediction import web_url
+from engine._redact import redact
 from engine._sidecar import read_sidecar, sidecar_path
 from engine._wording import plural
 from jobs import JobStatus, ManifestError, canonical_json, read_manifest
@@ -116,46 +117,50 @@ def _running(prediction_id: str) -> dict[str, Any]:
     return {"prediction_id": prediction_id, "url": web_url(prediction_id)}
 
 
-def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
-    """Print ``report`` for a person."""
+def print_status(report: dict[str, Any], out: IO[str] = sys.stdout, *, secret: str = "") -> None:
+    """Print ``report`` for a person, every line through the one redaction."""
+
+    def say(text: str, *, file: IO[str]) -> None:
+        file.write(redact(text, secret=secret) + "\n")
+
     if report["records"]:
         records, runs = plural(report["records"], "record"), plural(report["runs"], "run")
-        print(f"journal: {report['journal']} ({records}, {runs})", file=out)
+        say(f"journal: {report['journal']} ({records}, {runs})", file=out)
     else:
-        print(f"journal: none yet at {report['journal']} (nothing has run)", file=out)
+        say(f"journal: none yet at {report['journal']} (nothing has run)", file=out)
     if "manifest" in report:
-        print(f"manifest: {report['manifest']} ({plural(report['jobs'], 'job')})", file=out)
+        say(f"manifest: {report['manifest']} ({plural(report['jobs'], 'job')})", file=out)
     for status, count in report["by_status"].items():
         if count:
-            print(f"  {status:>10}: {count}", file=out)
+            say(f"  {status:>10}: {count}", file=out)
     earlier = report.get("earlier_manifest_jobs")
     if earlier:
-        print(f"  {earlier} from earlier versions of the manifest (not counted above)", file=out)
+        say(f"  {earlier} from earlier versions of the manifest (not counted above)", file=out)
     if "manifest_problem" in report:
-        print(f"  note: {report['manifest_problem']}", file=out)
+        say(f"  note: {report['manifest_problem']}", file=out)
     if report["torn_lines"] or report["corrupt_lines"]:
-        print(
+        say(
             f"  skipped lines: {report['torn_lines']} torn, {report['corrupt_lines']} corrupt",
             file=out,
         )
     running = report["running"]
     if running:
-        print(f"running predictions ({len(running)}; 'cancel' stops them):", file=out)
+        say(f"running predictions ({len(running)}; 'cancel' stops them):", file=out)
         for key, info in list(running.items())[:50]:
-            print(f"  {key}: {info['url']}", file=out)
+            say(f"  {key}: {info['url']}", file=out)
         if len(running) > 50:
-            print(f"  ... and {len(running) - 50} more", file=out)
+            say(f"  ... and {len(running) - 50} more", file=out)
     failed = report["failed"]
     if failed:
-        print(f"failed jobs ({len(failed)}):", file=out)
+        say(f"failed jobs ({len(failed)}):", file=out)
         for key, info in list(failed.items())[:50]:
             kind = "permanent" if info["permanent"] else "transient"
             tried = plural(info["attempts"], "attempt")
-            print(f"  {key}: [{kind}, {tried}] {info['error']}", file=out)
+            say(f"  {key}: [{kind}, {tried}] {info['error']}", file=out)
             if info.get("url"):
-                print(f"      {info['url']}", file=out)
+                say(f"      {info['url']}", file=out)
         if len(failed) > 50:
-            print(f"  ... and {len(failed) - 50} more", file=out)
+            say(f"  ... and {len(failed) - 50} more", file=out)
 
 
 def export_rows(
@@ -188,8 +193,10 @@ def export_rows(
             }
 
 
-def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
-    """Write rows as ``jsonl`` or ``csv``; return how many were written."""
+def write_export(
+    rows: Iterator[dict[str, Any]], fmt: str, out: IO[str], *, secret: str = ""
+) -> int:
+    """Write rows as ``jsonl`` or ``csv``, redacted; return how many were written."""
     count = 0
     if fmt == "csv":
         writer: csv.DictWriter[str] | None = None
@@ -197,15 +204,19 @@ def write_export(rows: Iterator[dict[str, Any]], fmt: str, out: IO[str]) -> int:
             if writer is None:
                 writer = csv.DictWriter(out, fieldnames=list(row))
                 writer.writeheader()
-            writer.writerow(
-                {k: canonical_json(v) if isinstance(v, dict) else v for k, v in row.items()}
-            )
+            writer.writerow({k: _cell(v, secret) for k, v in row.items()})
             count += 1
         return count
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        # JSON text escapes line breaks and quotes: a mask cannot break a line's syntax.
+        out.write(redact(json.dumps(row, ensure_ascii=False), secret=secret) + "\n")
         count += 1
     return count
+
+
+def _cell(value: Any, secret: str) -> Any:
+    text = canonical_json(value) if isinstance(value, dict) else value
+    return redact(text, secret=secret) if isinstance(text, str) else text
 
 
 def journal_summary(result: Replay) -> dict[str, Any]:

@@ -16,9 +16,10 @@ from engine._errors import ApiError, AuthenticationError, ConfigError, EngineErr
 from engine._gateway import Gateway
 from engine._journal import load_journal
 from engine._limits import Limits
+from engine._precheck import check_journalable
 from engine._pricing import Estimate, model_label
 from engine._retry import RetryPolicy
-from jobs import JobStatus, check_manifest, read_manifest
+from jobs import JobStatus, ManifestError, check_manifest, read_manifest
 from jobs.schema import check_job_input, input_schema
 
 __all__ = ["Plan", "validate_manifest"]
@@ -59,6 +60,10 @@ async def validate_manifest(
         for job in read_manifest(manifest, allow_outside_files=allow_outside_files):
             plan.jobs += 1
             plan.by_model[str(job.model)] += 1
+            try:
+                check_journalable(job)
+            except ManifestError as exc:
+                plan.problems.append(str(exc))
             state = journal.jobs.get(job.key) if journal is not None else None
             done = state is not None and state.status is JobStatus.DONE
             plan.already_done += done

@@ -24,9 +24,8 @@ from engine._cli_exits import exit_codes
 from engine._cli_inspect import cancel, export, gallery, status
 from engine._cli_options import epilog
 from engine._cli_redis import journal, worker
-from engine._cli_stop import Stop, reader_may_leave
+from engine._cli_stop import Stop, error_line, reader_may_leave
 from engine._errors import ConfigError
-from engine._redact import redact
 from engine._report import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 __all__ = ["main"]
@@ -51,16 +50,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_USAGE
         # One line, no usage dump: what is wrong and where the help is.
         where = ctx.command_path if ctx is not None else "replicate-batch"
-        click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+        click.echo(error_line(f"{exc.format_message()} (see '{where} --help')"), err=True)
         return EXIT_USAGE
     except click.Abort:
         return EXIT_INTERRUPTED
     except Stop as stop:
         if stop.message:
-            click.echo(f"error: {redact(stop.message)}", err=True)
+            click.echo(error_line(stop.message), err=True)
         return stop.code
     except ConfigError as exc:  # base URL, token, paths: one line, before anything is paid
-        click.echo(f"error: {redact(str(exc))}", err=True)
+        click.echo(error_line(str(exc)), err=True)
         return EXIT_USAGE
     return result if isinstance(result, int) else EXIT_OK
 
