@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from functools import partial
@@ -55,6 +56,7 @@ from engine._settings import (
     bounded,
     config_option,
     given_settings,
+    ignored_variables,
     option,
     setting_options,
 )
@@ -67,7 +69,10 @@ __all__ = ["run", "validate"]
 def _split_only(
     _ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]
 ) -> frozenset[str]:
-    return frozenset(part.strip() for item in value for part in item.split(",") if part.strip())
+    parts = [part.strip() for item in value for part in item.split(",")]
+    if "" in parts:  # --only "" must not become "all jobs", nor "a," a silent typo
+        raise click.BadParameter(f"an empty id in {', '.join(map(repr, value))}; name a job id")
+    return frozenset(parts)
 
 
 @click.command(
@@ -111,14 +116,6 @@ def _split_only(
 @embed_metadata
 @no_sidecars
 @option(
-    "--on-changed",
-    type=click.Choice(["rerun", "report"]),
-    default=None,
-    show_default="rerun",
-    help="A job with an explicit id whose model or input changed since it was journaled: "
-    "run it again (old files kept as ID.before-<prediction>.ext) or only report it (exit 1).",
-)
-@option(
     "--no-gallery",
     "no_gallery",
     is_flag=True,
@@ -151,6 +148,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     with the 'cancel' command that stops it.
     With --redis, other machines join with 'worker' (see docs/scale-out.md).
     """
+    for warning in ignored_variables(os.environ):
+        click.echo(warning, err=True)
     output_dir = options["output_dir"] or default_output_dir(manifest)
     if options["redis_url"] or options["run_name"]:
         return run_on_redis(ctx, manifest, output_dir, options)
@@ -214,7 +213,6 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
                 prices=price_table,
                 max_spend=options["max_spend"],
                 manifest=manifest,
-                **({"on_changed": options["on_changed"]} if options["on_changed"] else {}),
                 **given_settings(ctx),
             )
         except ConfigError as exc:

@@ -118,8 +118,10 @@ def check_only_ids(
         if not missing:
             return
     parts = []
+    by_case = {key.casefold(): key for key in keys}  # ids differ in case more than in letters
     for key in sorted(missing):
-        close = difflib.get_close_matches(key, keys, n=1)
+        same = by_case.get(key.casefold())
+        close = [same] if same is not None else difflib.get_close_matches(key, keys, n=1)
         parts.append(f"{key!r} (did you mean {close[0]!r}?)" if close else repr(key))
     raise ManifestError(
         f"--only names {plural(len(missing), 'id')} that no job has: {', '.join(parts)}",

@@ -11,6 +11,7 @@ from any source fails naming that source.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ __all__ = [
     "bounded",
     "config_option",
     "given_settings",
+    "ignored_variables",
     "option",
     "setting_options",
 ]
@@ -50,12 +52,13 @@ class Setting:
 
     flag: str  # without dashes: "rate-limit"
     field: str  # EngineConfig field: "create_rate"
-    kind: type[int] | type[float] | type[bool]
+    kind: type[int] | type[float] | type[bool] | type[str]
     help: str
     metavar: str = ""
     minimum: float = 0.0
     inclusive: bool = True  # minimum allowed (>=) or excluded (>)
     api: bool = False  # an `ApiConfig` field (how each call is made), not an `EngineConfig` one
+    choices: tuple[str, ...] = ()  # for a str setting: the words it takes
 
     @property
     def param(self) -> str:
@@ -117,6 +120,15 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         "The fastest one prediction is polled, in seconds.",
         "SECONDS",
         inclusive=False,
+    ),
+    Setting(
+        "on-changed",
+        "on_changed",
+        str,
+        "A job with an explicit id whose model or input changed since it was journaled: "
+        "run it again (old files kept as ID.before-<prediction>.ext) or only report it "
+        "(exit 1).",
+        choices=("rerun", "report"),
     ),
     Setting(
         "job-timeout",
@@ -181,6 +193,32 @@ RUN_SETTINGS: tuple[Setting, ...] = (
     ),
 )
 _BY_PARAM = {s.param: s for s in RUN_SETTINGS}
+# The other REPLICATE_BATCH_* variables the engine reads or sets (--on-complete's command,
+# and what its hook is given: a run started from a hook sees them).
+_OTHER_VARIABLES = frozenset(
+    {CONFIG_ENV, f"{ENV_PREFIX}ON_COMPLETE", f"{ENV_PREFIX}REPORT", f"{ENV_PREFIX}EXIT_CODE"}
+)
+
+
+def ignored_variables(environ: Mapping[str, str]) -> list[str]:
+    """Return a warning for each ``REPLICATE_BATCH_*`` variable no setting reads.
+
+    Only the run settings come from the environment; a flag-only one set there
+    (``REPLICATE_BATCH_OUTPUT_DIR``) or a misspelt name would otherwise be ignored in silence.
+    """
+    known = {s.envvar for s in RUN_SETTINGS} | _OTHER_VARIABLES
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            flag = "--" + name[len(ENV_PREFIX) :].lower().replace("_", "-")
+            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.85)
+            why = (
+                f"no setting has that name; did you mean {close[0]}?"
+                if close
+                else f"{flag} is set by its flag only, never by the environment"
+            )
+            warnings.append(f"warning: environment variable {name} is ignored: {why}")
+    return warnings
 
 
 class Option(click.Option):
@@ -260,6 +298,18 @@ class _Switch(click.types.BoolParamType):
             _fail(ctx, f"{where}: {value!r} is not a boolean (use true/false, 1/0, yes/no)")
 
 
+class _Word(click.Choice):  # type: ignore[type-arg]
+    """One of a few words; errors name where the value came from, as the numbers' do."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            where = _source(ctx, param) if ctx is not None else "value"
+            words = " or ".join(repr(c) for c in self.choices)
+            _fail(ctx, f"{where}: {value!r} is not {words}")
+
+
 def setting_options(*flags: str) -> Callable[[F], F]:
     """Return a decorator adding the named run settings as click options."""
     chosen = [s for s in RUN_SETTINGS if s.flag in flags] if flags else list(RUN_SETTINGS)
@@ -275,7 +325,10 @@ def setting_options(*flags: str) -> Callable[[F], F]:
             }
             if s.kind is bool:
                 add = option(f"--{s.flag}", is_flag=True, type=_Switch(), **common)
+            elif s.kind is str:
+                add = option(f"--{s.flag}", type=_Word(s.choices), **common)
             else:
+                assert s.kind is int or s.kind is float  # the table's other kinds
                 number = _Number(s.kind, s.minimum, inclusive=s.inclusive)
                 add = option(f"--{s.flag}", type=number, metavar=s.metavar, **common)
             func = add(func)
