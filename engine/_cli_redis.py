@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from engine._cli_stop import Stop, checked_total
 from engine._cluster._args import REDIS_EXTRA_HINT, RUN_ONLY_FLAGS, lease_options, redis_options
 from engine._config import ApiConfig, EngineConfig, journal_path
 from engine._errors import AuthenticationError, ConfigError
-from engine._paths import check_paths
+from engine._paths import InputsApart, check_paths, engine_files
 from engine._settings import (
     RUN_SETTINGS,
     api_settings,
@@ -29,6 +30,7 @@ from engine._settings import (
     option,
     setting_options,
 )
+from jobs import read_manifest
 
 __all__ = ["cluster_call", "cluster_cli", "journal", "run_on_redis", "worker"]
 
@@ -93,8 +95,13 @@ def run_on_redis(
             json_logs=options["json_logs"],
         )
         outside = options["allow_outside_files"]
-        state_dir = journal_path(output_dir).parent
-        total = checked_total(manifest, state_dir, allow_outside_files=outside)
+        journal = journal_path(output_dir)
+        kept = {"--json-logs": options["json_logs"], "the journal": journal}
+        inputs = InputsApart(output_dir, kept | engine_files(output_dir, journal))
+        total = checked_total(
+            manifest, journal.parent, allow_outside_files=outside, local_file=inputs
+        )
+        inputs.check(partial(read_manifest, manifest, allow_outside_files=outside))
         config = _engine_config(
             api,
             output_dir=output_dir,

@@ -210,3 +210,17 @@ def test_run_never_writes_its_gallery_over_its_manifest(emulator_server, tmp_pat
     refused(result, "the manifest", "the gallery")
     assert manifest.read_bytes() == before
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}
+
+
+def test_run_on_redis_refuses_an_at_file_in_a_jobs_names_before_reaching_redis(
+    emulator_server, tmp_path
+):
+    (tmp_path / "in.png").write_bytes(PNG)
+    write_jsonl(tmp_path / "m.jsonl", [sdxl_job("in", "@in.png")])
+    args = ("run", "m.jsonl", "--output-dir", ".", "--redis", "redis://127.0.0.1:1/0")
+
+    result = engine(tmp_path, cli_env(emulator_server), *args, "--run", "night")
+
+    refused(result, "m.jsonl:1: @file", "writes its outputs")
+    assert (tmp_path / "in.png").read_bytes() == PNG
+    assert emulator_server.emulator.stats.snapshot()["requests"] == {}
