@@ -26,6 +26,7 @@ from typing import Any
 from engine._durable import write_durably
 from engine._journal import JobState, Replay, load_journal
 from engine._pricing import model_label
+from engine._redact import redact
 from engine._sidecar import SIDECAR_SUFFIX, read_sidecar, web_url
 from jobs import Job, JobStatus, read_manifest
 
@@ -104,9 +105,10 @@ def gallery_entries(
         sidecar = read_sidecar(output_dir / sidecar_name) if state is not None else None
         entry: dict[str, Any] = {
             "k": job.key,
-            "m": model_label(job.model),
+            "m": redact(model_label(job.model)),
             "s": status.value,
-            "c": _caption(sidecar["input"] if sidecar else job.input),
+            # A page meant to be shared: a token pasted into a prompt stays out of it.
+            "c": redact(_caption(sidecar["input"] if sidecar else job.input)),
         }
         names: list[str] = []
         if state is not None and state.files:
@@ -120,9 +122,9 @@ def gallery_entries(
                 entry["x"] = _excerpt(output_dir / text)
         if state is not None and state.error and status is not JobStatus.DONE:
             cls = state.error_class
-            entry["e"] = f"{cls}: {state.error}" if cls else state.error
+            entry["e"] = redact(f"{cls}: {state.error}" if cls else state.error)
         elif sidecar is not None and sidecar.get("error") and status is not JobStatus.DONE:
-            entry["e"] = str(sidecar["error"])
+            entry["e"] = redact(str(sidecar["error"]))
         prediction_id = (sidecar or {}).get("prediction_id") or (state and state.prediction_id)
         if prediction_id:
             entry["p"] = prediction_id

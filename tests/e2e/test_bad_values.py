@@ -227,6 +227,9 @@ def test_status_and_export_mask_a_token_in_inputs(emulator_server, tmp_path):
     row = json.loads(outputs[2].stdout.splitlines()[0])
     assert row["input"]["prompt"] == "say [REDACTED] and [REDACTED]"
     assert row["job"] == "a"
+    page = (tmp_path / "out" / "index.html").read_text()
+    assert "r8_SECRET" not in page  # the gallery is made to be shared
+    assert '"a"' in page
 
 
 @pytest.mark.parametrize("field", ["id", "output"])
