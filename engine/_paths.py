@@ -179,6 +179,9 @@ def _reason(exc: OSError) -> str:
     return os.strerror(exc.errno) if exc.errno else str(exc)
 
 
+_SEEN_LIMIT = 4096  # distinct @files remembered, so a shared one is placed once
+
+
 class InputsApart:
     """Refuse an ``@file`` input that lies where the run may write (the user's data).
 
@@ -198,8 +201,14 @@ class InputsApart:
         # A stem (folded) -> the @files inside the output folder that would lie in its
         # namespace: one dict lookup per job in `check`, whatever the number of files.
         self.under: dict[str, list[tuple[str, Job, Path]]] = {}
+        self.seen: set[Path] = set()  # one file shared by many jobs is placed once
 
     def __call__(self, job: Job, path: Path) -> None:
+        if path in self.seen:
+            return
+        if len(self.seen) >= _SEEN_LIMIT:
+            self.seen.clear()  # only a shortcut: a file placed twice is checked alike
+        self.seen.add(path)
         real = path.resolve()
         role = self.engine.get(real)
         if role is not None:

@@ -73,7 +73,7 @@ def checked_job_count(
 
 
 def local_paths(value: object) -> Iterator[Path]:
-    """Yield every ``@file`` input (a resolved `Path`) inside a job's input, at any depth."""
+    """Yield every ``@file`` input (an absolute `Path`) inside a job's input, at any depth."""
     if isinstance(value, PurePath):
         yield Path(value)
     elif isinstance(value, Mapping):
