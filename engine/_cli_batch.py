@@ -59,6 +59,7 @@ from engine._settings import (
     ignored_variables,
     option,
     setting_options,
+    settings_file,
 )
 from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
@@ -172,7 +173,11 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     }
     journal = journal_path(output_dir, state)
     check_paths(
-        reads={"the manifest": manifest},
+        reads={
+            "the manifest": manifest,
+            "--prices": options["prices"],
+            "--config": settings_file(ctx),
+        },
         writes={
             **placed,
             "--state": journal,

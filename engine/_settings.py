@@ -37,6 +37,7 @@ __all__ = [
     "ignored_variables",
     "option",
     "setting_options",
+    "settings_file",
 ]
 
 ENV_PREFIX = "REPLICATE_BATCH_"
@@ -391,6 +392,12 @@ def _load_settings_file(ctx: click.Context, param: click.Parameter, value: Path 
     ctx.meta[_FILE_KEY] = str(value)
     ctx.default_map = {**(ctx.default_map or {}), **settings}
     return value
+
+
+def settings_file(ctx: click.Context) -> Path | None:
+    """Return the settings file this command read (``--config`` or its variable), if any."""
+    name = ctx.meta.get(_FILE_KEY)
+    return Path(name) if name else None
 
 
 def config_option() -> Callable[[F], F]:

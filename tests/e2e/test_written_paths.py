@@ -224,3 +224,20 @@ def test_run_on_redis_refuses_an_at_file_in_a_jobs_names_before_reaching_redis(
     refused(result, "m.jsonl:1: @file", "writes its outputs")
     assert (tmp_path / "in.png").read_bytes() == PNG
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}
+
+
+@pytest.mark.parametrize(
+    ("read", "write"),
+    [(("--config", "s.yaml"), "--log-file"), (("--prices", "s.yaml"), "--json-logs")],
+)
+def test_no_log_is_written_over_the_settings_or_the_price_table(
+    emulator_server, tmp_path, read, write
+):
+    write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "model": FLUX, "input": {"prompt": "x"}}])
+    (tmp_path / "s.yaml").write_text("concurrency: 2\n")
+
+    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", *read, write, "s.yaml")
+
+    refused(result, read[0], write, "the same file")
+    assert (tmp_path / "s.yaml").read_text() == "concurrency: 2\n"
+    assert emulator_server.emulator.stats.snapshot()["requests"] == {}
