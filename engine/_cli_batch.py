@@ -56,6 +56,7 @@ from engine._settings import (
     option,
     setting_options,
 )
+from engine._status import check_default_folder
 from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
@@ -150,6 +151,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     With --redis, other machines join with 'worker' (see docs/scale-out.md).
     """
     output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["output_dir"] is None and options["state"] is None:
+        check_default_folder(manifest)  # ConfigError: main says it, before any call
     if options["redis_url"] or options["run_name"]:
         return run_on_redis(ctx, manifest, output_dir, options)
     if options["dry_run"]:
@@ -269,6 +272,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
 def validate(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     """Check every job's input against its model's schema; run nothing."""
     output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["output_dir"] is None and options["state"] is None:
+        check_default_folder(manifest)  # as run --dry-run does
     return _validate(manifest, output_dir, options, given_settings(ctx))
 
 

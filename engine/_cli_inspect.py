@@ -218,8 +218,8 @@ def export(
 @state
 def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""
+    journal = resolve_journal(manifest, state, output_dir)
     out = output_dir or default_output_dir(manifest)
-    journal = resolve_journal(manifest, state, out)
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
         why = _not_run_yet(manifest, journal)
