@@ -23,6 +23,7 @@ __all__ = [
     "JOURNAL_NAME",
     "MAX_CONCURRENCY",
     "MAX_SETTLE",
+    "SETTLE_SECONDS",
     "ApiConfig",
     "EngineConfig",
     "Secret",
@@ -38,6 +39,12 @@ JOURNAL_NAME = ENGINE_FILES.journal
 # run fills 10,000 slots only with predictions longer than 16 minutes each; more is a
 # typo (a 24 GB out-of-memory kill was one). Each slot in use is one task and its job.
 MAX_CONCURRENCY = 10_000
+# Seconds from sending a create whose answer was lost (a timeout, a 5xx, a kill) until its
+# absence from the prediction list is believed and it may be sent again: the list can be
+# briefly behind a get (issue 17; Replicate documents no bound). 30 s is the replicate
+# client's read timeout, the longest it waits on one answer. The one home of this wait:
+# a run, its next run after a kill, ``cancel``, a --redis claimer and ReplicateClient.
+SETTLE_SECONDS = 30.0
 # The longest settle window (seconds): an hour, Replicate's output retention; a create
 # looked for later than that could no longer bring its files back anyway.
 MAX_SETTLE = 3600.0
@@ -193,12 +200,7 @@ class EngineConfig:
     # After a first Ctrl-C/SIGTERM, work still running this long is stopped (journaled,
     # resumed by the next run); canceling predictions on exit is bounded by it too.
     shutdown_grace: float = 10.0
-    # Seconds from sending a create whose answer was lost (a timeout, a 5xx, a kill) until
-    # its absence from the prediction list is believed and it may be sent again: the list
-    # can be briefly behind a get (issue 17; Replicate documents no bound). 30 s is the
-    # replicate client's read timeout, the longest it waits on one answer. One home for
-    # this wait: a run, its next run after a kill, ``cancel``, and a --redis claimer.
-    settle: float = 30.0
+    settle: float = SETTLE_SECONDS  # see SETTLE_SECONDS
     max_predictions: int | None = None
     max_predict_seconds: float | None = None
     retry_failed: bool = False
