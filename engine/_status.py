@@ -178,6 +178,14 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout) -> None:
             print(f"  {key}: {info['url']}", file=out)
         if len(running) > 50:
             print(f"  ... and {len(running) - 50} more", file=out)
+    unanswered = report["by_status"].get(str(JobStatus.CREATING), 0)
+    if unanswered:
+        creates = plural(unanswered, "create")
+        print(
+            f"may be running: {creates} sent without an answer "
+            "('cancel' looks for them in the prediction list)",
+            file=out,
+        )
     failed = report["failed"]
     if failed:
         print(f"failed jobs ({len(failed)}):", file=out)

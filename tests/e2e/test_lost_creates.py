@@ -180,6 +180,17 @@ def test_ctrl_c_names_the_creates_left_unanswered_and_cancel_finds_them(emulator
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["creates_unanswered"] == 2
 
+    status = subprocess.run(
+        [*ENGINE, "status", "m.jsonl", "--output-dir", "out"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "may be running: 2 creates sent without an answer" in status.stdout
+
     lists_before = _lists(emulator_server)
     dry = subprocess.run(
         [*ENGINE, "cancel", "m.jsonl", "--output-dir", "out", "--dry-run"],
