@@ -61,6 +61,7 @@ from engine._settings import (
     setting_options,
     settings_file,
 )
+from engine._status import check_default_folder
 from engine._wording import plural
 from jobs import ENGINE_FILES, ManifestError, check_manifest, read_manifest
 
@@ -152,6 +153,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     for warning in ignored_variables(os.environ):
         click.echo(warning, err=True)
     output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["output_dir"] is None and options["state"] is None:
+        check_default_folder(manifest)  # ConfigError: main says it, before any call
     if options["redis_url"] or options["run_name"]:
         return run_on_redis(ctx, manifest, output_dir, options)
     if options["dry_run"]:
@@ -279,6 +282,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
 def validate(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     """Check every job's input against its model's schema; run nothing."""
     output_dir = options["output_dir"] or default_output_dir(manifest)
+    if options["output_dir"] is None and options["state"] is None:
+        check_default_folder(manifest)  # as run --dry-run does
     return _validate(manifest, output_dir, options, given_settings(ctx))
 
 

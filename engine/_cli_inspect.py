@@ -231,8 +231,8 @@ def export(
 @state
 def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""
+    journal = resolve_journal(manifest, state, output_dir)
     out = output_dir or default_output_dir(manifest)
-    journal = resolve_journal(manifest, state, out)
     gallery_file = out / ENGINE_FILES.gallery
     check_paths(  # index.html must not be written over the journal, the manifest, ...
         reads={"the manifest": manifest, "the journal": journal},

@@ -57,9 +57,7 @@ def cluster_call(func: Callable[..., int], *args: Any, **kwargs: Any) -> int:
 def _cluster_options(options: dict[str, Any]) -> Any:
     from engine._cluster._worker import ClusterOptions  # noqa: PLC0415 - imports redis
 
-    return ClusterOptions(
-        options["redis_url"], options["run_name"], lease=options["lease"], settle=options["settle"]
-    )
+    return ClusterOptions(options["redis_url"], options["run_name"], lease=options["lease"])
 
 
 def _engine_config(api: dict[str, Any], **kwargs: Any) -> EngineConfig:
@@ -151,6 +149,7 @@ def run_on_redis(
     "job-timeout",
     "attempt-timeout",
     "shutdown-grace",
+    "settle",
     "retry-failed",
 )
 @config_option()

@@ -28,6 +28,7 @@ from engine._client_env import POLL_INTERVAL, read_settings
 from engine._client_files import download_output, file_client
 from engine._client_loop import END, Runtime, next_or_end
 from engine._client_stream import stream_events
+from engine._config import SETTLE_SECONDS
 from engine._errors import ConfigError
 from engine._gateway import PredictionPage, StreamEvent
 from engine._logs import get_logger
@@ -45,7 +46,9 @@ class ReplicateClient:
     ``api_token`` falls back to ``REPLICATE_API_TOKEN`` then ``REPLICATE_API_KEY``; a
     missing token is reported at the first call, naming both variables. ``create_rate``
     and ``read_rate`` are the account's limits in requests per minute (Replicate's
-    600 and 3000 by default); every call of this client shares them.
+    600 and 3000 by default); every call of this client shares them. ``settle``: seconds
+    after sending a create whose answer was lost before its absence from the prediction
+    list (which can lag) is believed and it is sent again (`engine._reconcile`).
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class ReplicateClient:
         create_rate: float = 600.0,
         read_rate: float = 3000.0,
         environ: Mapping[str, str] | None = None,
+        settle: float = SETTLE_SECONDS,
     ) -> None:
         self._settings = read_settings(
             os.environ if environ is None else environ,
@@ -69,6 +73,7 @@ class ReplicateClient:
             poll_interval=poll_interval,
             create_rate=create_rate,
             read_rate=read_rate,
+            settle=settle,
         )
         self._runtime = Runtime(self._settings)
         self._created = calls.CreatedIds()
@@ -158,7 +163,12 @@ class ReplicateClient:
         ref = ModelRef.parse(model_id)
         gateway = await self._runtime.gateway()
         prediction = await calls.create(
-            gateway, self._created, ref, dict(input_params or {}), attempts=self._attempts
+            gateway,
+            self._created,
+            ref,
+            dict(input_params or {}),
+            attempts=self._attempts,
+            settle=self._settings.settle,
         )
         log.info("client.created", model=model_id, prediction_id=prediction.id)
         done = await calls.wait(gateway, prediction, self.timeout, self._settings.poll_interval)
@@ -239,6 +249,7 @@ class ReplicateClient:
             ref,
             dict(input_params or {}),
             attempts=self._attempts,
+            settle=self._settings.settle,
             webhook=webhook,
             webhook_events_filter=events,
             stream=stream,

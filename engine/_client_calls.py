@@ -12,6 +12,7 @@ from typing import Any
 
 import anyio
 
+from engine._config import SETTLE_SECONDS
 from engine._errors import (
     ConfigError,
     EngineError,
@@ -25,7 +26,7 @@ from engine._errors import (
 from engine._gateway import Gateway, PredictionPage
 from engine._logs import get_logger
 from engine._prediction import Prediction, PredictionStatus
-from engine._reconcile import find_created_prediction
+from engine._reconcile import settled_lookup
 from engine._retry import is_permanent_failure
 from jobs import ModelRef, input_digest
 
@@ -70,13 +71,16 @@ async def create(
     input: Mapping[str, Any],
     *,
     attempts: int,
+    settle: float = SETTLE_SECONDS,
     **params: Any,
 ) -> Prediction:
     """Create once, finding a prediction whose answer was lost instead of paying twice.
 
     A 5xx or a connection cut after sending may hide a stored prediction: the list
-    is searched (model, input digest, creation window) before creating again. When
-    the list cannot be read, `PredictionMayExistError` says so and identifies it.
+    is searched (model, input digest, creation window) before creating again, and an
+    absence is believed only ``settle`` seconds after the send (the list can lag: see
+    `engine._reconcile`). When the list cannot be read, `PredictionMayExistError` says
+    so and identifies it.
     """
     digest = input_digest(input)
     first_sent: float | None = None
@@ -94,7 +98,10 @@ async def create(
             created.remember(prediction.id)
             return prediction
         try:
-            found = await find_created_prediction(gateway, ref, digest, first_sent)
+            lookup = await settled_lookup(
+                gateway, ref, digest, sent_at=sent_at, settle=settle, since=first_sent
+            )
+            found = lookup.prediction_id
         except EngineError as lookup:
             log.warning("client.create_unknown", model=str(ref), error=str(lookup))
             raise PredictionMayExistError(str(ref), digest, first_sent, str(error)) from error

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from engine._config import ApiConfig, EngineConfig
+from engine._config import MAX_SETTLE, SETTLE_SECONDS, ApiConfig, EngineConfig
 from engine._errors import ConfigError
 
 __all__ = ["POLL_INTERVAL", "Settings", "read_settings"]
@@ -31,6 +31,7 @@ class Settings:
     poll_interval: float
     create_rate: float = 600.0
     read_rate: float = 3000.0
+    settle: float = SETTLE_SECONDS  # seconds before a lost create's absence is believed
 
     @property
     def engine(self) -> EngineConfig:
@@ -40,6 +41,7 @@ class Settings:
             call_attempts=self.max_retries + 1,
             create_rate=self.create_rate,
             read_rate=self.read_rate,
+            settle=self.settle,
         )
 
 
@@ -53,10 +55,13 @@ def read_settings(
     poll_interval: float,
     create_rate: float,
     read_rate: float,
+    settle: float = SETTLE_SECONDS,
 ) -> Settings:
     """Return the client's settings; an argument given wins over the environment."""
     if create_rate <= 0 or read_rate <= 0:
         raise ConfigError("create_rate and read_rate must be positive requests per minute")
+    if not 0 <= settle <= MAX_SETTLE:
+        raise ConfigError(f"settle must be 0 to {MAX_SETTLE:g} seconds, got {settle}")
     return Settings(
         api=ApiConfig.from_env(env, token=api_token, base_url=base_url),
         max_retries=_int_setting(max_retries, env, "REPLICATE_MAX_RETRIES", _DEFAULT_MAX_RETRIES),
@@ -64,6 +69,7 @@ def read_settings(
         poll_interval=poll_interval,
         create_rate=create_rate,
         read_rate=read_rate,
+        settle=settle,
     )
 
 

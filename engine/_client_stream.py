@@ -40,7 +40,13 @@ async def stream_events(
     gateway = await runtime.gateway()
     attempts = settings.max_retries + 1
     prediction = await create(
-        gateway, created, ref, dict(input_params or {}), attempts=attempts, stream=True
+        gateway,
+        created,
+        ref,
+        dict(input_params or {}),
+        attempts=attempts,
+        settle=settings.settle,
+        stream=True,
     )
     url = prediction.urls.get("stream")
     if not url:

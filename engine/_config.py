@@ -21,6 +21,9 @@ from jobs.names import ENGINE_FILES
 __all__ = [
     "DEFAULT_BASE_URL",
     "JOURNAL_NAME",
+    "MAX_CONCURRENCY",
+    "MAX_SETTLE",
+    "SETTLE_SECONDS",
     "ApiConfig",
     "EngineConfig",
     "Secret",
@@ -32,6 +35,19 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.replicate.com"
 TOKEN_VARIABLES = ("REPLICATE_API_TOKEN", "REPLICATE_API_KEY")
 JOURNAL_NAME = ENGINE_FILES.journal
+# The most jobs in flight at once. At Replicate's default create limit (600 a minute) a
+# run fills 10,000 slots only with predictions longer than 16 minutes each; more is a
+# typo (a 24 GB out-of-memory kill was one). Each slot in use is one task and its job.
+MAX_CONCURRENCY = 10_000
+# Seconds from sending a create whose answer was lost (a timeout, a 5xx, a kill) until its
+# absence from the prediction list is believed and it may be sent again: the list can be
+# briefly behind a get (issue 17; Replicate documents no bound). 30 s is the replicate
+# client's read timeout, the longest it waits on one answer. The one home of this wait:
+# a run, its next run after a kill, ``cancel``, a --redis claimer and ReplicateClient.
+SETTLE_SECONDS = 30.0
+# The longest settle window (seconds): an hour, Replicate's output retention; a create
+# looked for later than that could no longer bring its files back anyway.
+MAX_SETTLE = 3600.0
 
 
 _TOKEN_TEXT = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what a header value may carry
@@ -184,6 +200,7 @@ class EngineConfig:
     # After a first Ctrl-C/SIGTERM, work still running this long is stopped (journaled,
     # resumed by the next run); canceling predictions on exit is bounded by it too.
     shutdown_grace: float = 10.0
+    settle: float = SETTLE_SECONDS  # see SETTLE_SECONDS
     max_predictions: int | None = None
     max_predict_seconds: float | None = None
     retry_failed: bool = False
@@ -203,12 +220,14 @@ class EngineConfig:
     journal_flush_interval: float = 0.02  # group commit window for fsync
 
     def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise ConfigError(f"concurrency must be at least 1, got {self.concurrency}")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise ConfigError(f"concurrency must be 1 to {MAX_CONCURRENCY}, got {self.concurrency}")
         if self.create_rate <= 0 or self.read_rate <= 0:
             raise ConfigError("rate limits must be positive requests per minute")
         if self.on_changed not in ("rerun", "report"):
             raise ConfigError(f"on_changed must be 'rerun' or 'report', got {self.on_changed!r}")
+        if not 0 <= self.settle <= MAX_SETTLE:
+            raise ConfigError(f"settle must be 0 to {MAX_SETTLE:g} seconds, got {self.settle}")
         if not self.shutdown_grace >= 0:
             raise ConfigError(f"shutdown_grace must be 0 or more, got {self.shutdown_grace}")
         if self.prediction_retries < 0:

@@ -55,6 +55,7 @@ def render_summary(
         ("not started / left running", str(summary.deferred)),
         ("canceled", str(summary.canceled)),
         ("predictions created", str(summary.predictions_created)),
+        *_unanswered_rows(summary),
         ("re-attached after restart", str(summary.reattached)),
         *_totals_rows(summary),
         ("files downloaded", f"{summary.files_downloaded} ({_size(summary.bytes_downloaded)})"),
@@ -111,6 +112,11 @@ def render_summary(
 
 def _throughput(per_min: float | None) -> str:
     return "-" if per_min is None else f"{per_min:.1f} jobs/min"
+
+
+def _unanswered_rows(summary: RunSummary) -> list[tuple[str, str]]:
+    n = summary.creates_unanswered
+    return [("creates sent, answer lost", f"{n} (may be billed)")] if n else []
 
 
 def _totals_rows(summary: RunSummary) -> list[tuple[str, str]]:

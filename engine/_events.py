@@ -8,11 +8,15 @@ from typing import Any
 
 from jobs import Job, ModelRef, OutputFile
 
-__all__ = ["FOUND_AFTER_RESTART", "JobEvent", "JobEventKind"]
+__all__ = ["FOUND_AFTER_RESTART", "UNANSWERED", "JobEvent", "JobEventKind"]
 
 # The detail of a REATTACHED event for a prediction an earlier run created but never
 # journaled (killed between sending the create and writing its id): found by listing.
 FOUND_AFTER_RESTART = "found by listing after a restart"
+# The detail of a DEFERRED event for a create that was sent and never answered, and that
+# the prediction list did not show before the run stopped: it may exist (and bill). The
+# journal keeps it ``creating``; the next run (or ``cancel``) looks for it again.
+UNANSWERED = "create sent, answer lost"
 
 
 class JobEventKind(StrEnum):

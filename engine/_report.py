@@ -74,6 +74,10 @@ class RunSummary:
     stale_keys: list[str] = field(default_factory=list)
 
     stopped_by_limit: bool = False  # a budget or the deadline stopped the creates
+    # Creates sent whose answer was lost and that the prediction list did not show before
+    # the run ended: each may exist and bill. Not in ``predictions_created`` (no id is
+    # known); the next run or ``cancel`` finds them by listing.
+    creates_unanswered: int = 0
     # failed in this run -> its last prediction's web page (``status`` links earlier ones)
     failed_links: dict[str, str] = field(default_factory=dict)
 

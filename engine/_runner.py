@@ -1,7 +1,9 @@
 """Run a batch: one task group owns the producer, the workers and every resource.
 
-Backpressure comes before spawning: a fixed pool of ``concurrency`` workers reads jobs from
-a memory stream of the same size, so memory is O(in flight), never O(manifest).
+Backpressure comes before spawning: a slot (one of ``concurrency``) is taken before a job
+is read from the producer's memory stream, and only then is the job's task started. So
+tasks exist only for jobs in hand, never more than ``concurrency`` of them (a huge
+``--concurrency`` on six jobs starts six), and memory is O(in flight), never O(manifest).
 """
 
 from __future__ import annotations
@@ -234,9 +236,7 @@ async def _run_locked(
             if config.deadline is not None:
                 outer.start_soon(drain_at_deadline, control, config.deadline)
             with workers_scope:
-                async with anyio.create_task_group() as workers, receive:
-                    for _ in range(config.concurrency):
-                        workers.start_soon(_work, receive.clone(), ctx)
+                await _dispatch(receive, ctx)
             outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
         if control.cancel_requested and ctx.in_flight:
             await cancel_in_flight(ctx)
@@ -392,9 +392,30 @@ def _not_the_jobs_fault(state: JobState) -> bool:
     return state.status is JobStatus.FAILED and state.prediction_id is None and not state.permanent
 
 
-async def _work(
+async def _dispatch(
     receive: MemoryObjectReceiveStream[tuple[Job, JobState | None]], ctx: WorkerContext
 ) -> None:
-    async with receive:
-        async for job, state in receive:
-            await run_job(job, state, ctx)
+    """Start one task per job received, each after taking one of ``concurrency`` slots.
+
+    The slot comes first: a job is read from the stream only when it can start, so the
+    producer waits (backpressure) and no task exists for a job not in hand.
+    """
+    slots = anyio.Semaphore(ctx.config.concurrency)
+    async with anyio.create_task_group() as workers, receive:
+        while True:
+            await slots.acquire()
+            try:
+                job, state = await receive.receive()
+            except anyio.EndOfStream:
+                slots.release()
+                return
+            workers.start_soon(_work, job, state, ctx, slots)
+
+
+async def _work(
+    job: Job, state: JobState | None, ctx: WorkerContext, slot: anyio.Semaphore
+) -> None:
+    try:
+        await run_job(job, state, ctx)
+    finally:
+        slot.release()

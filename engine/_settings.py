@@ -22,7 +22,7 @@ import click
 import yaml
 from click.core import ParameterSource
 
-from engine._config import ApiConfig, EngineConfig
+from engine._config import MAX_CONCURRENCY, MAX_SETTLE, ApiConfig, EngineConfig
 
 __all__ = [
     "CONFIG_ENV",
@@ -58,6 +58,7 @@ class Setting:
     metavar: str = ""
     minimum: float = 0.0
     inclusive: bool = True  # minimum allowed (>=) or excluded (>)
+    maximum: float | None = None  # the largest value allowed (inclusive), if any
     api: bool = False  # an `ApiConfig` field (how each call is made), not an `EngineConfig` one
     choices: tuple[str, ...] = ()  # for a str setting: the words it takes
 
@@ -90,7 +91,15 @@ _FIELDS = {f.name: f for f in dataclasses.fields(EngineConfig)}
 _API_FIELDS = {f.name: f for f in dataclasses.fields(ApiConfig)}
 
 RUN_SETTINGS: tuple[Setting, ...] = (
-    Setting("concurrency", "concurrency", int, "Jobs in flight at once.", "N", minimum=1),
+    Setting(
+        "concurrency",
+        "concurrency",
+        int,
+        f"Jobs in flight at once (at most {MAX_CONCURRENCY:,}).",
+        "N",
+        minimum=1,
+        maximum=MAX_CONCURRENCY,
+    ),
     Setting(
         "rate-limit",
         "create_rate",
@@ -164,6 +173,15 @@ RUN_SETTINGS: tuple[Setting, ...] = (
         "After the first Ctrl-C/SIGTERM, work still running this long is stopped "
         "(journaled, resumed by the next run).",
         "SECONDS",
+    ),
+    Setting(
+        "settle",
+        "settle",
+        float,
+        "Seconds after sending a create whose answer was lost before its absence from "
+        "the prediction list (which can lag) is believed and it is sent again.",
+        "SECONDS",
+        maximum=MAX_SETTLE,
     ),
     Setting(
         "max-predictions",
@@ -257,8 +275,16 @@ def _fail(ctx: click.Context | None, message: str) -> NoReturn:
 class _Number(click.ParamType):  # type: ignore[type-arg]
     """An int or float with a lower bound; errors name where the value came from."""
 
-    def __init__(self, kind: type[int] | type[float], minimum: float, *, inclusive: bool) -> None:
+    def __init__(
+        self,
+        kind: type[int] | type[float],
+        minimum: float,
+        *,
+        inclusive: bool,
+        maximum: float | None = None,
+    ) -> None:
         self.kind, self.minimum, self.inclusive = kind, minimum, inclusive
+        self.maximum = maximum
         self.name = kind.__name__
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
@@ -275,6 +301,8 @@ class _Number(click.ParamType):  # type: ignore[type-arg]
         if number < self.minimum or (number == self.minimum and not self.inclusive):
             bound = "at least" if self.inclusive else "more than"
             _fail(ctx, f"{where}: must be {bound} {self.minimum:g}, got {value!r}")
+        if self.maximum is not None and number > self.maximum:
+            _fail(ctx, f"{where}: must be at most {self.maximum:g}, got {value!r}")
         return number
 
 
@@ -330,7 +358,7 @@ def setting_options(*flags: str) -> Callable[[F], F]:
                 add = option(f"--{s.flag}", type=_Word(s.choices), **common)
             else:
                 assert s.kind is int or s.kind is float  # the table's other kinds
-                number = _Number(s.kind, s.minimum, inclusive=s.inclusive)
+                number = _Number(s.kind, s.minimum, inclusive=s.inclusive, maximum=s.maximum)
                 add = option(f"--{s.flag}", type=number, metavar=s.metavar, **common)
             func = add(func)
         return func

@@ -9,7 +9,7 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
+from engine._events import FOUND_AFTER_RESTART, UNANSWERED, JobEvent, JobEventKind
 from engine._prediction import web_url
 from engine._pricing import Usage
 from engine._report import RunSummary
@@ -73,6 +73,7 @@ class RunStats:
     predictions_created: int = 0
     reattached: int = 0
     found_after_restart: int = 0  # created by an earlier run, found by listing: paid then
+    unanswered: int = 0  # creates sent, answer lost, not in the list yet: may be billed
     journaled_seen: int = 0  # jobs of this manifest the journal knew at the start
     read_all_jobs: bool = False  # the producer reached the manifest's end
     bytes_downloaded: int = 0
@@ -152,6 +153,7 @@ class RunStats:
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
         elif kind in _FINAL:
+            self.unanswered += kind is JobEventKind.DEFERRED and event.detail == UNANSWERED
             self.downloading.discard(event.key)
             if event.prediction_id is not None:
                 self.in_flight = max(0, self.in_flight - 1)
@@ -236,6 +238,9 @@ class RunStats:
             deferred=finals[JobEventKind.DEFERRED],
             canceled=finals[JobEventKind.CANCELED],
             predictions_created=self.predictions_created,
+            # Deferred unanswered, and creates a stop cut while their answer was awaited.
+            creates_unanswered=self.unanswered
+            + sum(what == "create" for what, _ in self.waiting.values()),
             reattached=self.reattached,
             retries=dict(self.retries),
             bytes_downloaded=self.bytes_downloaded,

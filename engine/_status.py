@@ -15,23 +15,56 @@ from pathlib import Path
 from typing import IO, Any
 
 from engine._config import default_output_dir, journal_path
-from engine._journal import JobState, Replay, load_journal
+from engine._errors import ConfigError
+from engine._journal import JobState, Replay, journal_manifest, load_journal
 from engine._prediction import web_url
 from engine._redact import redact
 from engine._sidecar import read_sidecar, sidecar_path
 from engine._wording import plural
 from jobs import JobStatus, ManifestError, canonical_json, read_manifest
 
-__all__ = ["export_rows", "resolve_journal", "status_report", "write_export"]
+__all__ = [
+    "check_default_folder",
+    "export_rows",
+    "resolve_journal",
+    "status_report",
+    "write_export",
+]
 
 _JOURNAL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 def resolve_journal(target: Path, state: Path | None, output_dir: Path | None) -> Path:
-    """Return the journal for ``target`` (a journal itself, or a manifest)."""
+    """Return the journal for ``target`` (a journal itself, or a manifest).
+
+    A manifest's default folder (neither ``output_dir`` nor ``state`` given) must be its
+    own: `check_default_folder` raises `ConfigError` when another manifest's run wrote it.
+    """
     if state is None and target.suffix in _JOURNAL_SUFFIXES and _looks_like_journal(target):
         return target
+    if output_dir is None and state is None:
+        check_default_folder(target)
     return journal_path(output_dir or default_output_dir(target), state)
+
+
+def check_default_folder(manifest: Path) -> None:
+    """Raise `ConfigError` when ``manifest``'s default output folder is another manifest's.
+
+    The default folder is named after the manifest's file name alone (``outputs/night``
+    for ``A/night.jsonl`` and ``B/night.jsonl`` alike). Shared, each run would take the
+    other's jobs for its own edited ones, pay for them again and overwrite their files.
+    The journal's first run header names the manifest it was written for; one written
+    for another path is refused, before any API call. An explicit ``--output-dir`` or
+    ``--state`` is the user's choice and is not checked here.
+    """
+    folder = default_output_dir(manifest)
+    owner = journal_manifest(journal_path(folder))
+    mine = str(manifest.resolve())
+    if owner is not None and owner != mine:
+        raise ConfigError(
+            f"{folder} is the default output folder of {owner}, not of {mine} (same file "
+            f"name); pass --output-dir to give this manifest its own"
+        )
 
 
 def _looks_like_journal(path: Path) -> bool:
@@ -150,6 +183,14 @@ def print_status(report: dict[str, Any], out: IO[str] = sys.stdout, *, secret: s
             say(f"  {key}: {info['url']}", file=out)
         if len(running) > 50:
             say(f"  ... and {len(running) - 50} more", file=out)
+    unanswered = report["by_status"].get(str(JobStatus.CREATING), 0)
+    if unanswered:
+        creates = plural(unanswered, "create")
+        say(
+            f"may be running: {creates} sent without an answer "
+            "('cancel' looks for them in the prediction list)",
+            file=out,
+        )
     failed = report["failed"]
     if failed:
         say(f"failed jobs ({len(failed)}):", file=out)

@@ -7,8 +7,6 @@ output file is verified and renamed into place.
 
 from __future__ import annotations
 
-import time
-
 import structlog
 
 from engine._errors import (
@@ -25,13 +23,13 @@ from engine._errors import (
     StorageError,
     TransportError,
 )
-from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
+from engine._events import FOUND_AFTER_RESTART, UNANSWERED, JobEvent, JobEventKind
 from engine._journal import JobState, JournalRecord
 from engine._logs import get_logger
 from engine._outputs import store_outputs
 from engine._polling import poll
 from engine._prediction import Prediction, PredictionStatus
-from engine._reconcile import find_created_prediction
+from engine._reconcile import Lookup, settled_lookup
 from engine._retry import is_permanent_failure
 from engine._sidecar import store_sidecar
 from engine._worker_context import WorkerContext
@@ -90,7 +88,11 @@ class _Lifecycle:
         prediction_id = self._resumable_prediction()
         how = ""
         if prediction_id is None and state is not None and state.status is JobStatus.CREATING:
-            prediction_id = await self._reconcile(state)
+            lookup = await self._reconcile(state)
+            if not lookup.settled:
+                await self._unanswered()
+                return
+            prediction_id = lookup.prediction_id
             how = FOUND_AFTER_RESTART  # paid by the killed run, journaled only now
         while True:
             if prediction_id is None:
@@ -143,7 +145,10 @@ class _Lifecycle:
 
         A create that failed in a way that may have stored the prediction (a 5xx, a
         connection lost after sending) is followed by a look at the prediction list
-        before paying again. At most ``call_attempts`` creates are tried.
+        before paying again, and is sent again only once the list has had the settle
+        window to show it (`settled_lookup`). A run that stops meanwhile leaves the job
+        ``creating`` for the next run to look for. At most ``call_attempts`` creates are
+        tried.
         """
         ctx, job = self.ctx, self.job
         digest = input_digest(job.input)
@@ -159,15 +164,14 @@ class _Lifecycle:
                 return None
             self.attempt += 1
             self.tries += 1
-            sent_at = time.time()
             # Durable before sending: after a kill, this record is how the next run knows
-            # to look for the prediction instead of paying for a second one.
-            await self._journal(
-                JournalRecord.creating(
-                    job.key, attempt=self.attempt, input_digest=digest, content=content
-                ),
-                durable=True,
+            # to look for the prediction instead of paying for a second one. Its time is
+            # the send's for the settle window, in this run as in the next.
+            creating = JournalRecord.creating(
+                job.key, attempt=self.attempt, input_digest=digest, content=content
             )
+            sent_at = creating.ts
+            await self._journal(creating, durable=True)
             await ctx.emit(JobEvent(job.key, JobEventKind.CREATING, job=job))
             try:
                 prediction = await ctx.gateway.create(job.model, job.input)
@@ -195,7 +199,11 @@ class _Lifecycle:
                     )
                     return None
                 first_uncertain = first_uncertain or sent_at
-                found = await self._find_orphan(digest, first_uncertain)
+                lookup = await self._find_orphan(digest, sent_at, first_uncertain)
+                if not lookup.settled:
+                    await self._unanswered()
+                    return None
+                found = lookup.prediction_id
                 if found is not None:
                     # Created (and paid) by this run: its answer was lost, not its work.
                     await ctx.emit(
@@ -219,20 +227,39 @@ class _Lifecycle:
         await self._fail(None, error, permanent=False)
         return None
 
-    async def _find_orphan(self, digest: str, since: float) -> str | None:
-        """Find (and journal) a prediction the server stored though we never saw its id."""
-        found = await find_created_prediction(self.ctx.gateway, self.job.model, digest, since)
+    async def _find_orphan(self, digest: str, sent_at: float, since: float) -> Lookup:
+        """Find (and journal) a prediction the server stored though we never saw its id.
+
+        ``sent_at``: when the create in question was sent (unix seconds); ``since``: the
+        oldest create of this job whose answer was lost.
+        """
+        ctx = self.ctx
+        lookup = await settled_lookup(
+            ctx.gateway,
+            self.job.model,
+            digest,
+            sent_at=sent_at,
+            settle=ctx.config.settle,
+            control=ctx.control,
+            since=since,
+        )
+        found = lookup.prediction_id
         if found is not None:
             log.info("job.reconciled", prediction_id=found)
             record = JournalRecord.created(self.job.key, prediction_id=found, attempt=self.attempt)
             await self._journal(record, durable=True)
-        return found
+        return lookup
 
-    async def _reconcile(self, state: JobState) -> str | None:
+    async def _reconcile(self, state: JobState) -> Lookup:
         """After a crash between sending a create and journaling its id, find that prediction."""
         since = state.creating_since or 0.0
         digest = state.input_digest or input_digest(self.job.input)
-        return await self._find_orphan(digest, since)
+        return await self._find_orphan(digest, since, since)
+
+    async def _unanswered(self) -> None:
+        """Leave a create the list has not shown yet for the next run (journal: creating)."""
+        job = self.job
+        await self.ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, UNANSWERED, job=job))
 
     # -- wait ----------------------------------------------------------------------------
 

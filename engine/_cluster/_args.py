@@ -69,16 +69,11 @@ def redis_options(*, required: bool, what: str) -> Callable[[F], F]:
 
 
 def lease_options(func: F) -> F:
-    """Add ``--lease`` and ``--settle`` (how a dead worker's jobs are taken over)."""
-    func = option(
-        "--settle",
-        type=bounded(float, 0),
-        default=None,
-        metavar="SECONDS",
-        show_default="the API read timeout",
-        help="With --redis: wait this long after a dead worker's create before looking "
-        "for its prediction.",
-    )(func)
+    """Add ``--lease`` (how soon a dead worker's jobs are taken over).
+
+    How long a claimer then waits before listing for the dead worker's create is the run
+    setting ``--settle`` (engine/_settings.py), the same window a single machine uses.
+    """
     return option(
         "--lease",
         type=bounded(float, 0, inclusive=False),

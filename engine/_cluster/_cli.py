@@ -192,7 +192,7 @@ def _spawn_worker(
         "--redis", options.url,
         "--run", options.run,
         "--lease", str(options.lease),
-        *(["--settle", str(options.settle)] if options.settle is not None else []),
+        "--settle", str(config.settle),
         "--output-dir", str(config.output_dir),
         "--concurrency", str(config.concurrency),
         "--rate-limit", str(config.create_rate),

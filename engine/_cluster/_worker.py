@@ -15,7 +15,6 @@ import inspect
 import os
 import secrets
 import socket
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -59,16 +58,14 @@ class ClusterOptions:
     """How a worker joins a run: where Redis is, the run's name, the lease.
 
     ``lease``: seconds without a heartbeat after which a worker's jobs may be claimed.
-    ``settle``: how long after a dead owner's create was sent a claimer waits before
-    listing predictions for it (None: the API's read timeout, the longest that create
-    could still have been in flight). ``max_requeues``: deferrals of one job before it is
-    parked (put back by the next submission).
+    How long after a dead owner's create was sent a claimer waits before believing the
+    prediction list is `EngineConfig.settle`, as on one machine. ``max_requeues``:
+    deferrals of one job before it is parked (put back by the next submission).
     """
 
     url: str
     run: str
     lease: float = 15.0
-    settle: float | None = None
     max_requeues: int = 3
     block: float = 0.5
     worker_id: str | None = None
@@ -142,7 +139,6 @@ class _Worker:
         self.freed = anyio.Event()
         self.beat: Beat | None = None
         self.fenced = 0
-        self.settle = options.settle if options.settle is not None else config.api.timeout
 
     async def emit(self, event: JobEvent) -> None:
         self.stats.record(event)
@@ -253,7 +249,8 @@ class _Worker:
             claimed = bool(taken.previous_owner) and taken.previous_owner != self.id
             if claimed:
                 log.info("job.claimed", job=key, previous_owner=taken.previous_owner, epoch=epoch)
-                await self._settle(state)
+                # A create the dead owner left unanswered is settled by run_job itself
+                # (engine/_reconcile.py): the list is believed only after --settle.
             if state is not None and self._finished(state):
                 final = True
             else:
@@ -284,15 +281,6 @@ class _Worker:
         return state.status in (JobStatus.FAILED, JobStatus.CANCELED) and not (
             self.config.retry_failed
         )
-
-    async def _settle(self, state: JobState | None) -> None:
-        """Before reconciling a dead owner's create, let any create it still had in flight land."""
-        if state is None or state.status is not JobStatus.CREATING:
-            return
-        wait = (state.creating_since or 0.0) + self.settle - time.time()
-        if wait > 0:
-            log.info("job.settling", job=state.key, seconds=round(wait, 3))
-            await anyio.sleep(min(wait, self.settle))
 
     async def _heartbeats(self) -> None:
         """Renew the lease a few times per lease period; apply the run's control word."""

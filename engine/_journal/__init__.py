@@ -11,7 +11,7 @@ from engine._journal._records import (
     JournalEvent,
     JournalRecord,
 )
-from engine._journal._replay import JobState, Replay, load_journal, replay
+from engine._journal._replay import JobState, Replay, journal_manifest, load_journal, replay
 from engine._journal._writer import Journal, JournalStats
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "JournalRecord",
     "JournalStats",
     "Replay",
+    "journal_manifest",
     "load_journal",
     "lock_path",
     "replay",

@@ -22,7 +22,7 @@ from typing import Any, cast
 from engine._journal._records import SHORT, JournalEvent
 from jobs.model import JobStatus, OutputFile
 
-__all__ = ["JobState", "Replay", "load_journal", "replay"]
+__all__ = ["JobState", "Replay", "journal_manifest", "load_journal", "replay"]
 
 _READ_CHUNK = 1 << 20
 # The decoder's C scanner, without json.loads' Python wrappers (as costly again per line).
@@ -353,3 +353,25 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def journal_manifest(path: Path) -> str | None:
+    """Return the manifest a journal was first written for (its first run header's path).
+
+    Reads the first line only, so a journal of a million lines costs nothing to ask. None
+    when there is no journal, or its header names no manifest (journals written before
+    the run header carried one).
+    """
+    try:
+        with path.open("rb") as f:
+            first = f.readline(1 << 16)
+    except OSError:
+        return None  # missing, or not a file: the run's own path checks say which
+    try:
+        obj = json.loads(first)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get(_E) != _RUN:
+        return None
+    manifest = obj.get(_M)
+    return manifest if isinstance(manifest, str) else None

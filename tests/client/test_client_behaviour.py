@@ -54,8 +54,22 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]
 
 @pytest.fixture
 def client(replicate_env: Any) -> Iterator[ReplicateClient]:
-    with ReplicateClient(poll_interval=0.02) as client:
+    # The emulator's list is never behind here: a lost create is believed absent soon.
+    with ReplicateClient(poll_interval=0.02, settle=0.2) as client:
         yield client
+
+
+def test_a_lagging_list_does_not_make_the_client_pay_twice(replicate_env: Any) -> None:
+    """Stored, answered 500, and the list a second behind: found after the window."""
+    replicate_env.emulator.update(
+        create_5xx_first=1, create_5xx_after_store=True, fault_status=500, list_lag=1.0
+    )
+    with ReplicateClient(poll_interval=0.02, settle=3.0) as client:
+        assert client.run_model(FLUX, {"prompt": "a"}, use_file_output=False)
+
+    s = stats(replicate_env)
+    assert (s["predictions_created"], s["duplicates"]) == (1, {})
+    assert create_requests(replicate_env) == 1
 
 
 def stats(server: Any) -> dict[str, Any]:
@@ -88,14 +102,17 @@ def test_transient_5xx_on_get_recovers(client: ReplicateClient, replicate_env: A
 def test_5xx_before_store_is_looked_for_then_created_once(
     client: ReplicateClient, replicate_env: Any
 ) -> None:
-    """A 5xx answer to a create may hide a stored prediction: list first, then create."""
+    """A 5xx answer to a create may hide a stored prediction: list first, then create.
+
+    Looked for at once and again when the settle window ends (the list can lag).
+    """
     replicate_env.emulator.update(create_5xx_first=1)
 
     assert client.run_model(FLUX, {"prompt": "a"}, use_file_output=False)
 
     s = stats(replicate_env)
     assert create_requests(replicate_env) == 2
-    assert s["requests"]["predictions.list 200"] == 1
+    assert s["requests"]["predictions.list 200"] == 2
     assert s["predictions_created"] == 1
 
 

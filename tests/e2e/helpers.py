@@ -43,6 +43,9 @@ def engine_config(server: Any, out: Path, **changes: Any) -> EngineConfig:
         "create_rate": 60_000.0,
         "read_rate": 600_000.0,
         "concurrency": 16,
+        # The emulator's list is never behind unless a test sets ``list_lag`` (and then
+        # its own settle): a create whose answer was lost is believed absent at once.
+        "settle": 0.5,
     }
     settings.update(changes)
     return EngineConfig(**settings)

@@ -52,9 +52,14 @@ def fast_retries() -> Iterator[None]:
         yield
 
 
+# Short polls; a create whose answer was lost is believed absent after half a second (the
+# emulator's list has no lag in these tests).
+FAST = ("--poll-interval", "0.02", "--settle", "0.5")
+
+
 def run_cli(tmp_path: Path, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*ENGINE, "run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.02", *extra],
+        [*ENGINE, "run", "m.jsonl", "--output-dir", "out", *FAST, *extra],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -88,7 +93,7 @@ def test_the_attempt_timeout_is_read_from_the_settings_file(emulator_server, tmp
     # Without it the hung create would hold the run for a minute (the subprocess timeout).
     emulator_server.emulator.update(hang_creates=1)
     write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
-    (tmp_path / "settings.yaml").write_text("attempt-timeout: 0.5\n")
+    (tmp_path / "settings.yaml").write_text("attempt-timeout: 0.5\nsettle: 0.5\n")
 
     result = run_cli(tmp_path, cli_env(emulator_server), "--config", "settings.yaml")
 
@@ -109,6 +114,7 @@ def config_for(api: ApiConfig, out: Path, **changes: Any) -> EngineConfig:
         "poll_interval": 0.01,
         "journal_flush_interval": 0.002,
         "call_attempts": 2,
+        "settle": 0.2,  # no list to lag here: an absent create is believed soon
     }
     settings.update(changes)
     return EngineConfig(**settings)

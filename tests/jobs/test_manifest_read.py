@@ -144,7 +144,7 @@ def test_reading_is_lazy(write: Write) -> None:
 
 def test_example_manifests_are_valid() -> None:
     folder = Path(__file__).resolve().parents[2] / "manifests"
-    for name in ("example.yaml", "example.jsonl"):
+    for name in ("example.yaml", "example-lines.jsonl"):
         summary = check_manifest(folder / name)
         assert summary.ok, [str(e) for e in summary.errors]
         assert 8 <= summary.jobs <= 12
