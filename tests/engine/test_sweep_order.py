@@ -100,3 +100,21 @@ async def test_a_long_sweep_reads_the_oldest_slice_again_between_the_others(gate
     assert sweeper.delivered == 250
     assert sorted(woken) == sorted(p.id for p in created)
     assert sweeper.duplicates == 0
+
+
+async def test_while_sweeps_run_a_new_prediction_waits_for_the_next_one(gateway, server):
+    # Made while sweeps run, a prediction is the sweep's from the start (no GET of its
+    # own), except while its creation time is unknown: then no window can hold it.
+    (ended,) = await _ended(gateway, 1)
+    gets = server.emulator.stats.snapshot()["requests"].get("predictions.get 200", 0)
+    sweeper = Sweeper(gateway, gateway.limits.read, RunControl())
+    sweeper.active = True  # as while a run sweeps
+    with sweeper.watch(ended.id) as watch:
+        assert watch.needs_get()  # reattached after a restart: made when, unknown
+        watch.saw(ended)
+        assert not watch.needs_get()
+        await sweeper.sweep()
+        listed = watch.take()
+    assert listed is not None
+    assert (listed.id, listed.status.terminal) == (ended.id, True)
+    assert server.emulator.stats.snapshot()["requests"].get("predictions.get 200", 0) == gets
