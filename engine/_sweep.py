@@ -10,13 +10,15 @@ when the entry lacks what a GET has (``output``, ``metrics``).
 
 The window is read oldest first, in slices of one page of ours each (``created_after``
 and ``created_before``, both exclusive), because predictions tend to end in the order
-they started: the oldest slice (the head) is the likeliest to hold completions. Between
-the other slices the head is read again whenever ``min_interval`` has passed since its
-last read, so the oldest are seen every ``min_interval`` plus one page however long a
-whole sweep takes. Paged from the newest, the page holding the oldest was a sweep's
-last: a prediction that ended just after a sweep passed it waited out a whole sweep and
-then the next one's pages; while the last of 3,000 creates still kept the event loop
-busy, one sweep took 4-12 s (bench/RESULTS.md, lag at 3,000 in flight).
+they started: the oldest slice (the head) is the likeliest to hold completions. Once a
+read of the head finds ended predictions, it is read again between the other slices
+whenever ``min_interval`` has passed, so the oldest are seen every ``min_interval`` plus
+one page however long a whole sweep takes (while nothing ends there, as while the
+first of a batch still run, the sweep spends no pages on it). Paged from the newest,
+the page holding the oldest was a sweep's last: a prediction that ended just after a
+sweep passed it waited out a whole sweep and then the next one's pages; while the last
+of 3,000 creates still kept the event loop busy, one sweep took 4-12 s (bench/RESULTS.md,
+lag at 3,000 in flight).
 
 Per-prediction polls stay where they are as good: while ``in_flight / reads per second``
 (the budget-bound poll interval) is no longer than what one sweep costs, or the minimum
@@ -151,20 +153,23 @@ class Sweeper:
         self.beyond = 0  # predictions handed to direct polls: beyond what a sweep could read
         self._last_pages = 0
         self._head_read = -math.inf  # when the oldest slice was last read (clock seconds)
+        self._head_ending = False  # its last read found ended predictions: read it again
         self.failures = 0  # sweeps failed in a row
 
     @contextmanager
     def watch(self, prediction_id: str) -> Iterator[Watch]:
         """Watch ``prediction_id`` while the block runs.
 
-        While sweeps run, a new prediction is theirs from the start: the next sweep's
-        window holds it. Polled directly until a sweep had covered it, as before, the
+        While sweeps run and succeed, a new prediction is theirs from the start: the
+        next sweep's window holds it. Polled directly until a sweep had covered it, as before, the
         predictions created during one long sweep (the last of 3,000, on a loaded
         machine) were polled 30 times a second, 0.6 of a 3,000/min budget, while the
         sweep read 1-2 pages a second (bench/RESULTS.md).
         """
         watch = Watch(prediction_id)
-        watch.covered = self.active
+        # Only while sweeps succeed: a list that fails (and is retried for as long as
+        # its policy allows) would leave it unwatched until the sweep stood down.
+        watch.covered = self.active and self.sweeps > 0 and self.failures == 0
         self.watches[prediction_id] = watch
         try:
             yield watch
@@ -277,6 +282,7 @@ class Sweeper:
             pages += read
             if index == 0:
                 self._head_read = self._clock()
+                self._head_ending = _any_ended(piece)
             if reached is not None:  # cut at the cap: the slice's older part not reached
                 beyond.extend(w for w in piece.watches if _created(w) < reached)
         pages += heads
@@ -287,27 +293,36 @@ class Sweeper:
         return pages
 
     async def _reread_head(self, heard: set[str]) -> int:
-        """Read the oldest slice again if ``min_interval`` has passed; return pages read.
+        """Read the oldest slice again if due (see the module); return pages read.
 
         The head is taken afresh from the watches still waiting (a worker that took its
-        completion has left). What it reads goes to ``heard``, not to the sweep's own
-        set of ids seen: an entry read here may have ended by the time its slice is read.
+        completion has left), and read again while a whole page of it has ended. What
+        it reads goes to ``heard``, not to the sweep's own set of ids seen: an entry
+        read here may have ended by the time its slice is read.
         """
-        if self._clock() - self._head_read < self.min_interval:
+        if not self._head_ending or self._clock() - self._head_read < self.min_interval:
             return 0
-        waiting = [
-            w
-            for w in self.watches.values()
-            if w.created is not None and not w.beyond and w.listed is None and not w.due
-        ]
-        if not waiting:
-            return 0
-        head = self._slices(heapq.nsmallest(_PAGE_SIZE + 1, waiting, key=_created))[0]
-        fresh: set[str] = set()  # its own: ``skew`` may reach into what an earlier read saw
-        read, _ = await self._read(head, fresh, 1)
-        self._head_read = self._clock()
-        heard |= fresh
-        return read
+        pages = 0
+        while True:
+            waiting = [
+                w
+                for w in self.watches.values()
+                if w.created is not None and not w.beyond and w.listed is None and not w.due
+            ]
+            if not waiting:
+                break
+            head = self._slices(heapq.nsmallest(_PAGE_SIZE + 1, waiting, key=_created))[0]
+            fresh: set[str] = set()  # its own: ``skew`` may reach into what others saw
+            read, _ = await self._read(head, fresh, 1)
+            pages += read
+            self._head_read = self._clock()
+            self._head_ending = _any_ended(head)
+            heard |= fresh
+            if not all(w.listed is not None or w.due for w in head.watches):
+                break  # some still run: the ends have not gone past this page
+            # Every one of them had ended: completions may run into the next page too
+            # (3,000 created at once end ~200 a second, two pages per head read).
+        return pages
 
     def _slices(self, window: list[Watch]) -> list[_Slice]:
         """Cut ``window`` (sorted by creation) into slices of one page of ours, oldest first.
@@ -408,6 +423,11 @@ class _Slice:
     after: datetime
     before: datetime
     watches: list[Watch]
+
+
+def _any_ended(piece: _Slice) -> bool:
+    """Tell whether a read of ``piece`` found any of its predictions ended."""
+    return any(w.listed is not None or w.due for w in piece.watches)
 
 
 def _created(watch: Watch) -> datetime:

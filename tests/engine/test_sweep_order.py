@@ -90,8 +90,9 @@ async def test_a_sweep_hands_over_the_oldest_predictions_first(gateway, server):
 
 
 async def test_a_long_sweep_reads_the_oldest_slice_again_between_the_others(gateway, server):
-    # With no minimum interval, the head (the oldest still waiting) is read again before
-    # each later slice: 3 slices cost 5 pages, and no prediction is handed over twice.
+    # With no minimum interval the head (the oldest still waiting) is read again before
+    # the later slices, page after page while whole pages of it have ended: 3 slices
+    # cost 5 pages, and no prediction is handed over twice.
     created = await _ended(gateway, 250)
     sweeper, woken = await _sweep_once(gateway, created, min_interval=0.0)
     assert (
@@ -103,12 +104,16 @@ async def test_a_long_sweep_reads_the_oldest_slice_again_between_the_others(gate
 
 
 async def test_while_sweeps_run_a_new_prediction_waits_for_the_next_one(gateway, server):
-    # Made while sweeps run, a prediction is the sweep's from the start (no GET of its
-    # own), except while its creation time is unknown: then no window can hold it.
-    (ended,) = await _ended(gateway, 1)
-    gets = server.emulator.stats.snapshot()["requests"].get("predictions.get 200", 0)
+    # Made while sweeps run and succeed, a prediction is the sweep's from the start (no
+    # GET of its own), except while its creation time is unknown: no window holds it.
+    first, ended = await _ended(gateway, 2)
     sweeper = Sweeper(gateway, gateway.limits.read, RunControl())
     sweeper.active = True  # as while a run sweeps
+    with sweeper.watch(first.id) as before:
+        assert before.needs_get()  # no sweep has succeeded yet: its worker polls
+        before.saw(first)
+        await sweeper.sweep()
+    gets = server.emulator.stats.snapshot()["requests"].get("predictions.get 200", 0)
     with sweeper.watch(ended.id) as watch:
         assert watch.needs_get()  # reattached after a restart: made when, unknown
         watch.saw(ended)
