@@ -13,13 +13,13 @@ and ``created_before``, both exclusive), because predictions tend to end in the 
 they started: the oldest slice (the head) is the likeliest to hold completions. It is
 read again between the other slices whenever ``min_interval`` has passed, and on while
 whole pages of it have ended, so the oldest are seen every ``min_interval`` plus a page
-however long a whole sweep takes. (Reading it again only once a read had found ended
-predictions saved pages while a batch's first still ran, but the sweep under way when
-they began to end then read them only on its next pass: lag p95 6.6 s.) Paged from the newest,
-the page holding the oldest was a sweep's last: a prediction that ended just after a
-sweep passed it waited out a whole sweep and then the next one's pages; while the last
-of 3,000 creates still kept the event loop busy, one sweep took 4-12 s (bench/RESULTS.md,
-lag at 3,000 in flight).
+however long a whole sweep takes. Paged from the newest, the page holding the oldest
+was a sweep's last: a prediction that ended just after a sweep passed it waited out a
+whole sweep and then the next one's pages, and while the last of 3,000 creates still
+kept the event loops busy one sweep took 4-20 s (bench/RESULTS.md, "The 3,000 tail").
+Reading the head again only once a read of it had found ended predictions saved pages
+while a batch's first still ran, but the sweep under way when they began to end then
+read them only on its next pass (lag p95 6.6 s): the head is read on a timer instead.
 
 Per-prediction polls stay where they are as good: while ``in_flight / reads per second``
 (the budget-bound poll interval) is no longer than what one sweep costs, or the minimum
