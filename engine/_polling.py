@@ -76,7 +76,7 @@ async def wait_for_news(ctx: WorkerContext, watch: Watch | None, age: float) -> 
         with anyio.move_on_after(ctx.pacer.interval(age)):
             await ctx.control.wait_changed()
         return
-    if watch.covered:
+    if watch.covered and watch.created is not None:  # a sweep window holds it
         wait = math.inf if timeout is None else timeout - age + ctx.pacer.min_interval
     else:
         wait = ctx.pacer.interval(age)

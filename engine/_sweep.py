@@ -8,6 +8,19 @@ to the window since the oldest watched creation, sees every one of them at 1/100
 cost. A terminal entry hands its prediction to the waiting worker; a GET follows only
 when the entry lacks what a GET has (``output``, ``metrics``).
 
+The window is read oldest first, in slices of one page of ours each (``created_after``
+and ``created_before``, both exclusive), because predictions tend to end in the order
+they started: the oldest slice (the head) is the likeliest to hold completions. It is
+read again between the other slices whenever ``min_interval`` has passed, and on while
+whole pages of it have ended, so the oldest are seen every ``min_interval`` plus a page
+however long a whole sweep takes. Paged from the newest, the page holding the oldest
+was a sweep's last: a prediction that ended just after a sweep passed it waited out a
+whole sweep and then the next one's pages, and while the last of 3,000 creates still
+kept the event loops busy one sweep took 4-20 s (bench/RESULTS.md, "The 3,000 tail").
+Reading the head again only once a read of it had found ended predictions saved pages
+while a batch's first still ran, but the sweep under way when they began to end then
+read them only on its next pass (lag p95 6.6 s): the head is read on a timer instead.
+
 Per-prediction polls stay where they are as good: while ``in_flight / reads per second``
 (the budget-bound poll interval) is no longer than what one sweep costs, or the minimum
 interval, the `Sweeper` stays idle and workers poll as before.
@@ -18,8 +31,8 @@ What a sweep meets on a real account, and what it does:
   only ids this run watches are looked at; the rest are skipped, never taken as ours;
 * pages that shift while paging (an offset cursor with new predictions on top): the
   same id twice in one sweep is read once;
-* predictions older than the window (a sweep stopped at its page cap before reaching
-  them): their workers poll them directly, at the pacer's interval;
+* predictions beyond what a sweep could read (other programs filled the slices up to
+  its page cap): their workers poll them directly, at the pacer's interval;
 * a list briefly behind a get: a watched prediction missing from a complete sweep for
   longer than ``lag_bound`` is polled directly once, then watched again.
 
@@ -29,10 +42,12 @@ sweep waits out a 429 cooldown like every other read.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -50,18 +65,23 @@ log = get_logger("engine.sweep")
 
 _PAGE_SIZE = 100
 _FAILURES_TO_STAND_DOWN = 3
+# Slices meet with this overlap: ``created_before`` one side, ``created_after`` this much
+# earlier the other, so no instant falls between them whatever the server's precision
+# (``created_at`` has 3 to 8 decimals, shared/replicate-api.md section 3.1; Python
+# keeps 6, truncated). An entry inside the overlap is read twice and counted once.
+_SEAM = timedelta(microseconds=1)
 
 
 class Watch:
     """One in-flight prediction as the sweep sees it; its worker waits on it."""
 
-    __slots__ = ("_event", "covered", "created", "due", "id", "listed", "missing_since", "old")
+    __slots__ = ("_event", "beyond", "covered", "created", "due", "id", "listed", "missing_since")
 
     def __init__(self, prediction_id: str) -> None:
         self.id = prediction_id
         self.created: datetime | None = None  # from the first answer about it
         self.covered = False  # the sweep looks after it: its worker need not poll
-        self.old = False  # older than the window a sweep reached: polled directly
+        self.beyond = False  # beyond the pages a sweep could afford: polled directly
         self.due = False  # poll it directly once (missing from the list, or lacking output)
         self.listed: Prediction | None = None  # terminal, complete, as the list showed it
         self.missing_since: float | None = None
@@ -78,9 +98,13 @@ class Watch:
         return listed
 
     def needs_get(self) -> bool:
-        """Tell whether the worker should ask for the prediction itself now."""
+        """Tell whether the worker should ask for the prediction itself now.
+
+        Also while its creation time is unknown (a prediction picked up again after a
+        restart): no sweep window can hold it before an answer says when it was made.
+        """
         due, self.due = self.due, False
-        return due or not self.covered
+        return due or not self.covered or self.created is None
 
     async def wait(self) -> None:
         """Wait until the sweep has news for this prediction (or the run's state changed)."""
@@ -127,14 +151,25 @@ class Sweeper:
         self.duplicates = 0  # entries seen twice in one sweep (shifted pages)
         self.delivered = 0  # completions handed over without a GET
         self.missing = 0  # times a watched prediction was missing from a complete sweep
-        self.beyond = 0  # predictions handed to direct polls: older than a sweep reached
+        self.beyond = 0  # predictions handed to direct polls: beyond what a sweep could read
         self._last_pages = 0
+        self._head_read = -math.inf  # when the oldest slice was last read (clock seconds)
         self.failures = 0  # sweeps failed in a row
 
     @contextmanager
     def watch(self, prediction_id: str) -> Iterator[Watch]:
-        """Watch ``prediction_id`` while the block runs."""
+        """Watch ``prediction_id`` while the block runs.
+
+        While sweeps run and succeed, a new prediction is theirs from the start: the
+        next sweep's window holds it. Polled directly until a sweep had covered it, as before, the
+        predictions created during one long sweep (the last of 3,000, on a loaded
+        machine) were polled 30 times a second, 0.6 of a 3,000/min budget, while the
+        sweep read 1-2 pages a second (bench/RESULTS.md).
+        """
         watch = Watch(prediction_id)
+        # Only while sweeps succeed: a list that fails (and is retried for as long as
+        # its policy allows) would leave it unwatched until the sweep stood down.
+        watch.covered = self.active and self.sweeps > 0 and self.failures == 0
         self.watches[prediction_id] = watch
         try:
             yield watch
@@ -221,22 +256,105 @@ class Sweeper:
                 watch.wake()
 
     async def sweep(self) -> int:
-        """Page the list once over the window; deliver what changed; return pages read."""
-        window = [w for w in self.watches.values() if w.created is not None and not w.old]
+        """Read the window's slices, oldest first; deliver what changed; return pages read."""
+        window = sorted(
+            (w for w in self.watches.values() if w.created is not None and not w.beyond),
+            key=_created,
+        )
         if not window:
             return 0
-        bound = min(w.created for w in window if w.created is not None) - self.skew
         # A page cap keeps one sweep bounded when other programs fill the window: what
         # lies beyond it is polled directly.
         cap = 2 * math.ceil(len(window) / _PAGE_SIZE) + 2
         started = self._clock()
         seen: set[str] = set()
-        reached: datetime | None = None  # the oldest creation the pages came down to
+        pages = 0
+        beyond: list[Watch] = []
+        heads = 0  # pages spent reading the head again: outside the cap, inside the budget
+        heard: set[str] = set()  # ids the head's second reads saw
+        for index, piece in enumerate(self._slices(window)):
+            if pages >= cap:
+                beyond.extend(piece.watches)  # a slice the cap left unread
+                continue
+            if index > 0:
+                heads += await self._reread_head(heard)
+            read, reached = await self._read(piece, seen, cap - pages)
+            pages += read
+            if index == 0:
+                self._head_read = self._clock()
+            if reached is not None:  # cut at the cap: the slice's older part not reached
+                beyond.extend(w for w in piece.watches if _created(w) < reached)
+        pages += heads
+        self.pages += pages
+        self.sweeps += 1
+        self._last_pages = pages
+        self._cover(window, seen | heard, started, beyond)
+        return pages
+
+    async def _reread_head(self, heard: set[str]) -> int:
+        """Read the oldest slice again if ``min_interval`` has passed; return pages read.
+
+        The head is taken afresh from the watches still waiting (a worker that took its
+        completion has left), and read again while a whole page of it has ended. What
+        it reads goes to ``heard``, not to the sweep's own set of ids seen: an entry
+        read here may have ended by the time its slice is read.
+        """
+        if self._clock() - self._head_read < self.min_interval:
+            return 0
+        pages = 0
+        while True:
+            waiting = [
+                w
+                for w in self.watches.values()
+                if w.created is not None and not w.beyond and w.listed is None and not w.due
+            ]
+            if not waiting:
+                break
+            head = self._slices(heapq.nsmallest(_PAGE_SIZE + 1, waiting, key=_created))[0]
+            fresh: set[str] = set()  # its own: ``skew`` may reach into what others saw
+            read, _ = await self._read(head, fresh, 1)
+            pages += read
+            self._head_read = self._clock()
+            heard |= fresh
+            if not all(w.listed is not None or w.due for w in head.watches):
+                break  # some still run: the ends have not gone past this page
+            # Every one of them had ended: completions may run into the next page too
+            # (3,000 created at once end ~200 a second, two pages per head read).
+        return pages
+
+    def _slices(self, window: list[Watch]) -> list[_Slice]:
+        """Cut ``window`` (sorted by creation) into slices of one page of ours, oldest first.
+
+        The first slice starts ``skew`` before the oldest, the last ends ``skew`` after the
+        newest (predictions other programs make later are not read); neighbours meet at
+        the creation time of the next slice's oldest.
+        """
+        slices: list[_Slice] = []
+        after = _created(window[0]) - self.skew
+        for start in range(0, len(window), _PAGE_SIZE):
+            watches = window[start : start + _PAGE_SIZE]
+            end = start + _PAGE_SIZE
+            if end < len(window):
+                before = _created(window[end])
+            else:
+                before = _created(window[-1]) + self.skew
+            slices.append(_Slice(after, before, watches))
+            after = before - _SEAM
+        return slices
+
+    async def _read(self, piece: _Slice, seen: set[str], cap: int) -> tuple[int, datetime | None]:
+        """Page one slice (newest first within it), at most ``cap`` pages; deliver what ended.
+
+        Return the pages read and, when the cap cut the slice short, the oldest creation
+        its pages came down to (None when the slice was read to its end).
+        """
+        reached: datetime | None = None
         cursor: str | None = None
-        complete = False
         pages = 0
         while pages < cap:
-            page = await self.gateway.list(cursor, created_after=_iso(bound))
+            page = await self.gateway.list(
+                cursor, created_after=_iso(piece.after), created_before=_iso(piece.before)
+            )
             pages += 1
             for entry in page.results:
                 if entry.id in seen:
@@ -251,14 +369,9 @@ class Sweeper:
                     continue  # not ours (another program, the web), or still running
                 self._deliver(watch, entry, complete=entry.id not in page.lacking)
             if page.next is None:
-                complete = True
-                break
+                return pages, None
             cursor = page.next
-        self.pages += pages
-        self.sweeps += 1
-        self._last_pages = pages
-        self._cover(window, seen, started, reached if not complete else None)
-        return pages
+        return pages, reached if reached is not None else piece.before
 
     def _deliver(self, watch: Watch, entry: Prediction, *, complete: bool) -> None:
         if watch.listed is not None or watch.due:
@@ -271,22 +384,21 @@ class Sweeper:
         watch.wake()
 
     def _cover(
-        self, window: list[Watch], seen: set[str], started: float, reached: datetime | None
+        self, window: list[Watch], seen: set[str], started: float, beyond: list[Watch]
     ) -> None:
         """Decide, after a sweep, who the sweep covers and who is polled directly."""
-        for watch in window:
+        for watch in beyond:
             if watch.listed is not None or watch.due:
                 continue  # delivered in this sweep
-            created = watch.created
-            assert created is not None  # the window holds only these
-            if reached is not None and created < reached:
-                # Beyond the pages this sweep could afford: poll it directly from now on.
-                watch.old = True
-                self.beyond += 1
-                if watch.covered:
-                    watch.covered = False
-                    watch.wake()
-                continue
+            # Beyond the pages this sweep could afford: poll it directly from now on.
+            watch.beyond = True
+            self.beyond += 1
+            if watch.covered:
+                watch.covered = False
+                watch.wake()
+        for watch in window:
+            if watch.beyond or watch.listed is not None or watch.due:
+                continue  # polled directly, or delivered in this sweep
             if watch.id in seen:
                 watch.missing_since = None
             elif watch.missing_since is None:
@@ -300,6 +412,20 @@ class Sweeper:
             if not watch.covered:
                 watch.covered = True
                 watch.wake()  # a worker sleeping out a poll interval can wait on us now
+
+
+@dataclass(frozen=True, slots=True)
+class _Slice:
+    """Part of a sweep's window: ours created in (``after``, ``before``), both exclusive."""
+
+    after: datetime
+    before: datetime
+    watches: list[Watch]
+
+
+def _created(watch: Watch) -> datetime:
+    assert watch.created is not None  # a window holds only these
+    return watch.created
 
 
 def _instant(text: str) -> datetime:
