@@ -42,7 +42,7 @@ from engine._cli_stop import (
 from engine._cluster._args import lease_options, redis_options, workers_option
 from engine._config import EngineConfig, default_output_dir, journal_path
 from engine._display import Progress, render_summary
-from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._errors import AuthenticationError, ConfigError, EngineError, StorageError
 from engine._hooks import parse_command, run_on_complete
 from engine._journal import lock_path
 from engine._paths import check_apart_from_outputs, check_paths
@@ -219,6 +219,12 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             summary = run_batch(
                 manifest, config, progress, show=not options["quiet"], allow_outside_files=outside
             )
+        except StorageError as exc:
+            if exc.summary is None:  # before the first create: nothing was sent
+                raise Stop(str(exc)) from None
+            # Mid-run: the run drained; what it did, and what still runs, are shown below.
+            summary = exc.summary
+            click.echo(f"error: {exc}", err=True)
         except EngineError as exc:
             raise Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
@@ -230,6 +236,12 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
         reader_left = True
     if not options["no_gallery"]:
         write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
+    if summary.stopped_by_credit:
+        click.echo(
+            f"stopped: the account has no credit (402); {plural(summary.deferred, 'job')} "
+            "not started stay pending: add credit and run the same command again",
+            err=True,
+        )
     if summary.interrupted or summary.deferred:
         # Whatever still runs (and bills) is named, with the command that stops it.
         hint = cancel_hint(

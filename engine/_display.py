@@ -53,7 +53,7 @@ def render_summary(
         ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
         ("failed", str(summary.failed)),
         ("not started / left running", str(summary.deferred)),
-        ("canceled", str(summary.canceled)),
+        ("canceled", _canceled_row(summary)),
         ("predictions created", str(summary.predictions_created)),
         ("re-attached after restart", str(summary.reattached)),
         *_totals_rows(summary),
@@ -107,6 +107,13 @@ def render_summary(
     lines.append(f"outputs in {where}/ ; report in {where / ENGINE_FILES.report}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _canceled_row(summary: RunSummary) -> str:
+    earlier = summary.skipped_canceled
+    if not earlier:
+        return str(summary.canceled)
+    return f"{summary.canceled} ({earlier} by an earlier run, skipped: --retry-failed runs them)"
 
 
 def _throughput(per_min: float | None) -> str:

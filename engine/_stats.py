@@ -85,6 +85,7 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
+    skipped_canceled: int = 0  # canceled by an earlier run, skipped without --retry-failed
     changed: list[str] = field(default_factory=list)  # re-run after a change
     stale: list[str] = field(default_factory=list)  # changed, only reported
     # Failed in this run: key -> prediction id. A resume's skipped failures are not kept
@@ -95,6 +96,9 @@ class RunStats:
     # "download" (succeeded, files coming). O(in flight): a job leaves at its next step.
     waiting: dict[str, tuple[str, float]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
+    # The gateway's and the downloader's own counters of HTTP retries, read live: the
+    # progress line counts them as they happen, not only at the end of the run.
+    retry_counters: list[Counter[str]] = field(default_factory=list)
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
     _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -108,6 +112,13 @@ class RunStats:
         with self._lock:
             self._arriving += size
 
+    def all_retries(self) -> Counter[str]:
+        """Return the retries so far: new predictions for a job, and HTTP attempts again."""
+        total = Counter(self.retries)
+        for counter in self.retry_counters:
+            total.update(counter)
+        return total
+
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
         kind = event.kind
@@ -118,6 +129,8 @@ class RunStats:
                 self.skipped_failed.append(event.key)
             elif event.detail == "done":
                 self.skipped_done += 1
+            elif event.detail == "canceled":
+                self.skipped_canceled += 1
             return
         if kind is JobEventKind.CREATING:
             self.waiting[event.key] = ("create", time.monotonic())
@@ -178,12 +191,12 @@ class RunStats:
         return {
             "done": self.finals[JobEventKind.DONE] + self.skipped_done,
             "failed": self.finals[JobEventKind.FAILED] + len(self.skipped_failed),
-            "canceled": self.finals[JobEventKind.CANCELED],
+            "canceled": self.finals[JobEventKind.CANCELED] + self.skipped_canceled,
             "deferred": self.finals[JobEventKind.DEFERRED],
             "in_flight": self.in_flight,
             "downloading": len(self.downloading),
             "creates_per_min": round(len(creates) * 60.0 / window, 1),
-            "retries": sum(self.retries.values()),
+            "retries": sum(self.all_retries().values()),
             "bytes_downloaded": self.bytes_downloaded + max(0, self._arriving),
             "elapsed": now - self.started,
             **self._waiting(now),
@@ -211,6 +224,8 @@ class RunStats:
         output_dir: str | None = None,
         journal: str | None = None,
         stopped_by_limit: bool = False,
+        stopped_by_credit: bool = False,
+        storage_error: str | None = None,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`.
 
@@ -224,20 +239,26 @@ class RunStats:
         }
         earlier = journaled - self.journaled_seen if self.read_all_jobs else None
         finals = self.finals
+        done = finals[JobEventKind.DONE] + self.skipped_done
+        canceled = finals[JobEventKind.CANCELED] + self.skipped_canceled
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
         failed_keys.sort()
         failed = set(failed_keys) if self.failed_ids else set()
         return RunSummary(
             total=self.total,
-            done=finals[JobEventKind.DONE] + self.skipped_done,
+            done=done,
             skipped_done=self.skipped_done,
             failed=len(failed_keys),
-            deferred=finals[JobEventKind.DEFERRED],
-            canceled=finals[JobEventKind.CANCELED],
+            # The rows partition the jobs: whatever did not end done, failed or canceled
+            # was not started or is left running (deferred; jobs the stop kept from the
+            # workers, and jobs whose worker was cut, never sent an event of their own).
+            deferred=max(0, self.total - done - len(failed_keys) - canceled),
+            canceled=canceled,
+            skipped_canceled=self.skipped_canceled,
             predictions_created=self.predictions_created,
             reattached=self.reattached,
-            retries=dict(self.retries),
+            retries=dict(self.all_retries()),
             bytes_downloaded=self.bytes_downloaded,
             files_downloaded=self.files_downloaded,
             wall_seconds=round(time.monotonic() - self.started, 3),
@@ -260,6 +281,8 @@ class RunStats:
             changed_keys=sorted(self.changed),
             stale_keys=sorted(self.stale),
             stopped_by_limit=stopped_by_limit,
+            stopped_by_credit=stopped_by_credit,
+            storage_error=storage_error,
             failed_links={k: web_url(p) for k, p in self.failed_ids.items() if k in failed}
             if self.failed_ids
             else {},
