@@ -216,7 +216,7 @@ class Progress:
             "in_flight": in_flight,
             "queued": queued,
             "creates_per_min": s["creates_per_min"],
-            "create_budget_per_min": self.create_rate,
+            "create_budget_per_min": self.budget_per_min(),
             "retries": s["retries"],
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
@@ -225,6 +225,12 @@ class Progress:
             "waiting_downloads": s["waiting_downloads"],
             "oldest_wait_seconds": s["oldest_wait_seconds"],
         }
+
+    def budget_per_min(self) -> float:
+        """Return the create budget now: the run's (a low-credit answer lowers it), else
+        the configured one."""
+        live = self.stats.create_rate
+        return self.create_rate if live is None else live()
 
     def stage_line(self) -> str | None:
         """Say where the stop stands and what the next Ctrl-C does (None while running)."""
@@ -254,7 +260,8 @@ class Progress:
         table.add_row("done / total", f"{s['done']} / {self.total}")
         table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
         table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
-        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        budget = float(s["create_budget_per_min"] or 0)
+        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({budget:g})")
         table.add_row("waiting", waiting_text(s))
         table.add_row("retries", str(s["retries"]))
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))

@@ -67,7 +67,8 @@ _QUIET_EVENTS = frozenset(
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
 # A job that ended without its outputs: logged once, here, with its reason.
 _WARNING_EVENTS = frozenset({JobEventKind.FAILED, JobEventKind.DEFERRED})
-_QUIET_DEFERRALS = frozenset({"not started", "left running"})  # a stop's ordinary outcome
+# A stop's ordinary outcomes ("not downloaded": a full disk, said once as the run's error).
+_QUIET_DEFERRALS = frozenset({"not started", "left running", "not downloaded"})
 
 
 async def run_jobs(
@@ -209,6 +210,7 @@ async def _run_locked(
             ) as downloader,
         ):
             stats.retry_counters += [gateway.retries, downloader.retries]  # read live
+            stats.create_rate = lambda: limits.create.rate_per_min  # lowered by low credit
             sweeper = Sweeper(
                 gateway,
                 limits.read,

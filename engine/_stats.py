@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine._events import FOUND_AFTER_RESTART, JobEvent, JobEventKind
@@ -99,6 +100,9 @@ class RunStats:
     # The gateway's and the downloader's own counters of HTTP retries, read live: the
     # progress line counts them as they happen, not only at the end of the run.
     retry_counters: list[Counter[str]] = field(default_factory=list)
+    # The create budget per minute now (a low-credit answer lowers it mid-run); None
+    # before the run has its budget.
+    create_rate: Callable[[], float] | None = None
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
     _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)

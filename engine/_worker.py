@@ -47,6 +47,8 @@ __all__ = ["WorkerContext", "run_job"]
 
 log = get_logger("engine.worker")
 
+# A job the full disk left succeeded on Replicate: the run's one error line says why.
+_NOT_DOWNLOADED = "not downloaded"
 _PAYMENT_REQUIRED = 402  # Replicate's "insufficient credit" on a create
 
 
@@ -68,12 +70,13 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
             # The disk refused (the journal or a file): stop creating, let the others end
             # as they can, and leave this job to the next run. The run ends with its
             # summary, names what still runs, and raises this error (engine._runner).
+            # Said once, as the run's error: each job only says where it was left.
             if ctx.storage_error is None:
                 ctx.storage_error = exc
             ctx.control.drain(f"storage error: {exc}")
-            await ctx.emit(
-                JobEvent(job.key, JobEventKind.DEFERRED, lifecycle.waiting_on, _why(exc), job=job)
-            )
+            running = next((p for p, j in ctx.in_flight.items() if j.key == job.key), None)
+            where = "not started" if running is None else "left running"
+            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, running, where, job=job))
         except EngineError as exc:
             prediction_id = lifecycle.waiting_on
             # Logged once, by the runner's event hook (job.deferred with the reason).
@@ -300,7 +303,9 @@ class _Lifecycle:
                     ctx.storage_error = exc
                 ctx.control.drain(f"storage error: {exc}")
                 await ctx.emit(  # not failed: the next run downloads it, paid once
-                    JobEvent(job.key, JobEventKind.DEFERRED, prediction.id, _why(exc), job=job)
+                    JobEvent(
+                        job.key, JobEventKind.DEFERRED, prediction.id, _NOT_DOWNLOADED, job=job
+                    )
                 )
                 return False
             except DownloadError as exc:

@@ -26,6 +26,7 @@ from jobs import read_manifest
 from tests.e2e.helpers import (
     FAILS,
     FLUX,
+    LLAMA,
     cli_env,
     engine_config,
     image_jobs,
@@ -272,3 +273,45 @@ def test_a_disk_full_mid_run_ends_with_the_summary_and_exit_5(emulator_server, t
     # Paid and succeeded: the next run downloads them, so none is "failed".
     assert report["failed"] == 0
     assert not [r for r in journal_records(tmp_path / "out" / "journal.jsonl") if r["e"] == "done"]
+
+
+def _tiny_files_only() -> None:
+    import resource  # noqa: PLC0415 - in the child, before exec
+    import signal  # noqa: PLC0415
+
+    # The journal outgrows 6 KB after a dozen jobs, while predictions still run.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+
+
+def test_a_journal_the_disk_refuses_mid_run_names_what_still_runs_and_how_to_cancel(
+    emulator_server, tmp_path
+):
+    emulator_server.emulator.update(
+        model_timings={LLAMA: ModelTiming(cold_start=0.05, run_time=0.5)}
+    )
+    write_jsonl(
+        tmp_path / "m.jsonl",
+        [{"id": f"t{n}", "model": LLAMA, "input": {"prompt": f"hi {n}"}} for n in range(40)],
+    )
+    env = cli_env(emulator_server)
+
+    run = cli("run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.05",
+              "--concurrency", "8", env=env, cwd=tmp_path,
+              preexec_fn=_tiny_files_only)  # fmt: skip
+
+    assert run.returncode == 5, run.stderr
+    assert "Traceback" not in run.stderr
+    said = (line for line in run.stderr.splitlines() if "run.finished" not in line)
+    errors = [line for line in said if "too large" in line and "gallery" not in line]
+    assert errors == [
+        f"error: cannot write the journal {Path('out') / 'journal.jsonl'}: File too large"
+    ], run.stderr
+    rows = summary_rows(run.stdout)
+    status = status_counts(tmp_path, env)
+    assert status["running"] > 0  # journaled as running: the ones the notice names
+    assert f"{status['running']} predictions are still running on Replicate" in run.stderr
+    assert "stop them with: " in run.stderr
+    assert " cancel m.jsonl --output-dir out" in run.stderr
+    assert int(rows["not started / left running"]) == 40 - status["done"]
+    assert rows["done"].startswith(f"{status['done']} ")
