@@ -220,8 +220,8 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
                 manifest, config, progress, show=not options["quiet"], allow_outside_files=outside
             )
         except StorageError as exc:
-            if exc.summary is None:  # before the first create: nothing was sent
-                raise Stop(str(exc)) from None
+            if exc.summary is None or exc.summary.exit_code == EXIT_USAGE:
+                raise Stop(str(exc)) from None  # before the first create: nothing was sent
             # Mid-run: the run drained; what it did, and what still runs, are shown below.
             summary = exc.summary
             click.echo(f"error: {exc}", err=True)

@@ -66,13 +66,13 @@ EXIT_CODES: Mapping[str, Mapping[int, str]] = {
     },
     "export": {
         EXIT_OK: "exported (a done job's files only; no row before the first run)",
-        EXIT_USAGE: "a manifest problem, or --output cannot be written",
+        EXIT_USAGE: "a manifest problem, no journal where you said, or bad --output",
         EXIT_INTERRUPTED: _CTRL_C,
         EXIT_BROKEN_PIPE: _READER_LEFT,
     },
     "gallery": {
         EXIT_OK: "index.html written (or nothing has run yet, and it says so)",
-        EXIT_USAGE: "a manifest problem, or the output folder refuses index.html",
+        EXIT_USAGE: "a manifest problem, no journal where you said, or no index.html",
         EXIT_INTERRUPTED: _CTRL_C,
     },
     "cancel": {

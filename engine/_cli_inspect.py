@@ -37,7 +37,7 @@ from engine._report import EXIT_FAILED, EXIT_OK
 from engine._settings import option
 from engine._status import export_rows, print_status, resolve_journal, status_report, write_export
 from engine._wording import plural
-from jobs import JobStatus, ManifestError, read_manifest
+from jobs import ENGINE_FILES, JobStatus, ManifestError, read_manifest
 
 __all__ = ["cancel", "export", "gallery", "status", "write_gallery"]
 
@@ -84,7 +84,7 @@ def status(
             return cluster_call(cluster.status_on_redis, redis_url, run_name, as_json=as_json)
     if target is None:
         raise Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
-    journal = resolve_journal(target, state, output_dir)
+    journal = _journal_of(target, state, output_dir)
     check_paths(reads={"the journal": journal}, writes={})
     try:  # a manifest that never ran: its jobs are all pending
         report = status_report(journal, manifest=None if journal == target else target)
@@ -132,7 +132,7 @@ def cancel(target: Path, **options: Any) -> int:
     re-run skips it (--retry-failed runs it again). A prediction that already finished is
     left for the next run to download.
     """
-    journal = resolve_journal(target, options["state"], options["output_dir"])
+    journal = _journal_of(target, options["state"], options["output_dir"])
     if not journal.exists():
         click.echo(f"nothing is running: {_not_run_yet(target, journal)}", err=True)
         return EXIT_OK
@@ -183,7 +183,7 @@ def export(
     manifest: Path, fmt: str, output_dir: Path | None, state: Path | None, output: Path | None
 ) -> int:
     """Print one row per output file, in manifest order: job, prediction, size, sha256."""
-    journal = resolve_journal(manifest, state, output_dir)
+    journal = _journal_of(manifest, state, output_dir)
     check_paths(
         reads={"the manifest": manifest, "the journal": journal}, writes={"--output": output}
     )
@@ -219,7 +219,7 @@ def export(
 def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""
     out = output_dir or default_output_dir(manifest)
-    journal = resolve_journal(manifest, state, out)
+    journal = _journal_of(manifest, state, output_dir)
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
         why = _not_run_yet(manifest, journal)
@@ -230,6 +230,28 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     return EXIT_OK
+
+
+def _journal_of(target: Path, state: Path | None, output_dir: Path | None) -> Path:
+    """Return the journal the user means; `Stop` (exit 2) when they named one not there.
+
+    A journal named as the argument, by ``--state`` or by ``--output-dir`` that does not
+    exist is a mistyped path: said with the path they gave, never a default folder they
+    did not. Only a manifest's default folder may hold no journal yet (it never ran):
+    each command says so and exits 0.
+    """
+    if state is None and target.name == ENGINE_FILES.journal:
+        if not target.exists():
+            raise Stop(f"no journal at {target}")
+        return target
+    journal = resolve_journal(target, state, output_dir)
+    if journal.exists():
+        return journal
+    if state is not None:
+        raise Stop(f"no journal at {state} (--state): no run has written it")
+    if output_dir is not None:
+        raise Stop(f"no journal in {output_dir} (--output-dir): no run has written there")
+    return journal
 
 
 def _not_run_yet(target: Path, journal: Path) -> str:

@@ -82,19 +82,23 @@ class RunSummary:
     storage_error: str | None = None  # the disk refused a write mid-run: the run stopped
     # Of ``canceled``: canceled by an earlier run, skipped (``--retry-failed`` runs them).
     skipped_canceled: int = 0
+    creates_sent: int = 0  # creates sent (answered or not): a stop after one sent something
     # failed in this run -> its last prediction's web page (``status`` links earlier ones)
     failed_links: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        """Return why the run stopped: 130 interrupted, 5 the disk refused, 4 no credit,
-        3 a budget or the deadline left jobs undone, 1 some jobs not done, 0 every job done
-        (the ``EXIT_*`` constants). A deadline or budget reached after the last create
-        stopped nothing: the jobs' own outcome decides."""
+        """Return why the run stopped: 130 interrupted, 5 the disk refused mid-run (2 if
+        nothing was sent yet), 4 no credit, 3 a budget or the deadline left jobs undone,
+        1 some jobs not done, 0 every job done (the ``EXIT_*`` constants). A deadline or
+        budget reached after the last create stopped nothing: the jobs' outcome decides."""
         if self.interrupted:
             return EXIT_INTERRUPTED
         if self.storage_error is not None:
-            return EXIT_STORAGE
+            # Before anything was sent (the first create's record refused), as a folder
+            # refused at the start: nothing was sent.
+            sent = self.creates_sent or self.predictions_created or self.reattached
+            return EXIT_STORAGE if sent else EXIT_USAGE
         if self.stopped_by_credit:
             return EXIT_NO_CREDIT
         if self.stopped_by_limit and self.deferred:

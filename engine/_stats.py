@@ -72,6 +72,7 @@ class RunStats:
     total: int = 0
     skipped_done: int = 0
     predictions_created: int = 0
+    creates_sent: int = 0  # CREATING events: sent, whether or not an answer came
     reattached: int = 0
     found_after_restart: int = 0  # created by an earlier run, found by listing: paid then
     journaled_seen: int = 0  # jobs of this manifest the journal knew at the start
@@ -137,6 +138,7 @@ class RunStats:
                 self.skipped_canceled += 1
             return
         if kind is JobEventKind.CREATING:
+            self.creates_sent += 1
             self.waiting[event.key] = ("create", time.monotonic())
             return
         if kind is JobEventKind.SUCCEEDED:
@@ -260,6 +262,7 @@ class RunStats:
             deferred=max(0, self.total - done - len(failed_keys) - canceled),
             canceled=canceled,
             skipped_canceled=self.skipped_canceled,
+            creates_sent=self.creates_sent,
             predictions_created=self.predictions_created,
             reattached=self.reattached,
             retries=dict(self.all_retries()),
