@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from engine._cli_cancel import cancel_command
 from engine._cli_options import (
@@ -27,7 +26,7 @@ from engine._cli_options import (
     state,
 )
 from engine._cli_redis import cluster_call, cluster_cli
-from engine._cli_stop import Stop, reader_may_leave
+from engine._cli_stop import StderrConsole, Stop, reader_may_leave, said_if_read
 from engine._cluster._args import redis_options
 from engine._config import ApiConfig, EngineConfig, default_output_dir
 from engine._errors import AuthenticationError, ConfigError, EngineError
@@ -136,7 +135,7 @@ def cancel(target: Path, **options: Any) -> int:
     if not journal.exists():
         click.echo(f"nothing is running: {_not_run_yet(target, journal)}", err=True)
         return EXIT_OK
-    console = Console(stderr=True)
+    console = StderrConsole()
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)
         try:
@@ -223,7 +222,8 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
         why = _not_run_yet(manifest, journal)
-        click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
+        with said_if_read():  # gallery writes to no reader of standard output: never 141
+            click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
         return EXIT_OK
     try:
         write_gallery(manifest, out, journal, strict=True)
@@ -285,7 +285,9 @@ def write_gallery(
         click.echo(f"warning: {problem}", err=True)
         return
     if not quiet:
-        click.echo(
-            f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, {plural(stats.files, 'file')})",
-            err=True,
-        )
+        with said_if_read():  # a line lost with its reader; the page is written
+            click.echo(
+                f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, "
+                f"{plural(stats.files, 'file')})",
+                err=True,
+            )
