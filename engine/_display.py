@@ -75,7 +75,7 @@ def render_summary(
     if summary.retries:
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:
-        rows.append(("stopped", summary.stopped_reason))
+        rows.append(("stopped", _stopped_row(summary)))
     lines: list[str] = []
     if console.is_terminal:
         table = Table(title="Run summary", show_header=False, title_justify="left")
@@ -107,6 +107,13 @@ def render_summary(
     lines.append(f"outputs in {where}/ ; report in {where / ENGINE_FILES.report}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _stopped_row(summary: RunSummary) -> str:
+    reason = summary.stopped_reason or ""
+    if summary.stopped_by_limit and not summary.deferred and not summary.interrupted:
+        return f"{reason} (after the last create: it stopped nothing)"
+    return reason
 
 
 def _canceled_row(summary: RunSummary) -> str:

@@ -288,6 +288,8 @@ async def _run_locked(
     numbers.pop("billing", None)  # a table: report.json and the summary show it
     for name, value in numbers.pop("totals", {}).items():  # flat: a line, not a dict repr
         numbers[f"total_{name}"] = value
+    for name, value in numbers.pop("retries", {}).items():
+        numbers[f"retries_{name}"] = value
     for name, value in numbers.items():
         if isinstance(value, float):
             numbers[name] = round(value, 3)

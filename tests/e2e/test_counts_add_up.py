@@ -131,6 +131,22 @@ ENDINGS: dict[str, tuple[int | None, Any, dict[str, Any], dict[str, int], int]] 
 }
 
 
+def test_a_deadline_that_stopped_nothing_says_so_and_exits_0(emulator_server, tmp_path):
+    # Two jobs, each created at once; the deadline comes while both still run.
+    emulator_server.emulator.update(
+        model_timings={FLUX: ModelTiming(cold_start=0.05, run_time=2.0)}
+    )
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+
+    run = cli("run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.05",
+              "--deadline", "1", env=cli_env(emulator_server), cwd=tmp_path)  # fmt: skip
+
+    assert run.returncode == 0, run.stderr
+    rows = summary_rows(run.stdout)
+    assert rows["done"].startswith("2 ")
+    assert rows["stopped"] == "deadline reached (after the last create: it stopped nothing)"
+
+
 @pytest.mark.parametrize("ending", list(ENDINGS))
 async def test_the_rows_partition_the_jobs_however_the_run_ends(emulator_server, tmp_path, ending):
     after, stop, changes, expected, code = ENDINGS[ending]
