@@ -277,6 +277,7 @@ async def _run_locked(
         journal=str(config.journal_path.resolve()),
         stopped_by_limit=control.limit_reached,
         stopped_by_credit=control.no_credit,
+        partition=True,  # every job of the manifest is in ``total``
         storage_error=None if ctx.storage_error is None else str(ctx.storage_error),
     )
     # The ids of failed jobs are in report.json; one log line holds only their count.

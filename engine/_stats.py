@@ -232,8 +232,14 @@ class RunStats:
         stopped_by_limit: bool = False,
         stopped_by_credit: bool = False,
         storage_error: str | None = None,
+        partition: bool = False,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`.
+
+        ``partition`` (a run of one manifest, whose ``total`` is every job it was given):
+        whatever did not end done, failed or canceled is deferred, so the rows add up to
+        ``total``. A Redis worker's ``total`` counts the jobs it took, some of them
+        settled by another (fenced, found done): only its own deferrals count there.
 
         ``journal_at_start`` is (runs, ``created`` records, jobs) of the journal as this
         run found it: the totals add this run's numbers to them.
@@ -259,7 +265,9 @@ class RunStats:
             # The rows partition the jobs: whatever did not end done, failed or canceled
             # was not started or is left running (deferred; jobs the stop kept from the
             # workers, and jobs whose worker was cut, never sent an event of their own).
-            deferred=max(0, self.total - done - len(failed_keys) - canceled),
+            deferred=max(0, self.total - done - len(failed_keys) - canceled)
+            if partition
+            else finals[JobEventKind.DEFERRED],
             canceled=canceled,
             skipped_canceled=self.skipped_canceled,
             creates_sent=self.creates_sent,
