@@ -34,17 +34,20 @@ from engine._cli_options import (
 from engine._cli_redis import run_on_redis
 from engine._cli_run import run_batch
 from engine._cli_stop import (
+    StderrConsole,
     Stop,
     checked_api_config,
     checked_prices,
     checked_total,
     error_line,
     reader_may_leave,
+    said_if_read,
+    stdout_reader_gone,
 )
 from engine._cluster._args import lease_options, redis_options, workers_option
 from engine._config import EngineConfig, default_output_dir, journal_path
 from engine._display import Progress, render_summary
-from engine._errors import AuthenticationError, ConfigError, EngineError
+from engine._errors import AuthenticationError, ConfigError, EngineError, StorageError
 from engine._hooks import parse_command, run_on_complete
 from engine._journal import lock_path
 from engine._paths import InputsApart, check_apart_from_outputs, check_paths, engine_files
@@ -192,7 +195,7 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
     )
     price_table = checked_prices(options["prices"])
     live = sys.stderr.isatty() and not options["quiet"]
-    console = Console(stderr=True)
+    console = StderrConsole()
     if options["only"]:  # a usage error: before the job count leaves its stamp
         try:
             check_only_ids(manifest, options["only"], allow_outside_files=outside)
@@ -232,6 +235,13 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             summary = run_batch(
                 manifest, config, progress, show=not options["quiet"], allow_outside_files=outside
             )
+        except StorageError as exc:
+            if exc.summary is None or exc.summary.exit_code == EXIT_USAGE:
+                raise Stop(str(exc)) from None  # before the first create: nothing was sent
+            # Mid-run: the run drained; what it did, and what still runs, are shown below.
+            summary = exc.summary
+            with said_if_read():
+                click.echo(f"error: {exc}", err=True)
         except EngineError as exc:
             raise Stop(str(exc)) from None
     # With --only, the run is meant to reach a subset: the manifest's size says nothing.
@@ -241,8 +251,18 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             render_summary(summary, config.output_dir, manifest_jobs=None if config.only else total)
     except Stop:  # the gallery, what still runs and --on-complete come all the same
         reader_left = True
+    # Each line below may find its reader gone (``run ... 2>&1 | head``): the next is
+    # still tried, as what still runs must be named where it can be.
     if not options["no_gallery"]:
-        write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
+        with said_if_read():
+            write_gallery(manifest, config.output_dir, config.journal_path, quiet=options["quiet"])
+    if summary.stopped_by_credit:
+        with said_if_read():
+            click.echo(
+                f"stopped: the account has no credit (402); {plural(summary.deferred, 'job')} "
+                "not started stay pending: add credit and run the same command again",
+                err=True,
+            )
     if summary.interrupted or summary.deferred:
         # Whatever still runs (and bills) is named, with the command that stops it.
         hint = cancel_hint(
@@ -251,13 +271,15 @@ def run(ctx: click.Context, /, manifest: Path, **options: Any) -> int:
             options["output_dir"],
             options["state"],
         )
-        name_left_running(config.journal_path, hint)
+        with said_if_read():
+            name_left_running(config.journal_path, hint)
     if options["on_complete"] is not None:
         report = config.output_dir / "report.json"
         problem = run_on_complete(options["on_complete"], report, summary.exit_code)
         if problem is not None:
-            click.echo(f"warning: {problem}", err=True)
-    return EXIT_BROKEN_PIPE if reader_left else summary.exit_code
+            with said_if_read():
+                click.echo(f"warning: {problem}", err=True)
+    return EXIT_BROKEN_PIPE if reader_left or stdout_reader_gone() else summary.exit_code
 
 
 @click.command(
@@ -305,7 +327,7 @@ def _validate(
             f"{plural(len(summary.errors), 'problem')} in the manifest; nothing was run", err=True
         )
         return EXIT_USAGE
-    console = Console(stderr=True)
+    console = StderrConsole()
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)
         api = checked_api_config(options["emulator"], stack, console)

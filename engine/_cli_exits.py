@@ -14,8 +14,10 @@ from engine._report import (
     EXIT_BROKEN_PIPE,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_NO_CREDIT,
     EXIT_OK,
     EXIT_STOPPED,
+    EXIT_STORAGE,
     EXIT_USAGE,
 )
 
@@ -29,7 +31,9 @@ GENERAL: Mapping[int, str] = {
     EXIT_OK: "done: every job done, or the command did all it was asked",
     EXIT_FAILED: "some jobs failed or were canceled, or part of the work was not done",
     EXIT_USAGE: "usage, manifest or configuration error (nothing was sent)",
-    EXIT_STOPPED: "run: stopped by a budget (--max-*) or the --deadline; run again",
+    EXIT_STOPPED: "run: a budget (--max-*) or the --deadline left jobs; run again",
+    EXIT_NO_CREDIT: "run: no credit (402): creates stopped; add credit, run again",
+    EXIT_STORAGE: "run: the disk refused a write mid-run; make room, run again",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM)",
     EXIT_BROKEN_PIPE: _READER_LEFT,
 }
@@ -40,7 +44,9 @@ EXIT_CODES: Mapping[str, Mapping[int, str]] = {
         EXIT_OK: "every job done",
         EXIT_FAILED: "some jobs failed, were canceled or are left for the next run",
         EXIT_USAGE: "usage, manifest or configuration error (nothing was sent)",
-        EXIT_STOPPED: "stopped by a budget (--max-*) or the --deadline; run again to go on",
+        EXIT_STOPPED: "a budget (--max-*) or the --deadline left jobs; run again to go on",
+        EXIT_NO_CREDIT: "no credit (402): creates stopped, jobs stay pending; add credit",
+        EXIT_STORAGE: "the disk refused a write mid-run; make room and run again",
         EXIT_INTERRUPTED: "interrupted (Ctrl-C or SIGTERM); run again to resume",
         EXIT_BROKEN_PIPE: "the reader of the summary went away (the run itself finished)",
     },
@@ -60,13 +66,13 @@ EXIT_CODES: Mapping[str, Mapping[int, str]] = {
     },
     "export": {
         EXIT_OK: "exported (a done job's files only; no row before the first run)",
-        EXIT_USAGE: "a manifest problem, or --output cannot be written",
+        EXIT_USAGE: "a manifest problem, no journal where you said, or bad --output",
         EXIT_INTERRUPTED: _CTRL_C,
         EXIT_BROKEN_PIPE: _READER_LEFT,
     },
     "gallery": {
         EXIT_OK: "index.html written (or nothing has run yet, and it says so)",
-        EXIT_USAGE: "a manifest problem, or the output folder refuses index.html",
+        EXIT_USAGE: "a manifest problem, no journal where you said, or no index.html",
         EXIT_INTERRUPTED: _CTRL_C,
     },
     "cancel": {

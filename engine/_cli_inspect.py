@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from engine._cli_cancel import cancel_command
 from engine._cli_options import (
@@ -28,7 +27,7 @@ from engine._cli_options import (
     state,
 )
 from engine._cli_redis import cluster_call, cluster_cli
-from engine._cli_stop import Stop, configured_secret, reader_may_leave
+from engine._cli_stop import StderrConsole, Stop, configured_secret, reader_may_leave, said_if_read
 from engine._cluster._args import redis_options
 from engine._config import ApiConfig, EngineConfig, default_output_dir
 from engine._errors import AuthenticationError, ConfigError, EngineError
@@ -86,7 +85,7 @@ def status(
             return cluster_call(cluster.status_on_redis, redis_url, run_name, as_json=as_json)
     if target is None:
         raise Stop("status needs MANIFEST_OR_JOURNAL (or --redis URL --run NAME)")
-    journal = resolve_journal(target, state, output_dir)
+    journal = _journal_of(target, state, output_dir)
     check_paths(reads={"the journal": journal}, writes={})
     try:  # a manifest that never ran: its jobs are all pending
         report = status_report(journal, manifest=None if journal == target else target)
@@ -135,11 +134,11 @@ def cancel(target: Path, **options: Any) -> int:
     re-run skips it (--retry-failed runs it again). A prediction that already finished is
     left for the next run to download.
     """
-    journal = resolve_journal(target, options["state"], options["output_dir"])
+    journal = _journal_of(target, options["state"], options["output_dir"])
     if not journal.exists():
         click.echo(f"nothing is running: {_not_run_yet(target, journal)}", err=True)
         return EXIT_OK
-    console = Console(stderr=True)
+    console = StderrConsole()
     with ExitStack() as stack:
         setup_logging(stack, console, options, terminal_level=logging.WARNING)
         try:
@@ -186,7 +185,7 @@ def export(
     manifest: Path, fmt: str, output_dir: Path | None, state: Path | None, output: Path | None
 ) -> int:
     """Print one row per output file, in manifest order: job, prediction, size, sha256."""
-    journal = resolve_journal(manifest, state, output_dir)
+    journal = _journal_of(manifest, state, output_dir)
     folder = output_dir or default_output_dir(manifest)
     check_paths(
         reads={"the manifest": manifest, "the journal": journal},
@@ -231,8 +230,8 @@ def export(
 @state
 def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     """Write index.html beside the outputs, from the journal and sidecars (no network)."""
-    journal = resolve_journal(manifest, state, output_dir)
     out = output_dir or default_output_dir(manifest)
+    journal = _journal_of(manifest, state, output_dir)
     gallery_file = out / ENGINE_FILES.gallery
     check_paths(  # index.html must not be written over the journal, the manifest, ...
         reads={"the manifest": manifest, "the journal": journal},
@@ -243,13 +242,36 @@ def gallery(manifest: Path, output_dir: Path | None, state: Path | None) -> int:
     if not journal.exists():
         # No folder is made for a page with nothing on it: the run writes index.html.
         why = _not_run_yet(manifest, journal)
-        click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
+        with said_if_read():  # gallery writes to no reader of standard output: never 141
+            click.echo(f"gallery: not written, {why}; each run writes it at its end", err=True)
         return EXIT_OK
     try:
         write_gallery(manifest, out, journal, strict=True)
     except ManifestError as exc:
         raise Stop(str(exc)) from None
     return EXIT_OK
+
+
+def _journal_of(target: Path, state: Path | None, output_dir: Path | None) -> Path:
+    """Return the journal the user means; `Stop` (exit 2) when they named one not there.
+
+    A journal named as the argument, by ``--state`` or by ``--output-dir`` that does not
+    exist is a mistyped path: said with the path they gave, never a default folder they
+    did not. Only a manifest's default folder may hold no journal yet (it never ran):
+    each command says so and exits 0.
+    """
+    if state is None and target.name == ENGINE_FILES.journal:
+        if not target.exists():
+            raise Stop(f"no journal at {target}")
+        return target
+    journal = resolve_journal(target, state, output_dir)
+    if journal.exists():
+        return journal
+    if state is not None:
+        raise Stop(f"no journal at {state} (--state): no run has written it")
+    if output_dir is not None:
+        raise Stop(f"no journal in {output_dir} (--output-dir): no run has written there")
+    return journal
 
 
 def _not_run_yet(target: Path, journal: Path) -> str:
@@ -283,7 +305,9 @@ def write_gallery(
         click.echo(f"warning: {problem}", err=True)
         return
     if not quiet:
-        click.echo(
-            f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, {plural(stats.files, 'file')})",
-            err=True,
-        )
+        with said_if_read():  # a line lost with its reader; the page is written
+            click.echo(
+                f"gallery: {stats.path} ({plural(stats.jobs, 'job')}, "
+                f"{plural(stats.files, 'file')})",
+                err=True,
+            )

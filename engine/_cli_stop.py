@@ -6,7 +6,9 @@ here turn the errors of the steps the commands share into a `Stop`.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -25,13 +27,17 @@ from jobs import Job, ManifestError
 from jobs.errors import shorten
 
 __all__ = [
+    "StderrConsole",
     "Stop",
     "checked_api_config",
     "checked_prices",
     "checked_total",
     "configured_secret",
     "error_line",
+    "quiet_gone_readers",
     "reader_may_leave",
+    "said_if_read",
+    "stdout_reader_gone",
 ]
 
 
@@ -69,11 +75,61 @@ def reader_may_leave() -> Iterator[None]:
         yield
         sys.stdout.flush()
     except BrokenPipeError:
-        # Point stdout at /dev/null so the flush at interpreter exit cannot raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        quiet_gone_readers(sys.stdout.fileno())
         raise Stop(None, EXIT_BROKEN_PIPE) from None
+
+
+_GONE: set[int] = set()  # the descriptors whose reader went away, in this process
+
+
+def stdout_reader_gone() -> bool:
+    """Tell whether the reader of standard output went away (then: exit 141)."""
+    return 1 in _GONE
+
+
+def quiet_gone_readers(broken: int | None = None) -> None:
+    """Point each of stdout and stderr whose reader went away at /dev/null.
+
+    ``broken`` is known gone; the other is asked (``run ... 2>&1 | head`` closes both at
+    once). Later writes, and the flush at interpreter exit, then go nowhere instead of
+    raising again: the command finishes its work and says what it can where it can.
+    """
+    gone = {broken} if broken is not None else set()
+    for fd in (1, 2):
+        with contextlib.suppress(OSError, ValueError):
+            poller = select.poll()
+            poller.register(fd, select.POLLOUT)
+            if any(event & select.POLLERR for _, event in poller.poll(0)):
+                gone.add(fd)
+    _GONE.update(gone)
+    for fd in gone:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+
+
+@contextmanager
+def said_if_read() -> Iterator[None]:
+    """Let a line to stderr be lost when its reader went away; the command goes on."""
+    try:
+        yield
+    except BrokenPipeError:
+        quiet_gone_readers(sys.stderr.fileno())
+
+
+class StderrConsole(Console):
+    """Standard error's console: a reader that went away silences it, and the run goes on.
+
+    rich would point stdout at /dev/null and exit 1 (a run's work cut short, its summary
+    lost, and an exit code the table does not have).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(stderr=True)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        quiet_gone_readers(sys.stderr.fileno())
 
 
 def checked_api_config(emulator: bool, stack: ExitStack, console: Console) -> ApiConfig:

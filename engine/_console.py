@@ -109,8 +109,29 @@ def human_line(event: MutableMapping[str, Any], *, clock: bool = True) -> str:
     return redact(f"{head}{tag}{body}")
 
 
+# Events the command line says itself, as its one ``error:`` line: on the console they
+# would be said twice (the files keep them, with their class).
+_SAID_BY_THE_CLI = frozenset({"run.failed"})
+
+
+# One 429 or 5xx is one line on the console: stamina's "retry N in S s: <error>" (or the
+# job's own line once the retries are spent). The budget's pause and the attempt's record
+# say the same again: below -v they go to the log files only. A budget lowered by a
+# low-credit answer is news of its own, and shown.
+_SAID_ONCE_BY_THE_RETRY = frozenset({"api.call", "api.throttled"})
+
+
 def _console_sink(console: Console, level: int) -> _Sink:
     def write(event: MutableMapping[str, Any]) -> None:
+        name = event.get("event")
+        if name in _SAID_BY_THE_CLI:
+            return
+        if (
+            name in _SAID_ONCE_BY_THE_RETRY
+            and level > logging.DEBUG
+            and event.get("low_credit_rate") is None
+        ):
+            return
         line = human_line(event)
         style = _STYLES.get(str(event.get("level")), "")
         console.print(Text(line, style=style), soft_wrap=not console.is_terminal, highlight=False)

@@ -53,6 +53,7 @@ class RunControl:
         self.interrupted = False
         self.leave_running = False
         self.limit_reached = False  # a budget or the deadline drained the run
+        self.no_credit = False  # a create was refused for insufficient credit (402)
         self.cancel_requested = False
         self.stage: StopStage | None = None  # how far the signal ladder went
         self._stop_workers = anyio.Event()

@@ -53,7 +53,7 @@ def render_summary(
         ("done", f"{summary.done} ({summary.skipped_done} already done before)"),
         ("failed", str(summary.failed)),
         ("not started / left running", str(summary.deferred)),
-        ("canceled", str(summary.canceled)),
+        ("canceled", _canceled_row(summary)),
         ("predictions created", str(summary.predictions_created)),
         *_unanswered_rows(summary),
         ("re-attached after restart", str(summary.reattached)),
@@ -76,7 +76,7 @@ def render_summary(
     if summary.retries:
         rows.append(("retries", ", ".join(f"{k} {v}" for k, v in sorted(summary.retries.items()))))
     if summary.stopped_reason:
-        rows.append(("stopped", summary.stopped_reason))
+        rows.append(("stopped", _stopped_row(summary)))
     lines: list[str] = []
     if console.is_terminal:
         table = Table(title="Run summary", show_header=False, title_justify="left")
@@ -108,6 +108,20 @@ def render_summary(
     lines.append(f"outputs in {where}/ ; report in {where / ENGINE_FILES.report}")
     for line in lines:
         console.print(Text(line), soft_wrap=True, highlight=False)
+
+
+def _stopped_row(summary: RunSummary) -> str:
+    reason = summary.stopped_reason or ""
+    if summary.stopped_by_limit and not summary.deferred and not summary.interrupted:
+        return f"{reason} (after the last create: it stopped nothing)"
+    return reason
+
+
+def _canceled_row(summary: RunSummary) -> str:
+    earlier = summary.skipped_canceled
+    if not earlier:
+        return str(summary.canceled)
+    return f"{summary.canceled} ({earlier} by an earlier run, skipped: --retry-failed runs them)"
 
 
 def _throughput(per_min: float | None) -> str:
@@ -215,7 +229,7 @@ class Progress:
             "in_flight": in_flight,
             "queued": queued,
             "creates_per_min": s["creates_per_min"],
-            "create_budget_per_min": self.create_rate,
+            "create_budget_per_min": self.budget_per_min(),
             "retries": s["retries"],
             "bytes_downloaded": s["bytes_downloaded"],
             "eta_seconds": None if eta is None else round(eta),
@@ -224,6 +238,12 @@ class Progress:
             "waiting_downloads": s["waiting_downloads"],
             "oldest_wait_seconds": s["oldest_wait_seconds"],
         }
+
+    def budget_per_min(self) -> float:
+        """Return the create budget now: the run's (a low-credit answer lowers it), else
+        the configured one."""
+        live = self.stats.create_rate
+        return self.create_rate if live is None else live()
 
     def stage_line(self) -> str | None:
         """Say where the stop stands and what the next Ctrl-C does (None while running)."""
@@ -253,7 +273,8 @@ class Progress:
         table.add_row("done / total", f"{s['done']} / {self.total}")
         table.add_row("failed / canceled", f"{s['failed']} / {s['canceled']}")
         table.add_row("in flight / queued", f"{s['in_flight']} / {s['queued']}")
-        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({self.create_rate:g})")
+        budget = float(s["create_budget_per_min"] or 0)
+        table.add_row("creates/min (budget)", f"{s['creates_per_min']} ({budget:g})")
         table.add_row("waiting", waiting_text(s))
         table.add_row("retries", str(s["retries"]))
         table.add_row("downloaded", _size(int(s["bytes_downloaded"] or 0)))

@@ -253,7 +253,13 @@ class IntegrityError(DownloadError):
 
 
 class StorageError(DownloadError):
-    """The local disk refused a write (full, read-only, permission)."""
+    """The local disk refused a write (full, read-only, permission).
+
+    Raised by a run the disk stopped mid-way, ``summary`` is what the run did until then
+    (a `engine.RunSummary`; None when it stopped before or without one).
+    """
+
+    summary: Any = None
 
 
 def translate_httpx_error(exc: httpx.TransportError, what: str) -> TransportError:

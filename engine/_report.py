@@ -15,8 +15,10 @@ __all__ = [
     "EXIT_BROKEN_PIPE",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_NO_CREDIT",
     "EXIT_OK",
     "EXIT_STOPPED",
+    "EXIT_STORAGE",
     "EXIT_USAGE",
     "RunSummary",
     "store_report",
@@ -28,6 +30,8 @@ EXIT_OK = 0  # every job done
 EXIT_FAILED = 1  # some jobs failed or were canceled
 EXIT_USAGE = 2  # usage, manifest or configuration error: nothing was sent
 EXIT_STOPPED = 3  # stopped by a budget (--max-*) or the --deadline before every job ran
+EXIT_NO_CREDIT = 4  # a create was refused for insufficient credit (402): creates stopped
+EXIT_STORAGE = 5  # the disk refused a write mid-run: the run drained and stopped
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM
 EXIT_BROKEN_PIPE = 141  # the reader of standard output went away (``export | head``)
 
@@ -78,20 +82,32 @@ class RunSummary:
     # the run ended: each may exist and bill. Not in ``predictions_created`` (no id is
     # known); the next run or ``cancel`` finds them by listing.
     creates_unanswered: int = 0
+    stopped_by_credit: bool = False  # a 402 (insufficient credit) stopped the creates
+    storage_error: str | None = None  # the disk refused a write mid-run: the run stopped
+    # Of ``canceled``: canceled by an earlier run, skipped (``--retry-failed`` runs them).
+    skipped_canceled: int = 0
+    creates_sent: int = 0  # creates sent (answered or not): a stop after one sent something
     # failed in this run -> its last prediction's web page (``status`` links earlier ones)
     failed_links: dict[str, str] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        """Return why the run stopped: 130 interrupted, 3 a budget or the deadline, 1 some
-        jobs not done, 0 every job done (the ``EXIT_*`` constants)."""
+        """Return why the run stopped: 130 interrupted, 5 the disk refused mid-run (2 if
+        nothing was sent yet), 4 no credit, 3 a budget or the deadline left jobs undone,
+        1 some jobs not done, 0 every job done (the ``EXIT_*`` constants). A deadline or
+        budget reached after the last create stopped nothing: the jobs' outcome decides."""
         if self.interrupted:
             return EXIT_INTERRUPTED
-        if self.stopped_by_limit:
+        if self.storage_error is not None:
+            # Before anything was sent (the first create's record refused), as a folder
+            # refused at the start: nothing was sent.
+            sent = self.creates_sent or self.predictions_created or self.reattached
+            return EXIT_STORAGE if sent else EXIT_USAGE
+        if self.stopped_by_credit:
+            return EXIT_NO_CREDIT
+        if self.stopped_by_limit and self.deferred:
             return EXIT_STOPPED
-        unfinished = (
-            self.failed or self.deferred or self.canceled or self.stopped_reason or self.stale_keys
-        )
+        unfinished = self.failed or self.deferred or self.canceled or self.stale_keys
         return EXIT_FAILED if unfinished else EXIT_OK
 
     @property

@@ -12,6 +12,7 @@ import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
+from functools import partial
 
 import anyio
 from anyio import CancelScope
@@ -68,7 +69,8 @@ _QUIET_EVENTS = frozenset(
 _DEBUG_EVENTS = frozenset({JobEventKind.CREATED})
 # A job that ended without its outputs: logged once, here, with its reason.
 _WARNING_EVENTS = frozenset({JobEventKind.FAILED, JobEventKind.DEFERRED})
-_QUIET_DEFERRALS = frozenset({"not started", "left running"})  # a stop's ordinary outcome
+# A stop's ordinary outcomes ("not downloaded": a full disk, said once as the run's error).
+_QUIET_DEFERRALS = frozenset({"not started", "left running", "not downloaded"})
 
 
 async def run_jobs(
@@ -195,53 +197,70 @@ async def _run_locked(
             if result is not None and inspect.isawaitable(result):
                 await result
 
-    async with (
-        Journal(
-            config.journal_path,
-            flush_interval=config.journal_flush_interval,
-            locked=True,
-            manifest=manifest,
-        ) as journal,
-        Gateway(api, limits, policy) as gateway,
-        Downloader(config.api, chunk_size=config.download_chunk_size, retry=policy) as downloader,
-    ):
-        sweeper = Sweeper(
-            gateway,
-            limits.read,
-            control,
-            min_interval=config.poll_interval,
-            lag_bound=4 * config.poll_interval,
-        )
-        ctx = WorkerContext(
-            config=config,
-            gateway=gateway,
-            downloader=downloader,
-            journal=journal,
-            pacer=PollPacer(limits.read, min_interval=config.poll_interval),
-            control=control,
-            stats=stats,
-            emit=emit,
-            spending=spending,
-            sweeper=sweeper,
-        )
-        send, receive = anyio.create_memory_object_stream[tuple[Job, JobState | None]](
-            config.concurrency
-        )
-        async with anyio.create_task_group() as outer:
-            workers_scope = CancelScope()
-            outer.start_soon(_produce, jobs, states, config, ctx, send)
-            outer.start_soon(cancel_workers_on_request, control, workers_scope)
-            outer.start_soon(cut_after_grace, control, workers_scope, config.shutdown_grace)
-            outer.start_soon(sweeper.run)
-            if config.deadline is not None:
-                outer.start_soon(drain_at_deadline, control, config.deadline)
-            with workers_scope:
-                await _dispatch(receive, ctx)
-            outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
-        if control.cancel_requested and ctx.in_flight:
-            await cancel_in_flight(ctx)
-        stats.retries.update(gateway.retries)
-        stats.retries.update(downloader.retries)
+    ctx: WorkerContext | None = None
+    try:
+        async with (
+            Journal(
+                config.journal_path,
+                flush_interval=config.journal_flush_interval,
+                locked=True,
+                manifest=manifest,
+            ) as journal,
+            Gateway(api, limits, policy) as gateway,
+            Downloader(
+                config.api, chunk_size=config.download_chunk_size, retry=policy
+            ) as downloader,
+        ):
+            stats.retry_counters += [gateway.retries, downloader.retries]  # read live
+            stats.create_rate = lambda: limits.create.rate_per_min  # lowered by low credit
+            sweeper = Sweeper(
+                gateway,
+                limits.read,
+                control,
+                min_interval=config.poll_interval,
+                lag_bound=4 * config.poll_interval,
+            )
+            ctx = WorkerContext(
+                config=config,
+                gateway=gateway,
+                downloader=downloader,
+                journal=journal,
+                pacer=PollPacer(limits.read, min_interval=config.poll_interval),
+                control=control,
+                stats=stats,
+                emit=emit,
+                spending=spending,
+                sweeper=sweeper,
+            )
+            send, receive = anyio.create_memory_object_stream[tuple[Job, JobState | None]](
+                config.concurrency
+            )
+            counted = anyio.Event()  # the producer reached the manifest's end
+            async with anyio.create_task_group() as outer:
+                workers_scope = CancelScope()
+                outer.start_soon(
+                    partial(_produce, jobs, states, config, ctx, send, counted=counted)
+                )
+                outer.start_soon(cancel_workers_on_request, control, workers_scope)
+                outer.start_soon(cut_after_grace, control, workers_scope, config.shutdown_grace)
+                outer.start_soon(sweeper.run)
+                if config.deadline is not None:
+                    outer.start_soon(drain_at_deadline, control, config.deadline)
+                with workers_scope:
+                    await _dispatch(receive, ctx)
+                # After a stop the producer counts the jobs it no longer sends (no awaits but
+                # their skips): the report's rows then add up to the manifest's jobs.
+                await counted.wait()
+                outer.cancel_scope.cancel()  # the producer is done; the watchers have no work left
+            if control.cancel_requested and ctx.in_flight:
+                await cancel_in_flight(ctx)
+    except StorageError as exc:
+        # The journal refused a write and said so again as it closed: the workers already
+        # drained the run on it, so the run ends with its summary, then raises (below).
+        if ctx is None:
+            raise
+        if ctx.storage_error is None:
+            ctx.storage_error = exc
 
     at_start = (replay.runs, replay.created, len(states))
     # The replayed states of a long journal are the biggest thing alive: free them before
@@ -257,6 +276,9 @@ async def _run_locked(
         output_dir=str(config.output_dir.resolve()),
         journal=str(config.journal_path.resolve()),
         stopped_by_limit=control.limit_reached,
+        stopped_by_credit=control.no_credit,
+        partition=True,  # every job of the manifest is in ``total``
+        storage_error=None if ctx.storage_error is None else str(ctx.storage_error),
     )
     # The ids of failed jobs are in report.json; one log line holds only their count.
     numbers = summary.to_json()
@@ -267,6 +289,8 @@ async def _run_locked(
     numbers.pop("billing", None)  # a table: report.json and the summary show it
     for name, value in numbers.pop("totals", {}).items():  # flat: a line, not a dict repr
         numbers[f"total_{name}"] = value
+    for name, value in numbers.pop("retries", {}).items():
+        numbers[f"retries_{name}"] = value
     for name, value in numbers.items():
         if isinstance(value, float):
             numbers[name] = round(value, 3)
@@ -274,6 +298,8 @@ async def _run_locked(
         # The disk refused: the report may not fit either, and the run ends with the error.
         with contextlib.suppress(OSError):
             await store_report(summary, config.output_dir / ENGINE_FILES.report)
+        log.info("run.finished", **numbers)
+        ctx.storage_error.summary = summary  # the CLI still shows what the run did
         raise ctx.storage_error
     await store_report(summary, config.output_dir / ENGINE_FILES.report)
     log.info("run.finished", **numbers)
@@ -286,29 +312,46 @@ async def _produce(
     config: EngineConfig,
     ctx: WorkerContext,
     send: MemoryObjectSendStream[tuple[Job, JobState | None]],
+    *,
+    counted: anyio.Event,
 ) -> None:
-    """Feed jobs to the workers: resumable ones first, finished ones skipped."""
+    """Feed jobs to the workers: resumable ones first, finished ones skipped.
+
+    Once the run stops creating (or the workers are gone), the rest of the manifest is
+    only counted: a skipped job as skipped, any other as not started (the summary's
+    rows partition every job of the manifest, not only those reached before the stop).
+    """
     stats = ctx.stats
-    async with send:
-        for job in _ordered(jobs, states):
-            if ctx.control.stop_creating:
-                return  # the rest stays pending in the journal's eyes: the next run does it
-            state = states.get(job.key)
-            stats.journaled_seen += state is not None
-            if config.only and job.key not in config.only:
-                continue
-            stats.total += 1
-            if state is not None and job.explicit_id and has_changed(job, state):
-                state = await _changed(job, state, config, ctx)
-            skipped = None if state is None else _skipped(job, state, config)
-            if skipped is not None:
-                await ctx.emit(skipped)
-                continue
-            try:
-                await send.send((job, state))
-            except anyio.BrokenResourceError:
-                return  # the workers were stopped (a cancel or a hurried exit): so is this
-        stats.read_all_jobs = True
+    sending = True
+    try:
+        async with send:
+            for job in _ordered(jobs, states):
+                state = states.get(job.key)
+                stats.journaled_seen += state is not None
+                if config.only and job.key not in config.only:
+                    continue
+                stats.total += 1
+                sending = sending and not ctx.control.stop_creating
+                if not sending:
+                    # Not started: counted by the summary as the jobs that did not end.
+                    if state is not None and not (job.explicit_id and has_changed(job, state)):
+                        skipped = _skipped(job, state, config)
+                        if skipped is not None:
+                            await ctx.emit(skipped)
+                    continue
+                if state is not None and job.explicit_id and has_changed(job, state):
+                    state = await _changed(job, state, config, ctx)
+                skipped = None if state is None else _skipped(job, state, config)
+                if skipped is not None:
+                    await ctx.emit(skipped)
+                    continue
+                try:
+                    await send.send((job, state))
+                except anyio.BrokenResourceError:
+                    sending = False  # the workers were stopped (a cancel, a hurried exit)
+            stats.read_all_jobs = True
+    finally:
+        counted.set()
 
 
 async def _changed(
@@ -376,7 +419,9 @@ def _skipped(job: Job, state: JobState, config: EngineConfig) -> JobEvent | None
     ):
         return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "done", job=job)
     if status in _GAVE_UP and not config.retry_failed and not _not_the_jobs_fault(state):
-        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, "failed", job=job)
+        # "failed" or "canceled": each is reported as what the journal says it is.
+        detail = "canceled" if status is JobStatus.CANCELED else "failed"
+        return JobEvent(state.key, JobEventKind.SKIPPED, state.prediction_id, detail, job=job)
     return None
 
 

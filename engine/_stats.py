@@ -7,6 +7,7 @@ import re
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine._events import FOUND_AFTER_RESTART, UNANSWERED, JobEvent, JobEventKind
@@ -71,6 +72,7 @@ class RunStats:
     total: int = 0
     skipped_done: int = 0
     predictions_created: int = 0
+    creates_sent: int = 0  # CREATING events: sent, whether or not an answer came
     reattached: int = 0
     found_after_restart: int = 0  # created by an earlier run, found by listing: paid then
     unanswered: int = 0  # creates sent, answer lost, not in the list yet: may be billed
@@ -86,6 +88,7 @@ class RunStats:
     final: dict[str, JobEventKind] = field(default_factory=dict)  # of the jobs that ran
     finals: Counter[JobEventKind] = field(default_factory=Counter)  # ``final``, counted
     skipped_failed: list[str] = field(default_factory=list)
+    skipped_canceled: int = 0  # canceled by an earlier run, skipped without --retry-failed
     changed: list[str] = field(default_factory=list)  # re-run after a change
     stale: list[str] = field(default_factory=list)  # changed, only reported
     # Failed in this run: key -> prediction id. A resume's skipped failures are not kept
@@ -96,6 +99,12 @@ class RunStats:
     # "download" (succeeded, files coming). O(in flight): a job leaves at its next step.
     waiting: dict[str, tuple[str, float]] = field(default_factory=dict)
     usage: Usage = field(default_factory=Usage)
+    # The gateway's and the downloader's own counters of HTTP retries, read live: the
+    # progress line counts them as they happen, not only at the end of the run.
+    retry_counters: list[Counter[str]] = field(default_factory=list)
+    # The create budget per minute now (a low-credit answer lowers it mid-run); None
+    # before the run has its budget.
+    create_rate: Callable[[], float] | None = None
     downloading: set[str] = field(default_factory=set)  # keys whose outputs are arriving
     _arriving: int = 0  # bytes of files not yet verified (any thread, under _lock)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,6 +118,13 @@ class RunStats:
         with self._lock:
             self._arriving += size
 
+    def all_retries(self) -> Counter[str]:
+        """Return the retries so far: new predictions for a job, and HTTP attempts again."""
+        total = Counter(self.retries)
+        for counter in self.retry_counters:
+            total.update(counter)
+        return total
+
     def record(self, event: JobEvent) -> None:
         """Fold one event into the counters."""
         kind = event.kind
@@ -119,8 +135,11 @@ class RunStats:
                 self.skipped_failed.append(event.key)
             elif event.detail == "done":
                 self.skipped_done += 1
+            elif event.detail == "canceled":
+                self.skipped_canceled += 1
             return
         if kind is JobEventKind.CREATING:
+            self.creates_sent += 1
             self.waiting[event.key] = ("create", time.monotonic())
             return
         if kind is JobEventKind.SUCCEEDED:
@@ -180,12 +199,12 @@ class RunStats:
         return {
             "done": self.finals[JobEventKind.DONE] + self.skipped_done,
             "failed": self.finals[JobEventKind.FAILED] + len(self.skipped_failed),
-            "canceled": self.finals[JobEventKind.CANCELED],
+            "canceled": self.finals[JobEventKind.CANCELED] + self.skipped_canceled,
             "deferred": self.finals[JobEventKind.DEFERRED],
             "in_flight": self.in_flight,
             "downloading": len(self.downloading),
             "creates_per_min": round(len(creates) * 60.0 / window, 1),
-            "retries": sum(self.retries.values()),
+            "retries": sum(self.all_retries().values()),
             "bytes_downloaded": self.bytes_downloaded + max(0, self._arriving),
             "elapsed": now - self.started,
             **self._waiting(now),
@@ -213,8 +232,16 @@ class RunStats:
         output_dir: str | None = None,
         journal: str | None = None,
         stopped_by_limit: bool = False,
+        stopped_by_credit: bool = False,
+        storage_error: str | None = None,
+        partition: bool = False,
     ) -> RunSummary:
         """Freeze the counters into a `RunSummary`.
+
+        ``partition`` (a run of one manifest, whose ``total`` is every job it was given):
+        whatever did not end done, failed or canceled is deferred, so the rows add up to
+        ``total``. A Redis worker's ``total`` counts the jobs it took, some of them
+        settled by another (fenced, found done): only its own deferrals count there.
 
         ``journal_at_start`` is (runs, ``created`` records, jobs) of the journal as this
         run found it: the totals add this run's numbers to them.
@@ -226,23 +253,32 @@ class RunStats:
         }
         earlier = journaled - self.journaled_seen if self.read_all_jobs else None
         finals = self.finals
+        done = finals[JobEventKind.DONE] + self.skipped_done
+        canceled = finals[JobEventKind.CANCELED] + self.skipped_canceled
         failed_keys = [k for k, v in self.final.items() if v is JobEventKind.FAILED]
         failed_keys += self.skipped_failed
         failed_keys.sort()
         failed = set(failed_keys) if self.failed_ids else set()
         return RunSummary(
             total=self.total,
-            done=finals[JobEventKind.DONE] + self.skipped_done,
+            done=done,
             skipped_done=self.skipped_done,
             failed=len(failed_keys),
-            deferred=finals[JobEventKind.DEFERRED],
-            canceled=finals[JobEventKind.CANCELED],
+            # The rows partition the jobs: whatever did not end done, failed or canceled
+            # was not started or is left running (deferred; jobs the stop kept from the
+            # workers, and jobs whose worker was cut, never sent an event of their own).
+            deferred=max(0, self.total - done - len(failed_keys) - canceled)
+            if partition
+            else finals[JobEventKind.DEFERRED],
+            canceled=canceled,
+            skipped_canceled=self.skipped_canceled,
+            creates_sent=self.creates_sent,
             predictions_created=self.predictions_created,
             # Deferred unanswered, and creates a stop cut while their answer was awaited.
             creates_unanswered=self.unanswered
             + sum(what == "create" for what, _ in self.waiting.values()),
             reattached=self.reattached,
-            retries=dict(self.retries),
+            retries=dict(self.all_retries()),
             bytes_downloaded=self.bytes_downloaded,
             files_downloaded=self.files_downloaded,
             wall_seconds=round(time.monotonic() - self.started, 3),
@@ -265,6 +301,8 @@ class RunStats:
             changed_keys=sorted(self.changed),
             stale_keys=sorted(self.stale),
             stopped_by_limit=stopped_by_limit,
+            stopped_by_credit=stopped_by_credit,
+            storage_error=storage_error,
             failed_links={k: web_url(p) for k, p in self.failed_ids.items() if k in failed}
             if self.failed_ids
             else {},

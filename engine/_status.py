@@ -105,6 +105,15 @@ def status_report(journal: Path, *, manifest: Path | None = None) -> dict[str, A
     return summary
 
 
+def _shown(state: JobState) -> JobStatus:
+    """Return the status a person is shown: a failure about the account or the network
+    (no prediction, not permanent: a 402, a create the network refused) is pending, as a
+    plain re-run creates it again (`engine._runner`'s rule) and the run counted it."""
+    if state.status is JobStatus.FAILED and state.prediction_id is None and not state.permanent:
+        return JobStatus.PENDING
+    return state.status
+
+
 def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
     states = replay.jobs
     counts: Counter[JobStatus] = Counter()
@@ -117,8 +126,9 @@ def _manifest_summary(replay: Replay, manifest: Path) -> dict[str, Any]:
             counts[JobStatus.PENDING] += 1
             continue
         known += 1
-        counts[state.status] += 1
-        if state.status is JobStatus.FAILED:
+        status = _shown(state)
+        counts[status] += 1
+        if status is JobStatus.FAILED:
             failed[job.key] = _failure(state)
         elif state.status is JobStatus.RUNNING and state.prediction_id is not None:
             running[job.key] = _running(state.prediction_id)
@@ -262,14 +272,14 @@ def _cell(value: Any, secret: str) -> Any:
 
 def journal_summary(result: Replay) -> dict[str, Any]:
     """Count jobs by status and list failed keys with their errors (for ``status``)."""
-    counts = Counter(state.status for state in result.jobs.values())
+    counts = Counter(_shown(state) for state in result.jobs.values())
     return {
         "jobs": len(result.jobs),
         "by_status": {status.value: counts.get(status, 0) for status in JobStatus},
         "failed": {
             key: _failure(state)
             for key, state in result.jobs.items()
-            if state.status is JobStatus.FAILED
+            if _shown(state) is JobStatus.FAILED
         },
         "running": {
             key: _running(state.prediction_id)

@@ -45,6 +45,8 @@ __all__ = ["WorkerContext", "run_job"]
 
 log = get_logger("engine.worker")
 
+# A job the full disk left succeeded on Replicate: the run's one error line says why.
+_NOT_DOWNLOADED = "not downloaded"
 _PAYMENT_REQUIRED = 402  # Replicate's "insufficient credit" on a create
 
 
@@ -60,8 +62,19 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
         lifecycle = _Lifecycle(job, state, ctx)
         try:
             await lifecycle.run()
-        except (AuthenticationError, ConfigError, StorageError):
+        except (AuthenticationError, ConfigError):
             raise
+        except StorageError as exc:
+            # The disk refused (the journal or a file): stop creating, let the others end
+            # as they can, and leave this job to the next run. The run ends with its
+            # summary, names what still runs, and raises this error (engine._runner).
+            # Said once, as the run's error: each job only says where it was left.
+            if ctx.storage_error is None:
+                ctx.storage_error = exc
+            ctx.control.drain(f"storage error: {exc}")
+            running = next((p for p, j in ctx.in_flight.items() if j.key == job.key), None)
+            where = "not started" if running is None else "left running"
+            await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, running, where, job=job))
         except EngineError as exc:
             prediction_id = lifecycle.waiting_on
             # Logged once, by the runner's event hook (job.deferred with the reason).
@@ -184,8 +197,16 @@ class _Lifecycle:
                 if isinstance(exc, ApiError) and exc.status == _PAYMENT_REQUIRED:
                     # The account, not the job: every create would be refused alike. Stop
                     # creating; journaled as not permanent, the next run creates it again.
-                    ctx.control.drain(f"insufficient credit: {exc}")
-                    await self._fail(None, exc, permanent=False)
+                    # Nothing was created, so nothing failed: journaled as the account's
+                    # failure (no prediction, not permanent), the next run creates it, and
+                    # `status` counts it pending. The run says it once (its stop reason),
+                    # not once a job.
+                    ctx.control.no_credit = True
+                    ctx.control.drain(f"insufficient credit (402): {exc}")
+                    await self._journal(self._failed(None, exc, permanent=False), durable=True)
+                    await ctx.emit(
+                        JobEvent(job.key, JobEventKind.DEFERRED, None, "not started", job=job)
+                    )
                     return None
                 if isinstance(exc, ApiError) and exc.permanent:
                     await self._fail(None, exc, permanent=True)
@@ -224,7 +245,10 @@ class _Lifecycle:
             self.created = prediction
             return prediction.id
         assert error is not None  # the loop only falls through after an error
-        await self._fail(None, error, permanent=False)
+        # No prediction, not the job's fault: a plain re-run creates it (`status` says
+        # pending), so this run reports it left for the next one, not failed.
+        await self._journal(self._failed(None, error, permanent=False), durable=True)
+        await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, None, _why(error), job=job))
         return None
 
     async def _find_orphan(self, digest: str, sent_at: float, since: float) -> Lookup:
@@ -305,8 +329,10 @@ class _Lifecycle:
                 if ctx.storage_error is None:
                     ctx.storage_error = exc
                 ctx.control.drain(f"storage error: {exc}")
-                await ctx.emit(
-                    JobEvent(job.key, JobEventKind.FAILED, prediction.id, _why(exc), job=job)
+                await ctx.emit(  # not failed: the next run downloads it, paid once
+                    JobEvent(
+                        job.key, JobEventKind.DEFERRED, prediction.id, _NOT_DOWNLOADED, job=job
+                    )
                 )
                 return False
             except DownloadError as exc:

@@ -1,9 +1,10 @@
 """The command line: the only place that reads flags and the environment.
 
 Exit codes (`RunSummary.exit_code` decides a run's): 0 every job done, 1 some jobs
-failed or were canceled, 2 usage, manifest or configuration error, 3 stopped by a budget
-or the deadline, 130 interrupted, 141 the reader of standard output went away
-(``export | head``); `engine._cli_exits` says which codes each command returns.
+failed or were canceled, 2 usage, manifest or configuration error, 3 a budget or the
+deadline left jobs, 4 no credit (402), 5 the disk refused a write mid-run, 130
+interrupted, 141 the reader of standard output went away (``export | head``);
+`engine._cli_exits` says which codes each command returns.
 
 This module is the console script's entry (`main`) and the click group; the commands live
 in modules named for their job: `_cli_batch` (run, validate), `_cli_inspect` (status,

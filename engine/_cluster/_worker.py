@@ -216,6 +216,8 @@ class _Worker:
         numbers = summary.to_json()
         numbers["failed_keys"] = len(summary.failed_keys)
         log.info("worker.finished", worker=self.id, fenced=self.fenced, **numbers)
+        if ctx.storage_error is not None:  # the disk refused: drained, and said as before
+            raise ctx.storage_error
         return summary
 
     async def _take_jobs(self, jobs: anyio.abc.TaskGroup, ctx: WorkerContext) -> None:

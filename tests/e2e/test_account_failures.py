@@ -36,7 +36,7 @@ def test_insufficient_credit_stops_creating_and_a_plain_rerun_finishes(emulator_
         "run", str(manifest), "--output-dir", "out", "--concurrency", "1", env=env, cwd=tmp_path
     )
 
-    assert broke.returncode == 1, broke.stderr
+    assert broke.returncode == 4, broke.stderr  # no credit: creates stopped
     assert created(emulator_server) == 0
     failed = [r for r in journal_records(tmp_path / "out" / "journal.jsonl") if r["e"] == "failed"]
     assert failed, "the refused create is journaled"

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 import click
+import pytest
 
 from engine import _report
 from engine._cli_exits import EXIT_CODES, GENERAL
@@ -128,3 +129,50 @@ def test_a_group_without_its_command_shows_its_help_not_an_error_wrapped_round_i
     assert result.stderr.startswith("Usage: python -m engine journal ")
     assert "error:" not in result.stderr
     assert "(see '" not in result.stderr
+
+
+def with_both_closed(*args: str, env: dict[str, str], cwd: Path) -> int:
+    """Run with standard output and error on one pipe whose reader is already gone, as
+    ``... 2>&1 | head -1`` once head has its line."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [*ENGINE, *args], env=env, cwd=cwd, stdout=write, stderr=write, timeout=60, check=False
+        )
+    finally:
+        os.close(write)
+    return proc.returncode
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("run", "m.jsonl"), 141),
+        (("run", "m.jsonl", "--emulator", "--output-dir", "emu"), 141),
+        (("run", "m.jsonl", "--max-predictions", "1", "--output-dir", "cut"), 141),
+        (("validate", "m.jsonl"), 141),
+        (("status", "m.jsonl"), 141),
+        (("export", "m.jsonl"), 141),
+        (("cancel", "m.jsonl", "--dry-run"), 141),
+        (("gallery", "m.jsonl"), 0),  # standard error only: lost, the page is written
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else str(v),
+)
+def test_output_and_errors_on_a_pipe_already_closed_never_exit_1(
+    emulator_server, tmp_path, args, expected
+):
+    write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
+    env = cli_env(emulator_server)
+    if args[0] != "run":
+        assert run_cli("run", "m.jsonl", env=env, cwd=tmp_path).returncode == 0
+
+    code = with_both_closed(*args, env=env, cwd=tmp_path)
+
+    assert code == expected, args
+    listed = EXIT_CODES[args[0]]
+    assert expected in listed, args
+    if args[0] == "run":  # the run's own work is done all the same, and its page written
+        out = tmp_path / ("outputs/m" if "--output-dir" not in args else args[-1])
+        assert (out / "report.json").is_file()
+        assert (out / "index.html").is_file()

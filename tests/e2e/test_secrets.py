@@ -93,7 +93,9 @@ def test_a_token_echoed_by_the_server_reaches_no_file(tmp_path: Path, token: str
 
     assert result.returncode == 1, result.stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["failed_keys"] == ["broken", "fails", "rejected"]  # the server was heard
+    assert report["failed_keys"] == ["fails", "rejected"]  # the server was heard
+    # A create answered 5xx past its retries made no prediction: left for the next run.
+    assert report["deferred"] == 1
     texts = {
         "journal": (tmp_path / "out" / "journal.jsonl").read_text(),
         "report": (tmp_path / "out" / "report.json").read_text(),
