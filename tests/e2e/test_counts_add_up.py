@@ -132,14 +132,15 @@ ENDINGS: dict[str, tuple[int | None, Any, dict[str, Any], dict[str, int], int]] 
 
 
 def test_a_deadline_that_stopped_nothing_says_so_and_exits_0(emulator_server, tmp_path):
-    # Two jobs, each created at once; the deadline comes while both still run.
+    # Two jobs, each created at once; the deadline comes while both still run. (Two
+    # creates take milliseconds; 2 s of deadline leave a loaded CI machine room for them.)
     emulator_server.emulator.update(
-        model_timings={FLUX: ModelTiming(cold_start=0.05, run_time=2.0)}
+        model_timings={FLUX: ModelTiming(cold_start=0.05, run_time=3.0)}
     )
     write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
 
     run = cli("run", "m.jsonl", "--output-dir", "out", "--poll-interval", "0.05",
-              "--deadline", "1", env=cli_env(emulator_server), cwd=tmp_path)  # fmt: skip
+              "--deadline", "2", env=cli_env(emulator_server), cwd=tmp_path)  # fmt: skip
 
     assert run.returncode == 0, run.stderr
     rows = summary_rows(run.stdout)
