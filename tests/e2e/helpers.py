@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -88,11 +89,27 @@ def assert_files_match_journal(out: Path, journal: Path) -> int:
     return len(files)
 
 
+ENGINE = [sys.executable, "-m", "engine"]
+
+
+def engine_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m engine ARGS`` in ``cwd`` to its end (60 s at most), output captured."""
+    return subprocess.run(
+        [*ENGINE, *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def run_argv(*extra: str) -> list[str]:
     """Return the argv of a long ``run`` of ``m.jsonl`` into ``out`` that tests interrupt:
     short polls, debug events in ``run.log``."""
     return [
-        *[sys.executable, "-m", "engine"],
+        *ENGINE,
         "run",
         "m.jsonl",
         "--output-dir",

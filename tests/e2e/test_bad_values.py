@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import FLUX, cli_env, image_jobs, write_jsonl
+from tests.e2e.helpers import FLUX, cli_env, engine_cli, image_jobs, write_jsonl
 
-ENGINE = [sys.executable, "-m", "engine"]
 CAPTIONER = "emulator/captioner"
 MANIFEST_TOKEN = "r8_SECRETMANIFESTTOKEN0123456789abcdefghi"
-
-
-def engine(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def one_error(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
@@ -64,7 +49,7 @@ def test_a_nul_in_an_at_path_is_a_manifest_error(emulator_server, tmp_path, name
     (tmp_path / name).write_text(text)
 
     for command in ("run", "validate"):
-        line = one_error(engine(tmp_path, cli_env(emulator_server), command, name))
+        line = one_error(engine_cli(tmp_path, cli_env(emulator_server), command, name))
         assert line.startswith(f"error: {name}:"), line
         assert "NUL" in line
 
@@ -77,7 +62,7 @@ def test_an_at_path_longer_than_a_file_name_is_a_manifest_error(emulator_server,
         tmp_path / "m.jsonl", [{"id": "a", "model": CAPTIONER, "input": {"image": f"@{long}"}}]
     )
 
-    line = one_error(engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl"))
+    line = one_error(engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl"))
 
     assert line.startswith("error: m.jsonl:1: input.image:"), line
     assert len(line) < 1500  # the path is cut in the message, not echoed whole
@@ -91,7 +76,7 @@ def test_a_nul_in_an_id_or_output_is_a_manifest_error(emulator_server, tmp_path,
     job = {"id": "a", "model": FLUX, "input": {"prompt": "x"}, ids: value}
     write_jsonl(tmp_path / "m.jsonl", [job])
 
-    line = one_error(engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl"))
+    line = one_error(engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl"))
 
     assert line.startswith("error: m.jsonl:1:"), line
     assert_nothing_sent(emulator_server)
@@ -116,7 +101,7 @@ def test_a_format_spec_wider_than_a_file_name_is_refused_in_a_bounded_line(
     )
 
     for command in ("validate", "run"):
-        result = engine(tmp_path, cli_env(emulator_server), command, "m.jsonl")
+        result = engine_cli(tmp_path, cli_env(emulator_server), command, "m.jsonl")
         assert result.returncode == 2, result.stderr[:500]
         assert len(result.stderr) < 1500
         assert "Traceback" not in result.stderr
@@ -132,7 +117,7 @@ def test_the_widest_accepted_spec_still_makes_a_name(emulator_server, tmp_path):
         [{"id": "a", "model": FLUX, "input": {"prompt": "x"}, "output": "{index:03}"}],
     )
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out")
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out")
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "000.webp").exists() or list((tmp_path / "out").glob("000.*"))
@@ -145,7 +130,7 @@ def test_a_megabyte_value_in_an_error_is_cut(emulator_server, tmp_path):
         [{"id": "a", "model": FLUX, "input": {"prompt": "x"}, "output": "{nope" + huge + "}"}],
     )
 
-    line = one_error(engine(tmp_path, cli_env(emulator_server), "validate", "m.jsonl"))
+    line = one_error(engine_cli(tmp_path, cli_env(emulator_server), "validate", "m.jsonl"))
 
     assert len(line) < 1500
 
@@ -156,7 +141,7 @@ def test_a_megabyte_value_in_an_error_is_cut(emulator_server, tmp_path):
 def test_a_job_named_bearer_keeps_its_prediction_id_in_the_logs(emulator_server, tmp_path):
     write_jsonl(tmp_path / "m.jsonl", [{"id": "bearer", "model": FLUX, "input": {"prompt": "x"}}])
 
-    result = engine(
+    result = engine_cli(
         tmp_path,
         cli_env(emulator_server),
         "run",
@@ -181,7 +166,7 @@ def test_the_bad_token_error_keeps_its_words(emulator_server, tmp_path):
     write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
     env = cli_env(emulator_server) | {"REPLICATE_API_TOKEN": "r8_abc def"}
 
-    line = one_error(engine(tmp_path, env, "run", "m.jsonl"))
+    line = one_error(engine_cli(tmp_path, env, "run", "m.jsonl"))
 
     assert "token contains whitespace" in line
     assert "[REDACTED]" not in line
@@ -195,8 +180,8 @@ def test_validate_masks_a_token_in_the_manifest_as_run_does(emulator_server, tmp
     ]
     write_jsonl(tmp_path / "m.jsonl", jobs)
 
-    validated = engine(tmp_path, cli_env(emulator_server), "validate", "m.jsonl")
-    ran = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out")
+    validated = engine_cli(tmp_path, cli_env(emulator_server), "validate", "m.jsonl")
+    ran = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out")
 
     for result in (validated, ran):
         assert result.returncode != 0
@@ -210,13 +195,13 @@ def test_status_and_export_mask_a_token_in_inputs(emulator_server, tmp_path):
     prompt = f"say {token} and {MANIFEST_TOKEN}"
     write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "model": FLUX, "input": {"prompt": prompt}}])
     env = cli_env(emulator_server)
-    assert engine(tmp_path, env, "run", "m.jsonl", "--output-dir", "out").returncode == 0
+    assert engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out").returncode == 0
 
     outputs = [
-        engine(tmp_path, env, "status", "m.jsonl", "--output-dir", "out"),
-        engine(tmp_path, env, "status", "m.jsonl", "--output-dir", "out", "--json"),
-        engine(tmp_path, env, "export", "m.jsonl", "--output-dir", "out"),
-        engine(tmp_path, env, "export", "m.jsonl", "--output-dir", "out", "--format", "csv"),
+        engine_cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out"),
+        engine_cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out", "--json"),
+        engine_cli(tmp_path, env, "export", "m.jsonl", "--output-dir", "out"),
+        engine_cli(tmp_path, env, "export", "m.jsonl", "--output-dir", "out", "--format", "csv"),
     ]
 
     for result in outputs:
@@ -238,7 +223,7 @@ def test_an_id_or_output_shaped_like_a_token_is_a_manifest_error(emulator_server
     write_jsonl(tmp_path / "m.jsonl", [job])
 
     for command in ("run", "validate"):
-        result = engine(tmp_path, cli_env(emulator_server), command, "m.jsonl")
+        result = engine_cli(tmp_path, cli_env(emulator_server), command, "m.jsonl")
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert f"m.jsonl:1: {field}: [REDACTED] looks like an API token" in result.stderr

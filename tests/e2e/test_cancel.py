@@ -7,7 +7,6 @@ import shlex
 import signal
 import ssl
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,13 +19,12 @@ from engine.emulator.config import ModelTiming
 from tests.e2e.helpers import (
     FLUX,
     cli_env,
+    engine_cli,
     image_jobs,
     journal_records,
     run_argv,
     write_jsonl,
 )
-
-ENGINE = [sys.executable, "-m", "engine"]
 
 
 @pytest.fixture
@@ -100,18 +98,6 @@ def server_status(server, prediction_id: str) -> str:
     return str(answer.json()["status"])
 
 
-def cli(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_three_ctrl_c_drain_then_cancel_then_leave_naming_the_cancel_command(
     emulator_server, tmp_path
 ):
@@ -140,7 +126,7 @@ def test_three_ctrl_c_drain_then_cancel_then_leave_naming_the_cancel_command(
     emulator_server.emulator.update(latency_seconds=0.0)
     command = shlex.split(hint)[3:]  # after "python -m engine": the exact command
 
-    listed = cli(tmp_path, env, *command, "--dry-run")
+    listed = engine_cli(tmp_path, env, *command, "--dry-run")
 
     assert listed.returncode == 0, listed.stderr
     assert "would cancel 4 predictions still running:" in listed.stderr
@@ -148,7 +134,7 @@ def test_three_ctrl_c_drain_then_cancel_then_leave_naming_the_cancel_command(
         assert f"  p{n:04d}  https://replicate.com/p/{prediction_id}" in listed.stdout
         assert server_status(emulator_server, prediction_id) == "processing"
 
-    canceled = cli(tmp_path, env, *command)
+    canceled = engine_cli(tmp_path, env, *command)
 
     assert canceled.returncode == 0, canceled.stderr
     assert canceled.stdout.count("canceled  p") == 4
@@ -160,8 +146,8 @@ def test_three_ctrl_c_drain_then_cancel_then_leave_naming_the_cancel_command(
         (f"p{n:04d}", p, "cancel command") for n, p in enumerate(ids)
     ]
 
-    again = cli(tmp_path, env, *command)
-    rerun = cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out")
+    again = engine_cli(tmp_path, env, *command)
+    rerun = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out")
 
     assert again.returncode == 0
     assert "nothing is running according to" in again.stderr
@@ -181,20 +167,20 @@ def test_cancel_after_kill_9_stops_the_orphans_and_retry_failed_runs_them_again(
     ids = wait_for_created(journal, 3)
     run.proc.kill()
     run.finish()
-    status = cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out")
+    status = engine_cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out")
     for n, prediction_id in enumerate(ids):
         assert f"  p{n:04d}: https://replicate.com/p/{prediction_id}" in status.stdout
 
-    canceled = cli(tmp_path, env, "cancel", "out/journal.jsonl")
+    canceled = engine_cli(tmp_path, env, "cancel", "out/journal.jsonl")
 
     assert canceled.returncode == 0, canceled.stderr
     assert {server_status(emulator_server, p) for p in ids} == {"canceled"}
-    status = cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out", "--json")
+    status = engine_cli(tmp_path, env, "status", "m.jsonl", "--output-dir", "out", "--json")
     assert json.loads(status.stdout)["by_status"]["canceled"] == 3
     assert json.loads(status.stdout)["running"] == {}
 
     emulator_server.emulator.update(model_timings={FLUX: {"cold_start": 0.0, "run_time": 0.05}})
-    retried = cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--retry-failed")
+    retried = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--retry-failed")
 
     assert retried.returncode == 0, retried.stderr
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 6
@@ -218,7 +204,7 @@ def test_a_job_edited_after_a_kill_cancels_the_prediction_it_left_running(
     write_jsonl(tmp_path / "m.jsonl", edited)
     emulator_server.emulator.update(model_timings={FLUX: {"cold_start": 0.0, "run_time": 0.05}})
 
-    again = cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--only", "p0000")
+    again = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "--only", "p0000")
 
     assert again.returncode == 0, again.stderr
     assert server_status(emulator_server, old_a) == "canceled"

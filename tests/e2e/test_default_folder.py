@@ -9,30 +9,15 @@ before any API call, until it is given its own ``--output-dir``.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine._config import default_output_dir
-from tests.e2e.helpers import FLUX, cli_env, journal_records, write_jsonl
+from tests.e2e.helpers import FLUX, cli_env, engine_cli, journal_records, write_jsonl
 from tests.e2e.test_refusals import assert_refused
 
-ENGINE = [sys.executable, "-m", "engine"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _engine(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def _night(tmp_path: Path, folder: str, prompt: str) -> Path:
@@ -53,7 +38,7 @@ def two_nights(emulator_server, tmp_path):
     _night(tmp_path, "A", "a lighthouse")
     _night(tmp_path, "B", "a windmill")
     env = cli_env(emulator_server)
-    first = _engine(tmp_path, env, "run", "A/night.jsonl", "--poll-interval", "0.02", "-q")
+    first = engine_cli(tmp_path, env, "run", "A/night.jsonl", "--poll-interval", "0.02", "-q")
     assert first.returncode == 0, first.stderr
     return env
 
@@ -78,7 +63,7 @@ def test_a_second_manifest_of_the_same_name_is_refused_its_default_folder(
     before = journal.read_bytes()
     requests = emulator_server.emulator.stats.snapshot()["requests"]
 
-    result = _engine(tmp_path, two_nights, *command)
+    result = engine_cli(tmp_path, two_nights, *command)
 
     line = assert_refused(result, "--output-dir", "same file name")
     assert str((tmp_path / "A" / "night.jsonl").resolve()) in line
@@ -92,9 +77,11 @@ def test_a_second_manifest_of_the_same_name_is_refused_its_default_folder(
 def test_each_manifest_pays_once_in_its_own_folder(emulator_server, tmp_path, two_nights):
     # B given its own folder; then A, B, A again: nothing is paid twice.
     argv = ("--poll-interval", "0.02", "-q")
-    b = _engine(tmp_path, two_nights, "run", "B/night.jsonl", "--output-dir", "out-b", *argv)
-    again = _engine(tmp_path, two_nights, "run", "A/night.jsonl", *argv)
-    b_again = _engine(tmp_path, two_nights, "run", "B/night.jsonl", "--output-dir", "out-b", *argv)
+    b = engine_cli(tmp_path, two_nights, "run", "B/night.jsonl", "--output-dir", "out-b", *argv)
+    again = engine_cli(tmp_path, two_nights, "run", "A/night.jsonl", *argv)
+    b_again = engine_cli(
+        tmp_path, two_nights, "run", "B/night.jsonl", "--output-dir", "out-b", *argv
+    )
 
     assert (b.returncode, again.returncode, b_again.returncode) == (0, 0, 0), b.stderr
     stats = emulator_server.emulator.stats.snapshot()

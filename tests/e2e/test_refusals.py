@@ -6,27 +6,12 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from engine import ApiConfig, ConfigError, Secret
-from tests.e2e.helpers import cli_env, image_jobs, write_jsonl
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def engine(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.e2e.helpers import ENGINE, cli_env, engine_cli, image_jobs, write_jsonl
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
@@ -61,7 +46,7 @@ def test_a_base_url_that_cannot_be_used_is_refused(emulator_server, tmp_path, ur
     write_jsonl(tmp_path / "m.jsonl", image_jobs(2))
     env = cli_env(emulator_server) | {"REPLICATE_BASE_URL": url}
 
-    line = assert_refused(engine(tmp_path, env, "run", "m.jsonl"), "REPLICATE_BASE_URL", *words)
+    line = assert_refused(engine_cli(tmp_path, env, "run", "m.jsonl"), "REPLICATE_BASE_URL", *words)
 
     assert "pw" not in line
     assert_nothing_paid(emulator_server)
@@ -79,7 +64,7 @@ def test_a_token_with_surrounding_whitespace_is_stripped(emulator_server, tmp_pa
     env = cli_env(emulator_server)
     env["REPLICATE_API_TOKEN"] = f"  {env['REPLICATE_API_TOKEN']}\n"
 
-    result = engine(tmp_path, env, "run", "m.jsonl", "--output-dir", "out")
+    result = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out")
 
     assert result.returncode == 0, result.stderr
     assert emulator_server.emulator.stats.snapshot()["predictions_created"] == 2
@@ -90,7 +75,7 @@ def test_a_token_that_cannot_be_a_header_is_refused_unsaid(emulator_server, tmp_
     write_jsonl(tmp_path / "m.jsonl", image_jobs(1))
     env = cli_env(emulator_server) | {"REPLICATE_API_TOKEN": token.replace("\x00", "\x01")}
 
-    line = assert_refused(engine(tmp_path, env, "run", "m.jsonl"), "token")
+    line = assert_refused(engine_cli(tmp_path, env, "run", "m.jsonl"), "token")
 
     assert "abc" not in line
     assert "tok" not in line.replace("token", "")
@@ -146,7 +131,7 @@ def test_run_paths_that_cannot_work_are_refused(emulator_server, tmp_path, flags
     make_paths(tmp_path)
     flags = ["--output-dir", "out", *flags] if "--output-dir" not in flags else flags
 
-    assert_refused(engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", *flags), *words)
+    assert_refused(engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", *flags), *words)
 
     assert_nothing_paid(emulator_server)
     assert not (tmp_path / "m.jsonl").read_text().startswith('{"k"')  # never written over
@@ -166,7 +151,9 @@ def test_export_output_that_cannot_work_is_refused(tmp_path, flags, words):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "journal.jsonl").write_text("")
 
-    result = engine(tmp_path, dict(os.environ), "export", "m.jsonl", "--output-dir", "out", *flags)
+    result = engine_cli(
+        tmp_path, dict(os.environ), "export", "m.jsonl", "--output-dir", "out", *flags
+    )
 
     assert_refused(result, *words)
 
@@ -208,7 +195,7 @@ def test_logs_and_state_inside_the_output_folder_apart_from_outputs_are_fine(
     flags = ["--state", "out/state/run.jsonl", "--json-logs", "out/logs/run.jsonl"]
     flags += ["--log-file", "out/logs/run.log"]
 
-    result = engine(
+    result = engine_cli(
         tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out", *flags
     )
 
@@ -223,14 +210,14 @@ def test_a_manifest_that_is_a_fifo_or_folder_is_refused_without_blocking(tmp_pat
     (tmp_path / "folder.jsonl").mkdir()
     env = dict(os.environ)
 
-    assert_refused(engine(tmp_path, env, "run", "fifo.jsonl"), "not a regular file")
-    assert_refused(engine(tmp_path, env, "run", "folder.jsonl"), "is a directory")
+    assert_refused(engine_cli(tmp_path, env, "run", "fifo.jsonl"), "not a regular file")
+    assert_refused(engine_cli(tmp_path, env, "run", "folder.jsonl"), "is a directory")
 
 
 @pytest.mark.parametrize("target", ["adir", "fifo"])
 def test_status_of_a_journal_that_is_a_folder_or_fifo_is_refused(tmp_path, target):
     make_paths(tmp_path)
 
-    result = engine(tmp_path, dict(os.environ), "status", "m.jsonl", "--state", target)
+    result = engine_cli(tmp_path, dict(os.environ), "status", "m.jsonl", "--state", target)
 
     assert_refused(result, target)

@@ -4,26 +4,10 @@ variable no setting reads is said, never ignored in silence; --only takes no emp
 from __future__ import annotations
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import FLUX, cli_env, write_jsonl
-
-ENGINE = [sys.executable, "-m", "engine"]
-
-
-def engine(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+from tests.e2e.helpers import FLUX, cli_env, engine_cli, write_jsonl
 
 
 def job(key: str, prompt: str) -> dict[str, object]:
@@ -48,7 +32,7 @@ def one_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
 def test_on_changed_report_is_honoured_from_every_source(emulator_server, tmp_path, source):
     write_jsonl(tmp_path / "m.jsonl", [job("a", "a fox")])
     env = cli_env(emulator_server)
-    assert engine(tmp_path, env, "run", "m.jsonl", "--output-dir", "out").returncode == 0
+    assert engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out").returncode == 0
     write_jsonl(tmp_path / "m.jsonl", [job("a", "a wolf")])
     [output] = (tmp_path / "out").glob("a.*[!n]")  # a.webp or a.png; not a.info.json
     before = output.read_bytes()
@@ -61,7 +45,7 @@ def test_on_changed_report_is_honoured_from_every_source(emulator_server, tmp_pa
     else:
         extra = ["--on-changed", "report"]
 
-    again = engine(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", *extra)
+    again = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", *extra)
 
     assert again.returncode == 1, again.stderr
     assert created(emulator_server) == 1  # reported, not run again
@@ -86,7 +70,7 @@ def test_a_bad_on_changed_is_refused_naming_its_source(
     write_jsonl(tmp_path / "m.jsonl", [job("a", "a fox")])
     (tmp_path / "s.yaml").write_text("on-changed: x\n")
 
-    result = engine(tmp_path, cli_env(emulator_server) | env, "run", "m.jsonl", *extra)
+    result = engine_cli(tmp_path, cli_env(emulator_server) | env, "run", "m.jsonl", *extra)
 
     one_error(result, source, "'x' is not 'rerun' or 'report'")
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}
@@ -103,7 +87,7 @@ def test_a_variable_no_setting_reads_is_said(emulator_server, tmp_path, name, wo
     write_jsonl(tmp_path / "m.jsonl", [job("a", "a fox")])
     env = cli_env(emulator_server) | {name: "elsewhere"}
 
-    result = engine(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "-q")
+    result = engine_cli(tmp_path, env, "run", "m.jsonl", "--output-dir", "out", "-q")
 
     assert result.returncode == 0, result.stderr
     [warning] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
@@ -116,7 +100,7 @@ def test_a_variable_no_setting_reads_is_said(emulator_server, tmp_path, name, wo
 def test_only_with_an_empty_id_is_refused(emulator_server, tmp_path, value):
     write_jsonl(tmp_path / "m.jsonl", [job("a", "a fox"), job("b", "a hen")])
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--only", value)
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--only", value)
 
     one_error(result, "--only", "empty id")
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}
@@ -125,7 +109,7 @@ def test_only_with_an_empty_id_is_refused(emulator_server, tmp_path, value):
 def test_only_suggests_an_id_that_differs_in_case(emulator_server, tmp_path):
     write_jsonl(tmp_path / "m.jsonl", [job("p0", "a fox"), job("q1", "a hen")])
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--only", "P0")
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--only", "P0")
 
     one_error(result, "'P0' (did you mean 'p0'?)")
     assert emulator_server.emulator.stats.snapshot()["requests"] == {}

@@ -5,27 +5,13 @@ before anything is sent (exit 2, one line)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import FLUX, SDXL, cli_env, write_jsonl
+from tests.e2e.helpers import FLUX, SDXL, cli_env, engine_cli, write_jsonl
 
-ENGINE = [sys.executable, "-m", "engine"]
 PNG = b"\x89PNG\r\n\x1a\n user's own picture"
-
-
-def engine(folder: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def refused(result: subprocess.CompletedProcess[str], *words: str) -> str:
@@ -67,7 +53,7 @@ def test_an_at_file_in_a_jobs_output_namespace_is_refused(
     (tmp_path / file).write_bytes(PNG)
     write_jsonl(tmp_path / "m.jsonl", jobs)
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", ".")
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", ".")
 
     refused(result, f"m.jsonl:{line}: @file", "writes its outputs")
     assert (tmp_path / file).read_bytes() == PNG
@@ -96,7 +82,7 @@ def test_an_at_file_that_is_one_of_the_engines_files_is_refused(
     (tmp_path / file).write_bytes(PNG)
     write_jsonl(tmp_path / "m.jsonl", [sdxl_job("a", f"@{file}")])
 
-    result = engine(
+    result = engine_cli(
         tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", "out", *extra
     )
 
@@ -111,7 +97,7 @@ def test_an_at_file_elsewhere_in_the_output_folder_is_read_and_kept(emulator_ser
     (tmp_path / "a" / "in.png").write_bytes(PNG)
     write_jsonl(tmp_path / "m.jsonl", [sdxl_job("a", "@photo.png"), sdxl_job("b", "@a/in.png")])
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", ".")
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl", "--output-dir", ".")
 
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "photo.png").read_bytes() == PNG
@@ -126,7 +112,7 @@ def test_an_at_file_elsewhere_in_the_output_folder_is_read_and_kept(emulator_ser
 @pytest.fixture
 def finished_run(emulator_server, tmp_path) -> Path:
     write_jsonl(tmp_path / "m.jsonl", [{"id": "b0", "model": FLUX, "input": {"prompt": "x"}}])
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl")
+    result = engine_cli(tmp_path, cli_env(emulator_server), "run", "m.jsonl")
     assert result.returncode == 0, result.stderr
     return tmp_path / "outputs" / "m"
 
@@ -155,7 +141,7 @@ def test_export_output_onto_a_file_of_the_run_is_refused(
     before = snapshot(folder)
 
     for fmt in ("jsonl", "csv"):
-        result = engine(
+        result = engine_cli(
             folder,
             cli_env(emulator_server),
             "export",
@@ -173,7 +159,7 @@ def test_export_output_onto_a_file_of_the_run_is_refused(
 def test_export_output_beside_the_run_is_written(emulator_server, finished_run):
     folder = finished_run.parent.parent
 
-    result = engine(
+    result = engine_cli(
         folder, cli_env(emulator_server), "export", "m.jsonl", "--output", "files.jsonl"
     )
 
@@ -188,7 +174,7 @@ def test_gallery_never_writes_over_the_journal_or_the_manifest(emulator_server, 
     journal.rename(finished_run / "index.html")  # the journal, where index.html goes
     before = snapshot(folder)
 
-    result = engine(
+    result = engine_cli(
         folder, cli_env(emulator_server), "gallery", "m.jsonl", "--state", "outputs/m/index.html"
     )
 
@@ -203,7 +189,7 @@ def test_run_never_writes_its_gallery_over_its_manifest(emulator_server, tmp_pat
     )
     before = manifest.read_bytes()
 
-    result = engine(
+    result = engine_cli(
         tmp_path, cli_env(emulator_server), "run", "out/index.html", "--output-dir", "out"
     )
 
@@ -219,7 +205,7 @@ def test_run_on_redis_refuses_an_at_file_in_a_jobs_names_before_reaching_redis(
     write_jsonl(tmp_path / "m.jsonl", [sdxl_job("in", "@in.png")])
     args = ("run", "m.jsonl", "--output-dir", ".", "--redis", "redis://127.0.0.1:1/0")
 
-    result = engine(tmp_path, cli_env(emulator_server), *args, "--run", "night")
+    result = engine_cli(tmp_path, cli_env(emulator_server), *args, "--run", "night")
 
     refused(result, "m.jsonl:1: @file", "writes its outputs")
     assert (tmp_path / "in.png").read_bytes() == PNG
@@ -236,7 +222,9 @@ def test_no_log_is_written_over_the_settings_or_the_price_table(
     write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "model": FLUX, "input": {"prompt": "x"}}])
     (tmp_path / "s.yaml").write_text("concurrency: 2\n")
 
-    result = engine(tmp_path, cli_env(emulator_server), "run", "m.jsonl", *read, write, "s.yaml")
+    result = engine_cli(
+        tmp_path, cli_env(emulator_server), "run", "m.jsonl", *read, write, "s.yaml"
+    )
 
     refused(result, read[0], write, "the same file")
     assert (tmp_path / "s.yaml").read_text() == "concurrency: 2\n"
