@@ -92,16 +92,20 @@ def assert_files_match_journal(out: Path, journal: Path) -> int:
 ENGINE = [sys.executable, "-m", "engine"]
 
 
-def engine_cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m engine ARGS`` in ``cwd`` to its end (60 s at most), output captured."""
+def engine_cli(
+    cwd: Path, env: dict[str, str], *args: str, timeout: float = 60, **popen: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m engine ARGS`` in ``cwd`` to its end (``timeout`` s at most), output
+    captured; ``popen`` goes to `subprocess.run` (e.g. ``preexec_fn``)."""
     return subprocess.run(
         [*ENGINE, *args],
         env=env,
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
+        **popen,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from tests.e2e.helpers import (
     FLUX,
     LLAMA,
     cli_env,
+    engine_cli,
     engine_config,
     image_jobs,
     journal_records,
@@ -35,8 +35,6 @@ from tests.e2e.helpers import (
 )
 
 pytestmark = pytest.mark.anyio
-
-ENGINE = [sys.executable, "-m", "engine"]
 
 
 @pytest.fixture
@@ -46,16 +44,7 @@ def emulator_config() -> EmulatorConfig:
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        **kw,
-    )
+    return engine_cli(cwd, env, *args, timeout=120, **kw)
 
 
 def summary_rows(stdout: str) -> dict[str, str]:

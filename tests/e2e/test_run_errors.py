@@ -22,26 +22,16 @@ import pytest
 from engine import EngineConfig, EngineError, Secret, open_run, run_jobs
 from engine._errors import AuthenticationError, ConfigError, StorageError
 from jobs import read_manifest
-from tests.e2e.helpers import cli_env, engine_config, image_jobs, write_jsonl
+from tests.e2e.helpers import cli_env, engine_cli, engine_config, image_jobs, write_jsonl
 
 pytestmark = pytest.mark.anyio
-
-ENGINE = [sys.executable, "-m", "engine"]
 
 
 def run_cli(
     *args: str, env: dict[str, str], cwd: Path, preexec: Callable[[], None] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*ENGINE, *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        preexec_fn=preexec,  # only resource limits, set before exec
-    )
+    # preexec: only resource limits, set before exec
+    return engine_cli(cwd, env, *args, timeout=120, preexec_fn=preexec)
 
 
 def _wrong_token(server: Any, tmp: Path, config: EngineConfig, env: dict[str, str]) -> Any:
