@@ -30,7 +30,7 @@ from engine._client_loop import END, Runtime, next_or_end
 from engine._client_stream import stream_events
 from engine._config import SETTLE_SECONDS
 from engine._errors import ConfigError
-from engine._gateway import PredictionPage, StreamEvent
+from engine._gateway import Gateway, PredictionPage, StreamEvent
 from engine._logs import get_logger
 from engine._prediction import Prediction
 from jobs import ModelRef
@@ -156,20 +156,31 @@ class ReplicateClient:
         """Run a model without blocking the event loop; see `run_model`."""
         return await self._runtime.submit(self._run_model, model_id, input_params, use_file_output)
 
-    async def _run_model(
-        self, model_id: str, input_params: Mapping[str, Any] | None, use_file_output: bool
-    ) -> Any:
-        started = time.monotonic()
-        ref = ModelRef.parse(model_id)
-        gateway = await self._runtime.gateway()
-        prediction = await calls.create(
+    async def _create(
+        self,
+        gateway: Gateway,
+        ref: ModelRef,
+        input_params: Mapping[str, Any] | None,
+        **params: Any,
+    ) -> Prediction:
+        """The client's one create: a lost answer is looked for, never paid twice."""
+        return await calls.create(
             gateway,
             self._created,
             ref,
             dict(input_params or {}),
             attempts=self._attempts,
             settle=self._settings.settle,
+            **params,
         )
+
+    async def _run_model(
+        self, model_id: str, input_params: Mapping[str, Any] | None, use_file_output: bool
+    ) -> Any:
+        started = time.monotonic()
+        ref = ModelRef.parse(model_id)
+        gateway = await self._runtime.gateway()
+        prediction = await self._create(gateway, ref, input_params)
         log.info("client.created", model=model_id, prediction_id=prediction.id)
         done = await calls.wait(gateway, prediction, self.timeout, self._settings.poll_interval)
         log.info(
@@ -243,13 +254,10 @@ class ReplicateClient:
         # "completed" already covers every terminal state.
         events = calls.webhook_events(webhook_events_filter)
         gateway = await self._runtime.gateway()
-        prediction = await calls.create(
+        prediction = await self._create(
             gateway,
-            self._created,
             ref,
-            dict(input_params or {}),
-            attempts=self._attempts,
-            settle=self._settings.settle,
+            input_params,
             webhook=webhook,
             webhook_events_filter=events,
             stream=stream,

@@ -334,6 +334,9 @@ async def _produce(
                 sending = sending and not ctx.control.stop_creating
                 if not sending:
                     # Not started: counted by the summary as the jobs that did not end.
+                    # Counting a long rest reads the manifest: let a next Ctrl-C be heard.
+                    if stats.total % 1024 == 0:
+                        await anyio.lowlevel.checkpoint()
                     if state is not None and not (job.explicit_id and has_changed(job, state)):
                         skipped = _skipped(job, state, config)
                         if skipped is not None:

@@ -161,8 +161,8 @@ class Sweeper:
         """Watch ``prediction_id`` while the block runs.
 
         While sweeps run and succeed, a new prediction is theirs from the start: the
-        next sweep's window holds it. Polled directly until a sweep had covered it, as before, the
-        predictions created during one long sweep (the last of 3,000, on a loaded
+        next sweep's window holds it. When each was polled directly until a sweep had
+        covered it, the predictions created during one long sweep (the last of 3,000, on a loaded
         machine) were polled 30 times a second, 0.6 of a 3,000/min budget, while the
         sweep read 1-2 pages a second (bench/RESULTS.md).
         """

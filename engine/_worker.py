@@ -69,9 +69,7 @@ async def run_job(job: Job, state: JobState | None, ctx: WorkerContext) -> None:
             # as they can, and leave this job to the next run. The run ends with its
             # summary, names what still runs, and raises this error (engine._runner).
             # Said once, as the run's error: each job only says where it was left.
-            if ctx.storage_error is None:
-                ctx.storage_error = exc
-            ctx.control.drain(f"storage error: {exc}")
+            ctx.storage_refused(exc)
             running = next((p for p, j in ctx.in_flight.items() if j.key == job.key), None)
             where = "not started" if running is None else "left running"
             await ctx.emit(JobEvent(job.key, JobEventKind.DEFERRED, running, where, job=job))
@@ -324,11 +322,8 @@ class _Lifecycle:
                 # Gone from Replicate: only a new prediction can bring the files back.
                 return await self._retry_or_fail(prediction.id, exc)
             except StorageError as exc:
-                # The disk refuses: creating more would pay for outputs we cannot keep.
                 # The job stays "succeeded" in the journal, so the next run downloads it.
-                if ctx.storage_error is None:
-                    ctx.storage_error = exc
-                ctx.control.drain(f"storage error: {exc}")
+                ctx.storage_refused(exc)
                 await ctx.emit(  # not failed: the next run downloads it, paid once
                     JobEvent(
                         job.key, JobEventKind.DEFERRED, prediction.id, _NOT_DOWNLOADED, job=job

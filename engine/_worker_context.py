@@ -51,3 +51,13 @@ class WorkerContext:
     # The first disk refusal: the run drains, then ends with it (a whole-run error).
     storage_error: StorageError | None = None
     sidecars: GroupCommit = field(default_factory=GroupCommit)  # their fsyncs share hops
+
+    def storage_refused(self, exc: StorageError) -> None:
+        """The disk refused a write: keep the first refusal and stop creating.
+
+        Creating more would pay for outputs that cannot be kept; the run drains, ends with
+        its summary and raises this error (`engine._runner`).
+        """
+        if self.storage_error is None:
+            self.storage_error = exc
+        self.control.drain(f"storage error: {exc}")

@@ -182,6 +182,7 @@ class _Worker:
                 config.api, chunk_size=config.download_chunk_size, retry=policy
             ) as downloader,
         ):
+            self.stats.retry_counters += [gateway.retries, downloader.retries]  # read live
             ctx = WorkerContext(
                 config=config,
                 gateway=gateway,
@@ -203,8 +204,6 @@ class _Worker:
                     async with anyio.create_task_group() as jobs:
                         await self._take_jobs(jobs, ctx)
                 outer.cancel_scope.cancel()
-            self.stats.retries.update(gateway.retries)
-            self.stats.retries.update(downloader.retries)
         summary = self.stats.summary(
             predict_seconds=self.spending.predict_seconds,
             throttled_429=self.create.throttled + self.read.throttled,
